@@ -1,0 +1,14 @@
+"""optlib: PyTorch- and Hugging Face-exact optimizers and LR schedules as Optax pieces.
+
+Public names are re-exported flat from here, like optax: ``optlib.step_lr``,
+``optlib.get_scheduler``, ``optlib.adam``, ``optlib.scale_by_adagrad``, ...
+"""
+
+from optlib._state_tree import current_learning_rate, register_learning_rate_state
+from optlib.schedules import *  # noqa: F401,F403
+from optlib.transforms import *  # noqa: F401,F403
+from optlib.metric import *  # noqa: F401,F403
+from optlib.optimizers import *  # noqa: F401,F403
+from optlib.registry import get_scheduler, scheduler_names
+
+__version__ = "0.1.0"

@@ -1,0 +1,36 @@
+"""Small numeric conventions used across optlib (one place for each)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["float_dtype", "safe_increment", "statistics_dtype", "as_float"]
+
+
+def float_dtype() -> jnp.dtype:
+    """The default float dtype: float32, or float64 under ``jax_enable_x64``."""
+    return jnp.result_type(float)
+
+
+def as_float(value) -> jax.Array:
+    """``value`` as an array of the default float dtype."""
+    return jnp.asarray(value, dtype=float_dtype())
+
+
+def statistics_dtype(dtype) -> jnp.dtype:
+    """Dtype for optimizer statistics of a parameter of ``dtype``.
+
+    At least float32 (bf16/fp16 parameters keep float32 statistics, as HF Adafactor computes
+    in float32), float64 parameters keep float64.
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """Adds one to an int32 counter, saturating at 2**31 - 1 instead of wrapping.
+
+    This is ``optax.safe_int32_increment``: optax already does exactly this, so we reuse it.
+    """
+    return optax.safe_int32_increment(count)

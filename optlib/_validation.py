@@ -1,0 +1,137 @@
+"""Argument checks shared by every public constructor.
+
+Every check raises at construction time with a message that names the parameter and the
+bad value, the way torch's constructors do ("Invalid learning rate: -1.0"), so a mistake
+never turns into a silent wrong number inside a jitted step.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+
+__all__ = [
+    "check_callable",
+    "check_choice",
+    "check_int",
+    "check_interval",
+    "check_learning_rate",
+    "check_non_negative",
+    "check_positive",
+    "check_real",
+]
+
+
+def _is_real(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    # 0-d numpy / jax arrays of a real dtype are accepted as concrete numbers.
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    return shape == () and dtype is not None and getattr(dtype, "kind", "") in "fiu"
+
+
+def _is_traced(value: Any) -> bool:
+    """A value under ``jit`` (e.g. a hyperparameter from ``optax.inject_hyperparams``)."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def check_real(name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """Returns ``value`` as a float, or raises ``TypeError``/``ValueError`` naming ``name``.
+
+    A traced value (inside ``jit``) cannot be inspected and is passed through unchanged.
+    """
+    if _is_traced(value):
+        return value
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    if math.isnan(number) or (math.isinf(number) and not allow_inf):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def check_positive(name: str, value: Any) -> float:
+    """``value > 0``."""
+    number = check_real(name, value)
+    if _is_traced(number):
+        return number
+    if number <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """``value >= 0``."""
+    number = check_real(name, value)
+    if _is_traced(number):
+        return number
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return number
+
+
+def check_interval(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_closed: bool = True,
+    high_closed: bool = True,
+) -> float:
+    """``value`` in the interval between ``low`` and ``high`` (closed or open ends)."""
+    number = check_real(name, value)
+    if _is_traced(number):
+        return number
+    above = number >= low if low_closed else number > low
+    below = number <= high if high_closed else number < high
+    if not (above and below):
+        left = "[" if low_closed else "("
+        right = "]" if high_closed else ")"
+        raise ValueError(f"{name} must be in {left}{low}, {high}{right}, got {value!r}")
+    return number
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """An integer (not a bool, not a float such as ``3.0``), at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """``value`` is one of ``choices``."""
+    options = tuple(choices)
+    if value not in options:
+        listed = ", ".join(repr(option) for option in options)
+        raise ValueError(f"{name} must be one of {listed}; got {value!r}")
+    return value
+
+
+def check_callable(name: str, value: Any) -> Callable[..., Any]:
+    """``value`` can be called."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_learning_rate(value: Any, name: str = "learning_rate") -> Any:
+    """A learning rate: a non-negative finite number, or a schedule (any callable).
+
+    Torch rejects ``lr < 0`` ("Invalid learning rate"); so do we. Schedules are checked by
+    their own constructors.
+    """
+    if callable(value):
+        return value
+    check_non_negative(name, value)
+    return value

@@ -1,0 +1,65 @@
+"""Pieces shared by every schedule family: the momentum-carrying wrapper and epoch stepping."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+
+import jax.numpy as jnp
+import optax
+
+from optlib._validation import check_int
+
+__all__ = ["MomentumSchedule", "per_epoch"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumSchedule:
+    """A learning-rate schedule that also sets momentum, like torch's ``cycle_momentum``.
+
+    Calling it gives the learning rate; ``.momentum(step)`` gives the momentum (SGD) or
+    ``beta1`` (Adam family) torch would have set after ``step`` scheduler steps. optlib's
+    optimizers read ``.momentum`` when such a schedule is their ``learning_rate``.
+
+    Attributes:
+      learning_rate: ``step -> lr``.
+      momentum: ``step -> momentum``.
+    """
+
+    learning_rate: optax.Schedule
+    momentum: optax.Schedule
+
+    def __call__(self, step):
+        return self.learning_rate(step)
+
+
+def per_epoch(schedule: Callable, steps_per_epoch: int) -> Callable:
+    """Runs a schedule on epochs while optax counts updates.
+
+    A torch recipe that calls ``scheduler.step()`` once per epoch (``StepLR(step_size=30)``
+    meaning 30 epochs) becomes ``per_epoch(step_lr(...), steps_per_epoch)``: update ``k``
+    uses ``schedule(k // steps_per_epoch)``, so the rate changes exactly at epoch
+    boundaries, as in the torch loop. A ``MomentumSchedule`` stays one, with its momentum
+    stepped per epoch too.
+
+    Args:
+      schedule: any ``step -> value`` schedule.
+      steps_per_epoch: optimizer updates per epoch (>= 1).
+
+    Returns:
+      The schedule of the update count.
+    """
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+
+    def epoch_of(step):
+        return jnp.asarray(step) // steps_per_epoch
+
+    def on_epochs(fn):
+        return lambda step: fn(epoch_of(step))
+
+    if isinstance(schedule, MomentumSchedule):
+        return MomentumSchedule(on_epochs(schedule.learning_rate), on_epochs(schedule.momentum))
+    return on_epochs(schedule)
+
+

@@ -1,0 +1,73 @@
+"""The transform that owns the learning rate."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optlib._numerics import as_float, safe_increment
+from optlib._state_tree import register_learning_rate_state
+from optlib._validation import check_learning_rate
+
+__all__ = ["ScaleByLearningRateState", "scale_by_learning_rate", "learning_rate_at"]
+
+
+def learning_rate_at(learning_rate: float | optax.Schedule, count: jax.Array) -> jax.Array:
+    """The rate a float or a schedule gives at update ``count`` (default float dtype)."""
+    if callable(learning_rate):
+        return as_float(learning_rate(count))
+    return as_float(learning_rate)
+
+
+@register_learning_rate_state
+class ScaleByLearningRateState(NamedTuple):
+    """State of ``scale_by_learning_rate``.
+
+    Attributes:
+      count: int32 number of updates applied so far (saturates at 2**31 - 1).
+      learning_rate: the rate the next update applies, ``schedule(count)``; kept in the
+        state so ``current_learning_rate`` can read it without knowing the schedule.
+    """
+
+    count: jax.Array
+    learning_rate: jax.Array
+
+
+def scale_by_learning_rate(
+    learning_rate: float | optax.Schedule, *, flip_sign: bool = True
+) -> optax.GradientTransformation:
+    """Multiplies updates by ``-learning_rate`` (``+`` with ``flip_sign=False``).
+
+    ``u_t = -lr(t) * u_t`` where ``lr(t)`` is the float or ``schedule(count)``. This is
+    ``optax.scale_by_learning_rate`` plus the rate in the state, so that
+    ``optlib.current_learning_rate`` works for every optimizer whatever its learning rate is.
+    Updates keep their dtype.
+
+    Args:
+      learning_rate: a non-negative float or an ``optax.Schedule`` of the update count.
+      flip_sign: multiply by ``-lr`` (descent, the default) rather than ``lr``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    check_learning_rate(learning_rate)
+    sign = -1.0 if flip_sign else 1.0
+
+    def init_fn(params):
+        del params
+        count = jnp.zeros([], jnp.int32)
+        return ScaleByLearningRateState(count, learning_rate_at(learning_rate, count))
+
+    def update_fn(updates, state, params=None):
+        del params
+        # Recomputed from the closure rather than read from the state, so that a rate
+        # injected by ``optax.inject_hyperparams`` takes effect on this very update.
+        step_size = sign * learning_rate_at(learning_rate, state.count)
+        updates = jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates)
+        count = safe_increment(state.count)
+        return updates, ScaleByLearningRateState(count, learning_rate_at(learning_rate, count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
