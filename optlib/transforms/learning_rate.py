@@ -12,7 +12,12 @@ from optlib._numerics import as_float, safe_increment
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import check_learning_rate
 
-__all__ = ["ScaleByLearningRateState", "scale_by_learning_rate", "learning_rate_at"]
+__all__ = [
+    "ScaleByLearningRateState",
+    "apply_learning_rate",
+    "learning_rate_at",
+    "scale_by_learning_rate",
+]
 
 
 def learning_rate_at(learning_rate: float | optax.Schedule, count: jax.Array) -> jax.Array:
@@ -71,3 +76,23 @@ def scale_by_learning_rate(
         return updates, ScaleByLearningRateState(count, learning_rate_at(learning_rate, count))
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def apply_learning_rate(learning_rate) -> optax.GradientTransformation:
+    """The step that multiplies updates by ``-lr``, whatever ``learning_rate`` is.
+
+    Every optlib optimizer ends with this, so its ``learning_rate`` may be:
+
+    * a float or an ``optax.Schedule`` (incl. a ``MomentumSchedule``): ``scale_by_learning_rate``;
+    * a metric-driven scheduler (``optlib.reduce_lr_on_plateau(...)``, ``optlib.greedy_lr(...)``):
+      an ``optax.GradientTransformation`` that scales by ``-lr`` itself and is used as is.
+
+    Args:
+      learning_rate: a float, a schedule, or a learning-rate ``GradientTransformation``.
+
+    Returns:
+      An ``optax.GradientTransformation`` (``...ExtraArgs`` for metric-driven ones).
+    """
+    if isinstance(learning_rate, optax.GradientTransformation):
+        return learning_rate
+    return scale_by_learning_rate(learning_rate)
