@@ -9,6 +9,7 @@ from optlib.schedules import *  # noqa: F401,F403
 from optlib.transforms import *  # noqa: F401,F403
 from optlib.metric import *  # noqa: F401,F403
 from optlib.optimizers import *  # noqa: F401,F403
+from optlib.param_groups import *  # noqa: F401,F403
 from optlib.registry import get_scheduler, scheduler_names
 
 __version__ = "0.1.0"

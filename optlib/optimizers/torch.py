@@ -1,3 +1,341 @@
-"""Filled in by its issue."""
+"""torch.optim's optimizers, each one ``optax.chain`` of optlib transforms.
 
-__all__: list[str] = []
+Arguments are torch's names and defaults, with ``learning_rate`` for ``lr``. The chains mirror
+torch's order of operations: ``maximize`` negates the gradient first, coupled ``weight_decay``
+adds ``wd * p`` to the gradient before any statistics, decoupled decay adds ``wd * p`` to the
+finished update, and ``apply_learning_rate`` multiplies by ``-lr`` last.
+
+``learning_rate`` may be a float, an ``optax.Schedule``, a ``MomentumSchedule`` (torch's
+``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True``: its ``.momentum`` then drives
+SGD's and RMSprop's ``momentum`` / the Adam family's ``betas[0]``, exactly as torch's
+scheduler overwrites them), or a metric-driven learning-rate transform
+(``optlib.reduce_lr_on_plateau(...)``). torch's implementation switches (``foreach``,
+``fused``, ``capturable``, ``differentiable``) have no meaning here and are not taken.
+"""
+
+from __future__ import annotations
+
+import optax
+
+from optlib.schedules._core import MomentumSchedule
+from optlib.transforms.learning_rate import apply_learning_rate
+from optlib.transforms.moments import (
+    check_betas,
+    scale_by_adadelta,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_nadam,
+    scale_by_rms,
+)
+from optlib.transforms.momentum import check_momentum, momentum_from, trace_momentum
+from optlib.transforms.regularization import (
+    add_decoupled_weight_decay,
+    add_weight_decay,
+    negate_gradients,
+)
+
+__all__ = ["adadelta", "adagrad", "adam", "adamw", "nadam", "rmsprop", "sgd"]
+
+
+def _maximize(maximize: bool) -> optax.GradientTransformation:
+    return negate_gradients() if maximize else optax.identity()
+
+
+def _split_weight_decay(weight_decay: float, decoupled: bool) -> tuple[float, float]:
+    """``(coupled, decoupled)`` coefficients: the one not in use is 0 (a no-op)."""
+    return (0.0, weight_decay) if decoupled else (weight_decay, 0.0)
+
+
+def _cycled_betas(learning_rate, betas) -> tuple:
+    """``betas`` checked as torch does, with ``betas[0]`` from a ``MomentumSchedule``."""
+    beta1, beta2 = check_betas(betas)
+    return momentum_from(learning_rate, beta1), beta2
+
+
+def _reject_momentum_schedule(learning_rate, name: str) -> None:
+    """torch's ``cycle_momentum`` raises for optimizers with neither momentum nor betas."""
+    if isinstance(learning_rate, MomentumSchedule):
+        raise ValueError(
+            f"{name} has no momentum or beta1 for a momentum-cycling learning_rate to drive "
+            "(torch: 'optimizer must support momentum or beta1 with `cycle_momentum` option "
+            "enabled'); build the schedule with cycle_momentum=False or pass "
+            "learning_rate.learning_rate"
+        )
+
+
+def sgd(
+    learning_rate=1e-3,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """Stochastic gradient descent with torch's momentum (torch.optim.SGD).
+
+    ``chain(maximize?, add_weight_decay, trace_momentum, apply_learning_rate)``::
+
+        g <- -g (maximize);  g <- g + weight_decay * p
+        b_1 = g_1;  b_t = momentum * b_{t-1} + (1 - dampening) * g_t
+        p <- p - lr * (g_t + momentum * b_t  if nesterov else  b_t)
+
+    optax.sgd has no dampening (its first step also dampens nothing, but later ones differ).
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` or lr transform.
+      momentum: momentum factor (>= 0); ignored for a ``MomentumSchedule`` learning rate,
+        whose ``.momentum`` is used instead (torch's ``cycle_momentum``).
+      dampening: dampening for momentum, in [0, 1].
+      weight_decay: coupled L2 penalty (>= 0).
+      nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    check_momentum(momentum, dampening, nesterov)
+    return optax.chain(
+        _maximize(maximize),
+        add_weight_decay(weight_decay),
+        trace_momentum(momentum_from(learning_rate, momentum), dampening, nesterov),
+        apply_learning_rate(learning_rate),
+    )
+
+
+def adam(
+    learning_rate=1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> optax.GradientTransformation:
+    """Adam (torch.optim.Adam).
+
+    ``chain(maximize?, add_weight_decay, scale_by_adam, add_decoupled_weight_decay,
+    apply_learning_rate)``, one of the two decays being 0: torch's Adam adds
+    ``weight_decay * p`` to the gradient (L2, through the moments); with
+    ``decoupled_weight_decay=True`` (= AdamW) it decays the parameters by ``lr * weight_decay``.
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` (drives ``betas[0]``) or
+        lr transform.
+      betas: ``(beta1, beta2)``, each in [0, 1).
+      eps: added to the denominator (>= 0).
+      weight_decay: weight decay coefficient (>= 0).
+      amsgrad: use AMSGrad's running maximum of the second moment.
+      maximize: maximize the objective instead of minimizing.
+      decoupled_weight_decay: AdamW-style decay instead of L2.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    coupled, decoupled = _split_weight_decay(weight_decay, decoupled_weight_decay)
+    return optax.chain(
+        _maximize(maximize),
+        add_weight_decay(coupled),
+        scale_by_adam(_cycled_betas(learning_rate, betas), eps, amsgrad),
+        add_decoupled_weight_decay(decoupled),
+        apply_learning_rate(learning_rate),
+    )
+
+
+def adamw(
+    learning_rate=1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 1e-2.
+
+    ``chain(maximize?, scale_by_adam, add_decoupled_weight_decay, apply_learning_rate)``::
+
+        p <- p * (1 - lr * weight_decay) - lr * m_hat / (sqrt(v_hat) + eps)
+
+    torch defines AdamW as ``Adam(..., decoupled_weight_decay=True)``; so does this.
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` (drives ``betas[0]``) or
+        lr transform.
+      betas: ``(beta1, beta2)``, each in [0, 1).
+      eps: added to the denominator (>= 0).
+      weight_decay: decoupled weight decay coefficient (>= 0).
+      amsgrad: use AMSGrad's running maximum of the second moment.
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    return adam(
+        learning_rate,
+        betas,
+        eps,
+        weight_decay,
+        amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=True,
+    )
+
+
+def adagrad(
+    learning_rate=1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """Adagrad (torch.optim.Adagrad).
+
+    ``chain(maximize?, add_weight_decay, scale_by_adagrad, apply_learning_rate)``::
+
+        s_t = s_{t-1} + g_t**2;  p <- p - lr / (1 + (t - 1) * lr_decay) * g_t / (sqrt(s_t) + eps)
+
+    ``optax.adagrad`` differs: eps inside the square root, accumulator starting at 0.1, no
+    ``lr_decay``.
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule or lr transform.
+      lr_decay: learning-rate decay (>= 0).
+      weight_decay: coupled L2 penalty (>= 0).
+      initial_accumulator_value: starting value of the sum of squares (>= 0).
+      eps: added to the denominator (>= 0).
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Raises:
+      ValueError: for bad values, or a momentum-cycling ``learning_rate`` (Adagrad has no
+        momentum; torch's ``cycle_momentum`` raises too).
+    """
+    _reject_momentum_schedule(learning_rate, "adagrad")
+    return optax.chain(
+        _maximize(maximize),
+        add_weight_decay(weight_decay),
+        scale_by_adagrad(lr_decay, initial_accumulator_value, eps),
+        apply_learning_rate(learning_rate),
+    )
+
+
+def rmsprop(
+    learning_rate=1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """RMSprop (torch.optim.RMSprop).
+
+    ``chain(maximize?, add_weight_decay, scale_by_rms, trace_momentum, apply_learning_rate)``::
+
+        v_t = alpha * v_{t-1} + (1 - alpha) * g_t**2;  a_t = lerp(a_{t-1}, g_t, 1 - alpha)
+        d_t = g_t / (sqrt(v_t - a_t**2 if centered else v_t) + eps)
+        b_t = momentum * b_{t-1} + d_t;  p <- p - lr * b_t
+
+    ``optax.rmsprop`` differs: eps inside the square root.
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` (drives ``momentum``)
+        or lr transform.
+      alpha: smoothing constant, in [0, 1].
+      eps: added to the denominator (>= 0).
+      weight_decay: coupled L2 penalty (>= 0).
+      momentum: momentum factor (>= 0).
+      centered: normalise by the estimated variance of the gradient.
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    check_momentum(momentum)
+    return optax.chain(
+        _maximize(maximize),
+        add_weight_decay(weight_decay),
+        scale_by_rms(alpha, eps, centered),
+        trace_momentum(momentum_from(learning_rate, momentum)),
+        apply_learning_rate(learning_rate),
+    )
+
+
+def adadelta(
+    learning_rate=1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """Adadelta (torch.optim.Adadelta); torch's lr (default 1.0) multiplies the delta.
+
+    ``chain(maximize?, add_weight_decay, scale_by_adadelta, apply_learning_rate)``.
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule or lr transform.
+      rho: coefficient of the running averages, in [0, 1].
+      eps: added inside the square roots (>= 0).
+      weight_decay: coupled L2 penalty (>= 0).
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Raises:
+      ValueError: for bad values, or a momentum-cycling ``learning_rate``.
+    """
+    _reject_momentum_schedule(learning_rate, "adadelta")
+    return optax.chain(
+        _maximize(maximize),
+        add_weight_decay(weight_decay),
+        scale_by_adadelta(rho, eps),
+        apply_learning_rate(learning_rate),
+    )
+
+
+def nadam(
+    learning_rate=2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """NAdam (torch.optim.NAdam), with torch's momentum-decay schedule ``mu_t``.
+
+    ``chain(maximize?, add_weight_decay, scale_by_nadam, add_decoupled_weight_decay,
+    apply_learning_rate)``, one of the two decays being 0 (``decoupled_weight_decay`` picks).
+    ``optax.nadam`` is a different algorithm (no ``momentum_decay``).
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` (drives ``betas[0]``) or
+        lr transform.
+      betas: ``(beta1, beta2)``, each in [0, 1).
+      eps: added to the denominator (>= 0).
+      weight_decay: weight decay coefficient (>= 0).
+      momentum_decay: ``psi`` of ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * psi))`` (>= 0).
+      decoupled_weight_decay: AdamW-style decay instead of L2.
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    coupled, decoupled = _split_weight_decay(weight_decay, decoupled_weight_decay)
+    return optax.chain(
+        _maximize(maximize),
+        add_weight_decay(coupled),
+        scale_by_nadam(_cycled_betas(learning_rate, betas), eps, momentum_decay),
+        add_decoupled_weight_decay(decoupled),
+        apply_learning_rate(learning_rate),
+    )

@@ -1,3 +1,471 @@
-"""Filled in by its issue."""
+"""Gradient statistics of torch.optim's adaptive optimizers, one transform each.
 
-__all__: list[str] = []
+Each transform divides (or rescales) the incoming updates by its running statistics and
+returns them *without* the learning rate: the chain ends with ``apply_learning_rate``, which
+multiplies by ``-lr``. Statistics are kept in float32 or wider (``statistics_dtype``: bf16/fp16
+parameters get float32 statistics), updates come back in the dtype they came in.
+
+The formulas follow torch's single-tensor implementations term by term (torch 2.x,
+``torch/optim/*.py``), including where ``eps`` sits and how bias corrections are applied, so
+that float64 runs agree with torch to round-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optlib._numerics import float_dtype, safe_increment, statistics_dtype
+from optlib._validation import check_interval, check_non_negative
+from optlib.transforms.learning_rate import learning_rate_at
+
+__all__ = [
+    "ScaleByAdadeltaState",
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByNadamState",
+    "ScaleByRmsState",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_nadam",
+    "scale_by_rms",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces (one place each).
+
+
+def map_leaves(fn: Callable[..., tuple], tree: Any, *rest: Any) -> tuple:
+    """``fn`` on matching leaves of ``tree`` and ``rest``; returns one tree per output of ``fn``.
+
+    ``fn(leaf, *rest_leaves)`` returns a tuple ``(a, b, ...)``; the result is
+    ``(tree_of_a, tree_of_b, ...)``, each with ``tree``'s structure.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    others = [treedef.flatten_up_to(other) for other in rest]
+    outputs = [fn(*args) for args in zip(leaves, *others)]
+    if not outputs:
+        return tuple(treedef.unflatten([]) for _ in range(_arity(fn, rest)))
+    return tuple(treedef.unflatten(list(column)) for column in zip(*outputs))
+
+
+def _arity(fn: Callable[..., tuple], rest: tuple) -> int:
+    """Number of outputs of ``fn``, for an empty tree (e.g. a parameter group with no leaves)."""
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    return len(jax.eval_shape(fn, *(scalar for _ in range(len(rest) + 1))))
+
+
+def _statistics_like(params: Any, fill: float = 0.0) -> Any:
+    """A tree like ``params`` filled with ``fill``, in the statistics dtype (>= float32)."""
+    return jax.tree.map(lambda p: jnp.full(p.shape, fill, statistics_dtype(p.dtype)), params)
+
+
+def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
+    """torch's ``start.lerp_(end, weight)``: the exponential moving average of first moments.
+
+    ``start + weight * (end - start)`` for ``|weight| < 0.5``, else
+    ``end - (end - start) * (1 - weight)`` -- the two branches torch's CPU kernel uses.
+    """
+    return jnp.where(
+        jnp.abs(weight) < 0.5,
+        start + weight * (end - start),
+        end - (end - start) * (1 - weight),
+    )
+
+
+def _decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
+    """``decay * average + (1 - decay) * g**2``: torch's ``mul_(decay).addcmul_(g, g, 1 - decay)``."""
+    return decay * average + (1 - decay) * g * g
+
+
+def _step_number(count: jax.Array) -> jax.Array:
+    """torch's ``step`` after its increment (1 on the first update), as a float."""
+    return safe_increment(count).astype(float_dtype())
+
+
+def check_betas(betas) -> tuple:
+    """torch's Adam/NAdam check: ``0 <= beta < 1``; ``betas[0]`` may be a schedule."""
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    beta1, beta2 = betas
+    if not callable(beta1):
+        beta1 = check_interval("betas[0]", beta1, 0.0, 1.0, high_closed=False)
+    beta2 = check_interval("betas[1]", beta2, 0.0, 1.0, high_closed=False)
+    return beta1, beta2
+
+
+# ---------------------------------------------------------------------------------------------
+# Adagrad.
+
+
+class ScaleByAdagradState(NamedTuple):
+    """State of ``scale_by_adagrad``: int32 ``count`` and the running ``sum`` of squares."""
+
+    count: jax.Array
+    sum: optax.Updates
+
+
+def scale_by_adagrad(
+    lr_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+) -> optax.GradientTransformation:
+    """Adagrad's scaling (torch.optim.Adagrad), without the learning rate.
+
+    ::
+
+        s_t = s_{t-1} + g_t**2                           (s_0 = initial_accumulator_value)
+        u_t = g_t / (sqrt(s_t) + eps) / (1 + (t - 1) * lr_decay)
+
+    so that ``apply_learning_rate(lr)`` gives torch's ``clr = lr / (1 + (t-1) * lr_decay)``
+    exactly (the decay factor is a function of the step only, so it commutes with the lr).
+    Unlike ``optax.scale_by_rss``, ``eps`` is added *outside* the square root and the
+    accumulator starts at ``initial_accumulator_value`` (torch's default 0, optax's 0.1).
+
+    Args:
+      lr_decay: learning-rate decay (>= 0).
+      initial_accumulator_value: starting value of the sum of squares (>= 0).
+      eps: added to the denominator (>= 0).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    lr_decay = check_non_negative("lr_decay", lr_decay)
+    initial_accumulator_value = check_non_negative(
+        "initial_accumulator_value", initial_accumulator_value
+    )
+    eps = check_non_negative("eps", eps)
+
+    def init_fn(params):
+        count = jnp.zeros([], jnp.int32)
+        return ScaleByAdagradState(count, _statistics_like(params, initial_accumulator_value))
+
+    def update_fn(updates, state, params=None):
+        del params
+        decay = 1 + (_step_number(state.count) - 1) * lr_decay
+
+        def leaf(g, acc):
+            g32 = g.astype(acc.dtype)
+            acc = acc + g32 * g32
+            u = g32 / (jnp.sqrt(acc) + eps) / decay.astype(acc.dtype)
+            return u.astype(g.dtype), acc
+
+        updates, sums = map_leaves(leaf, updates, state.sum)
+        return updates, ScaleByAdagradState(safe_increment(state.count), sums)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# RMSprop.
+
+
+class ScaleByRmsState(NamedTuple):
+    """State of ``scale_by_rms``.
+
+    Attributes:
+      square_avg: running average of ``g**2``.
+      grad_avg: running average of ``g`` (``centered=True``), else ``None``.
+    """
+
+    square_avg: optax.Updates
+    grad_avg: optax.Updates | None
+
+
+def scale_by_rms(
+    alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
+) -> optax.GradientTransformation:
+    """RMSprop's scaling (torch.optim.RMSprop), without momentum and learning rate.
+
+    ::
+
+        v_t = alpha * v_{t-1} + (1 - alpha) * g_t**2
+        a_t = lerp(a_{t-1}, g_t, 1 - alpha)                   (centered only)
+        u_t = g_t / (sqrt(v_t - a_t**2) + eps)                (centered)
+        u_t = g_t / (sqrt(v_t) + eps)                         (not centered)
+
+    Follow it with ``trace_momentum(momentum)`` for torch's ``momentum`` and with
+    ``apply_learning_rate(lr)``. ``optax.scale_by_rms`` differs: ``eps`` inside the square
+    root and an accumulator that starts at 0 only by option.
+
+    Args:
+      alpha: smoothing constant, in [0, 1].
+      eps: added to the denominator (>= 0).
+      centered: normalise by the estimated variance instead of the second moment.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    alpha = check_interval("alpha", alpha, 0.0, 1.0)
+    eps = check_non_negative("eps", eps)
+
+    def init_fn(params):
+        return ScaleByRmsState(
+            _statistics_like(params), _statistics_like(params) if centered else None
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def leaf(g, square_avg, grad_avg=None):
+            g32 = g.astype(square_avg.dtype)
+            square_avg = _decay_add_square(square_avg, g32, alpha)
+            if centered:
+                grad_avg = _lerp(grad_avg, g32, 1 - alpha)
+                avg = jnp.sqrt(square_avg - grad_avg * grad_avg)
+            else:
+                avg = jnp.sqrt(square_avg)
+            u = g32 / (avg + eps)
+            return (u.astype(g.dtype), square_avg) + ((grad_avg,) if centered else ())
+
+        averages = (state.square_avg, state.grad_avg) if centered else (state.square_avg,)
+        updates, *new_averages = map_leaves(leaf, updates, *averages)
+        grad_avg = new_averages[1] if centered else None
+        return updates, ScaleByRmsState(new_averages[0], grad_avg)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adadelta.
+
+
+class ScaleByAdadeltaState(NamedTuple):
+    """State of ``scale_by_adadelta``: running averages of ``g**2`` and of ``delta**2``."""
+
+    square_avg: optax.Updates
+    acc_delta: optax.Updates
+
+
+def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTransformation:
+    """Adadelta's scaling (torch.optim.Adadelta), without the learning rate.
+
+    ::
+
+        v_t     = rho * v_{t-1} + (1 - rho) * g_t**2
+        delta_t = sqrt(d_{t-1} + eps) / sqrt(v_t + eps) * g_t
+        d_t     = rho * d_{t-1} + (1 - rho) * delta_t**2
+        u_t     = delta_t
+
+    torch multiplies ``delta`` by ``lr`` (default 1.0): ``apply_learning_rate(lr)`` does.
+
+    Args:
+      rho: coefficient of the running averages, in [0, 1].
+      eps: added inside both square roots (>= 0).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    rho = check_interval("rho", rho, 0.0, 1.0)
+    eps = check_non_negative("eps", eps)
+
+    def init_fn(params):
+        return ScaleByAdadeltaState(_statistics_like(params), _statistics_like(params))
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def leaf(g, square_avg, acc_delta):
+            g32 = g.astype(square_avg.dtype)
+            square_avg = _decay_add_square(square_avg, g32, rho)
+            delta = jnp.sqrt(acc_delta + eps) / jnp.sqrt(square_avg + eps) * g32
+            acc_delta = _decay_add_square(acc_delta, delta, rho)
+            return delta.astype(g.dtype), square_avg, acc_delta
+
+        updates, square_avg, acc_delta = map_leaves(
+            leaf, updates, state.square_avg, state.acc_delta
+        )
+        return updates, ScaleByAdadeltaState(square_avg, acc_delta)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adam (and AdamW: the same statistics, decay elsewhere in the chain).
+
+
+class ScaleByAdamState(NamedTuple):
+    """State of ``scale_by_adam``.
+
+    Attributes:
+      count: int32 updates so far (saturating).
+      exp_avg: first moment.
+      exp_avg_sq: second moment.
+      max_exp_avg_sq: running maximum of ``exp_avg_sq`` (``amsgrad=True``), else ``None``.
+    """
+
+    count: jax.Array
+    exp_avg: optax.Updates
+    exp_avg_sq: optax.Updates
+    max_exp_avg_sq: optax.Updates | None
+
+
+def scale_by_adam(
+    betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    amsgrad: bool = False,
+) -> optax.GradientTransformation:
+    """Adam's scaling (torch.optim.Adam / AdamW), without weight decay and learning rate.
+
+    With ``b1 = betas[0](count)`` (a float or a schedule, torch's ``cycle_momentum``)::
+
+        m_t   = lerp(m_{t-1}, g_t, 1 - b1);   v_t = b2 * v_{t-1} + (1 - b2) * g_t**2
+        v'_t  = max(v'_{t-1}, v_t)  if amsgrad else v_t
+        denom = sqrt(v'_t) / sqrt(1 - b2**t) + eps
+        u_t   = m_t / denom / (1 - b1**t)
+
+    torch's order exactly: the bias corrections use the *current* ``b1`` raised to ``t``
+    (what torch does when a scheduler changes ``betas[0]``), and AMSGrad takes the maximum of
+    the raw second moments before the bias correction. ``optax.scale_by_amsgrad`` takes the
+    maximum of the bias-corrected moments instead, and ``optax.scale_by_adam`` cannot take a
+    ``b1`` schedule; hence this transform.
+
+    Args:
+      betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
+      eps: added to the denominator (>= 0).
+      amsgrad: use the running maximum of the second moment (AMSGrad).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    beta1, beta2 = check_betas(betas)
+    eps = check_non_negative("eps", eps)
+
+    def init_fn(params):
+        return ScaleByAdamState(
+            jnp.zeros([], jnp.int32),
+            _statistics_like(params),
+            _statistics_like(params),
+            _statistics_like(params) if amsgrad else None,
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        t = _step_number(state.count)
+        b1 = learning_rate_at(beta1, state.count)
+        bias_correction1 = 1 - b1**t
+        bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
+
+        def leaf(g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
+            dtype = exp_avg.dtype
+            g32 = g.astype(dtype)
+            exp_avg = _lerp(exp_avg, g32, (1 - b1).astype(dtype))
+            exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
+            if amsgrad:
+                max_exp_avg_sq = jnp.maximum(max_exp_avg_sq, exp_avg_sq)
+                second = max_exp_avg_sq
+            else:
+                second = exp_avg_sq
+            denom = jnp.sqrt(second) / bias_correction2_sqrt.astype(dtype) + eps
+            u = exp_avg / denom / bias_correction1.astype(dtype)
+            return (u.astype(g.dtype), exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
+
+        moments = (state.exp_avg, state.exp_avg_sq)
+        moments += (state.max_exp_avg_sq,) if amsgrad else ()
+        updates, exp_avg, exp_avg_sq, *maximum = map_leaves(leaf, updates, *moments)
+        new_state = ScaleByAdamState(
+            safe_increment(state.count), exp_avg, exp_avg_sq, maximum[0] if amsgrad else None
+        )
+        return updates, new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# NAdam.
+
+
+class ScaleByNadamState(NamedTuple):
+    """State of ``scale_by_nadam``.
+
+    Attributes:
+      count: int32 updates so far (saturating).
+      mu_product: float32 scalar, the product of the momentum cache ``mu_1 ... mu_t``; float32
+        like torch's ``state["mu_product"]`` (a tensor of torch's default dtype), rounded after
+        each multiplication exactly as torch rounds it.
+      exp_avg: first moment.
+      exp_avg_sq: second moment.
+    """
+
+    count: jax.Array
+    mu_product: jax.Array
+    exp_avg: optax.Updates
+    exp_avg_sq: optax.Updates
+
+
+def scale_by_nadam(
+    betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum_decay: float = 4e-3,
+) -> optax.GradientTransformation:
+    """NAdam's scaling (torch.optim.NAdam), without weight decay and learning rate.
+
+    With ``b1 = betas[0](count)`` and ``psi = momentum_decay``::
+
+        mu_t  = b1 * (1 - 0.5 * 0.96**(t * psi));  mu_{t+1} = b1 * (1 - 0.5 * 0.96**((t+1) * psi))
+        P_t   = P_{t-1} * mu_t                      (float32, torch's ``mu_product``)
+        m_t   = lerp(m_{t-1}, g_t, 1 - b1);  v_t = b2 * v_{t-1} + (1 - b2) * g_t**2
+        denom = sqrt(v_t / (1 - b2**t)) + eps
+        u_t   = (1 - mu_t) / (1 - P_t) * g_t / denom + mu_{t+1} / (1 - P_t * mu_{t+1}) * m_t / denom
+
+    ``optax.nadam`` is a different algorithm (a constant ``b1`` Nesterov look-ahead, no
+    momentum-decay schedule), hence this transform.
+
+    Args:
+      betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
+      eps: added to the denominator (>= 0).
+      momentum_decay: ``psi`` (>= 0).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    beta1, beta2 = check_betas(betas)
+    eps = check_non_negative("eps", eps)
+    momentum_decay = check_non_negative("momentum_decay", momentum_decay)
+
+    def momentum_cache(b1, step):
+        return b1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+
+    def init_fn(params):
+        return ScaleByNadamState(
+            jnp.zeros([], jnp.int32),
+            jnp.ones([], jnp.float32),
+            _statistics_like(params),
+            _statistics_like(params),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        t = _step_number(state.count)
+        b1 = learning_rate_at(beta1, state.count)
+        mu = momentum_cache(b1, t)
+        mu_next = momentum_cache(b1, t + 1)
+        mu_product = state.mu_product * mu.astype(jnp.float32)
+        product = mu_product.astype(float_dtype())
+        grad_coefficient = (1.0 - mu) / (1.0 - product)
+        average_coefficient = mu_next / (1.0 - product * mu_next)
+        bias_correction2 = 1 - beta2**t
+
+        def leaf(g, exp_avg, exp_avg_sq):
+            dtype = exp_avg.dtype
+            g32 = g.astype(dtype)
+            exp_avg = _lerp(exp_avg, g32, (1 - b1).astype(dtype))
+            exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
+            denom = jnp.sqrt(exp_avg_sq / bias_correction2.astype(dtype)) + eps
+            u = (
+                grad_coefficient.astype(dtype) * (g32 / denom)
+                + average_coefficient.astype(dtype) * (exp_avg / denom)
+            )
+            return u.astype(g.dtype), exp_avg, exp_avg_sq
+
+        updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
+        new_state = ScaleByNadamState(safe_increment(state.count), mu_product, exp_avg, exp_avg_sq)
+        return updates, new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -1,3 +1,132 @@
-"""Filled in by its issue."""
+"""torch's heavy-ball momentum buffer, with momentum from a float or a schedule."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optlib._numerics import safe_increment, statistics_dtype
+from optlib._validation import check_interval, check_non_negative
+from optlib.schedules._core import MomentumSchedule
+from optlib.transforms.learning_rate import learning_rate_at
+from optlib.transforms.moments import map_leaves
+
+__all__ = ["TraceMomentumState", "momentum_from", "trace_momentum"]
+
+
+def momentum_from(learning_rate, momentum):
+    """The momentum (or ``beta1``) an optimizer uses, given its ``learning_rate``.
+
+    torch's ``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True`` overwrite the
+    optimizer's ``momentum`` (SGD, RMSprop) or ``betas[0]`` (Adam family) at every scheduler
+    step. optlib's equivalent is a ``MomentumSchedule`` passed as ``learning_rate``: its
+    ``.momentum`` schedule then replaces the constructor's value, exactly as in torch.
+
+    Args:
+      learning_rate: the optimizer's ``learning_rate`` (float, schedule, transform).
+      momentum: the constructor's momentum / ``beta1`` (float or schedule).
+
+    Returns:
+      ``learning_rate.momentum`` for a ``MomentumSchedule``, else ``momentum``.
+    """
+    if isinstance(learning_rate, MomentumSchedule):
+        return learning_rate.momentum
+    return momentum
+
+
+def check_momentum(momentum, dampening: float = 0.0, nesterov: bool = False) -> tuple:
+    """torch's SGD checks: ``momentum >= 0`` (unless a schedule), ``dampening`` in [0, 1],
+    ``nesterov`` only with a momentum > 0 and zero dampening. Returns the checked pair."""
+    scheduled = callable(momentum)
+    if not scheduled:
+        momentum = check_non_negative("momentum", momentum)
+    dampening = check_interval("dampening", dampening, 0.0, 1.0)
+    if nesterov and ((not scheduled and momentum <= 0) or dampening != 0):
+        raise ValueError(
+            "nesterov=True requires a momentum > 0 and zero dampening, got "
+            f"momentum={momentum!r}, dampening={dampening!r}"
+        )
+    return momentum, dampening
+
+
+class TraceMomentumState(NamedTuple):
+    """State of ``trace_momentum``.
+
+    Attributes:
+      count: int32 updates so far (saturating); indexes a momentum schedule.
+      has_buffer: bool scalar, whether the buffer exists yet (torch creates it on the first
+        step with a non-zero momentum).
+      momentum_buffer: the buffer, float32 or wider, same tree as the params.
+    """
+
+    count: jax.Array
+    has_buffer: jax.Array
+    momentum_buffer: optax.Updates
+
+
+def trace_momentum(
+    momentum: float | optax.Schedule,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    """torch's momentum buffer (torch.optim.SGD; also RMSprop's ``momentum``).
+
+    With ``mu = momentum(count)``::
+
+        b_1 = g_1                                  (first step: a copy, no dampening)
+        b_t = mu * b_{t-1} + (1 - dampening) * g_t
+        u_t = g_t + mu * b_t   if nesterov else   b_t
+
+    A step whose ``mu`` is 0 leaves the buffer alone and passes ``g_t`` through (torch skips
+    the momentum branch). With ``dampening == 0`` the first-step copy equals ``mu * 0 + g``,
+    so this is also RMSprop's zero-initialised ``buf = mu * buf + g / avg``. optax's
+    ``optax.trace`` has no dampening and no momentum schedule, hence this transform.
+
+    A constant ``momentum == 0`` keeps no buffer at all (``optax.identity()``), like torch.
+
+    Args:
+      momentum: momentum factor (>= 0), or a schedule of the update count (e.g. a
+        ``MomentumSchedule``'s ``.momentum``, torch's ``cycle_momentum``).
+      dampening: dampening for momentum, in [0, 1].
+      nesterov: Nesterov momentum (needs momentum > 0 and zero dampening, as in torch).
+
+    Returns:
+      An ``optax.GradientTransformation``; updates keep the gradients' dtype, the buffer is
+      float32 for bf16/fp16 gradients.
+
+    Raises:
+      ValueError: negative ``momentum``, ``dampening`` outside [0, 1], or ``nesterov`` with a
+        zero momentum or a non-zero dampening.
+    """
+    scheduled = callable(momentum)
+    momentum, dampening = check_momentum(momentum, dampening, nesterov)
+    if not scheduled and momentum == 0:
+        return optax.identity()
+
+    def init_fn(params):
+        buffer = jax.tree.map(lambda p: jnp.zeros(p.shape, statistics_dtype(p.dtype)), params)
+        return TraceMomentumState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.bool_), buffer)
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = learning_rate_at(momentum, state.count)
+        active = mu != 0
+
+        def leaf(g, buf):
+            g32 = g.astype(buf.dtype)
+            m = mu.astype(buf.dtype)
+            continued = m * buf + (1 - dampening) * g32
+            new_buf = jnp.where(state.has_buffer, continued, g32)
+            step = g32 + m * new_buf if nesterov else new_buf
+            return jnp.where(active, step, g32).astype(g.dtype), jnp.where(active, new_buf, buf)
+
+        new_updates, new_buffer = map_leaves(leaf, updates, state.momentum_buffer)
+        new_state = TraceMomentumState(
+            safe_increment(state.count), state.has_buffer | active, new_buffer
+        )
+        return new_updates, new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
