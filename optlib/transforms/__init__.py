@@ -6,3 +6,4 @@ from optlib.transforms.momentum import *  # noqa: F401,F403
 from optlib.transforms.regularization import *  # noqa: F401,F403
 from optlib.transforms.clipping import *  # noqa: F401,F403
 from optlib.transforms.factored import *  # noqa: F401,F403
+from optlib.transforms.second_order import *  # noqa: F401,F403
