@@ -1,3 +1,498 @@
-"""Filled in by its issue."""
+"""Hugging Face Adafactor as chainable transforms (``transformers.optimization.Adafactor``).
 
-__all__: list[str] = []
+HF's step for one parameter ``p`` with gradient ``g`` at step ``t = 1, 2, ...`` is, in order::
+
+    v_t  = factored (or full) EMA of g**2 + eps[0], decay beta2_t = 1 - t**decay_rate
+    u    = g / sqrt(v_t)                                 -> scale_by_factored_rms
+    u    = u / max(1, RMS(u) / clip_threshold)           -> clip_by_update_rms
+    lr_t = rho_t * max(eps[1], RMS(p))                   -> scale_by_param_rms (the RMS part)
+                                                            scale_by_relative_step_size (rho_t)
+    u    = lr_t * u
+    m_t  = beta1 * m_{t-1} + (1 - beta1) * u; u = m_t    -> ema_of_updates
+    p    = p - weight_decay * lr_t * p - u               -> add_decayed_weights_scaled_by_learning_rate
+
+Every transform computes in float32 for bf16/fp16 inputs (as HF does; float64 stays float64),
+keeps its statistics in ``optlib._numerics.statistics_dtype`` and returns updates in the
+dtype they came in.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optlib._numerics import as_float, safe_increment, statistics_dtype
+from optlib._state_tree import register_learning_rate_state
+from optlib._validation import (
+    check_interval,
+    check_learning_rate,
+    check_non_negative,
+    check_real,
+)
+from optlib.transforms.learning_rate import learning_rate_at
+
+__all__ = [
+    "ScaleByFactoredRmsState",
+    "ScaleByParamRmsState",
+    "ScaleByRelativeStepSizeState",
+    "add_decayed_weights_scaled_by_learning_rate",
+    "clip_by_update_rms",
+    "ema_of_updates",
+    "relative_step_size",
+    "scale_by_factored_rms",
+    "scale_by_param_rms",
+    "scale_by_relative_step_size",
+]
+
+
+# --- shared numerics --------------------------------------------------------------------------
+
+
+def _rms(x: jax.Array) -> jax.Array:
+    """Root mean square of all entries (HF's ``_rms``: ``norm(x) / sqrt(numel)``)."""
+    return jnp.sqrt(jnp.mean(jnp.square(x)))
+
+
+def _compute_dtype(x: jax.Array) -> jnp.dtype:
+    """float32 for bf16/fp16 (HF upcasts), else the array's own float dtype."""
+    return statistics_dtype(x.dtype)
+
+
+def _param_scale(param: jax.Array, eps: float) -> jax.Array:
+    """HF's parameter scale ``max(eps, RMS(p))``, computed in the statistics dtype."""
+    return jnp.maximum(eps, _rms(param.astype(_compute_dtype(param))))
+
+
+def _step_number(count: jax.Array) -> jax.Array:
+    """HF's 1-based ``state["step"]`` of the update made at optax count ``count``."""
+    return as_float(count) + 1
+
+
+def _check_decay_rate(decay_rate: float) -> float:
+    decay_rate = check_real("decay_rate", decay_rate)
+    if decay_rate > 0:
+        raise ValueError(
+            f"decay_rate must be <= 0 so that beta2_t = 1 - t**decay_rate stays in [0, 1), "
+            f"got {decay_rate!r}"
+        )
+    return decay_rate
+
+
+def _check_clip_threshold(clip_threshold: float) -> float:
+    clip_threshold = check_real("clip_threshold", clip_threshold, allow_inf=True)
+    if clip_threshold <= 0:
+        raise ValueError(f"clip_threshold must be > 0, got {clip_threshold!r}")
+    return clip_threshold
+
+
+# --- second moments ---------------------------------------------------------------------------
+
+
+class ScaleByFactoredRmsState(NamedTuple):
+    """State of ``scale_by_factored_rms`` (HF's ``exp_avg_sq_row/col`` and ``exp_avg_sq``).
+
+    Each statistics tree has the structure of the params; per parameter ``p`` (float32 for
+    bf16/fp16 params, else p's dtype):
+
+    * ``p.ndim >= 2`` (factored): ``exp_avg_sq_row`` has shape ``p.shape[:-1]`` (the mean over
+      p's last axis; it keeps every parameter axis but the last, with the same sharding),
+      ``exp_avg_sq_col`` has shape ``p.shape[:-2] + p.shape[-1:]`` (the mean over axis -2; it
+      keeps every axis but the second-to-last), ``exp_avg_sq`` is a scalar placeholder.
+    * ``p.ndim < 2``: ``exp_avg_sq`` has p's shape (and sharding); the row and column entries
+      are scalar placeholders.
+
+    Attributes:
+      count: int32 number of updates so far (saturating); HF's ``step`` is ``count + 1``.
+      exp_avg_sq_row: row statistics (see above).
+      exp_avg_sq_col: column statistics (see above).
+      exp_avg_sq: unfactored statistics (see above).
+    """
+
+    count: jax.Array
+    exp_avg_sq_row: optax.Updates
+    exp_avg_sq_col: optax.Updates
+    exp_avg_sq: optax.Updates
+
+
+def _is_factored(param: jax.Array) -> bool:
+    """HF factors every tensor with at least two dims, over its last two (no size threshold)."""
+    return param.ndim >= 2
+
+
+def _placeholder(param: jax.Array) -> jax.Array:
+    return jnp.zeros([], _compute_dtype(param))
+
+
+def _zeros_without_axis(param: jax.Array, axis: int) -> jax.Array:
+    shape = list(param.shape)
+    del shape[axis]
+    return jnp.zeros(shape, _compute_dtype(param))
+
+
+def _init_row(param):
+    return _zeros_without_axis(param, -1) if _is_factored(param) else _placeholder(param)
+
+
+def _init_col(param):
+    return _zeros_without_axis(param, -2) if _is_factored(param) else _placeholder(param)
+
+
+def _init_full(param):
+    return _placeholder(param) if _is_factored(param) else jnp.zeros_like(param, _compute_dtype(param))
+
+
+def _ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
+    """``decay * average + (1 - decay) * value`` (torch: ``mul_(decay).add_(value, alpha=1-decay)``)."""
+    return decay * average + (1 - decay) * value
+
+
+def _approx_rsqrt_second_moment(row: jax.Array, col: jax.Array) -> jax.Array:
+    """HF's ``_approx_sq_grad``: the factored estimate of ``1/sqrt(E[g**2])``.
+
+    ``rsqrt(row / mean(row over its last axis))[..., :, None] * rsqrt(col)[..., None, :]``,
+    i.e. ``V ~ row col^T / mean(row)`` inverted and square-rooted, rows first.
+    """
+    row_factor = jax.lax.rsqrt(row / jnp.mean(row, axis=-1, keepdims=True))[..., :, None]
+    col_factor = jax.lax.rsqrt(col)[..., None, :]
+    return row_factor * col_factor
+
+
+def scale_by_factored_rms(eps: float = 1e-30, decay_rate: float = -0.8) -> optax.GradientTransformation:
+    """Divides updates by HF Adafactor's (factored) RMS of past gradients.
+
+    At HF step ``t = count + 1``, with ``beta2_t = 1 - t**decay_rate`` and ``G = g**2 + eps``:
+
+    * ``g.ndim >= 2``, factored over the last two axes (every such tensor, no size
+      threshold)::
+
+          R_t = beta2_t R_{t-1} + (1 - beta2_t) mean(G, axis=-1)      # p.shape[:-1]
+          C_t = beta2_t C_{t-1} + (1 - beta2_t) mean(G, axis=-2)      # p.shape[:-2] + p.shape[-1:]
+          u   = rsqrt(R_t / mean(R_t, axis=-1))[..., :, None] * rsqrt(C_t)[..., None, :] * g
+
+    * ``g.ndim < 2`` (scalars, vectors)::
+
+          V_t = beta2_t V_{t-1} + (1 - beta2_t) G;   u = rsqrt(V_t) * g
+
+    Mirrors the second-moment part of ``transformers.optimization.Adafactor`` (``eps`` is its
+    ``eps[0]``). Differs from ``optax.scale_by_factored_rms``, which factors only dims of size
+    >= 128 and picks the two largest axes; this is why it is not reused. Statistics are float32
+    for bf16/fp16 gradients (HF computes in float32); updates keep their dtype.
+
+    Args:
+      eps: added to the squared gradient (HF ``eps[0]``), ``>= 0``.
+      decay_rate: exponent of ``beta2_t = 1 - t**decay_rate``; ``<= 0`` so that
+        ``beta2_t`` is in ``[0, 1)`` (``0`` means no averaging).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ScaleByFactoredRmsState``.
+    """
+    eps = check_non_negative("eps", eps)
+    decay_rate = _check_decay_rate(decay_rate)
+
+    def init_fn(params):
+        return ScaleByFactoredRmsState(
+            count=jnp.zeros([], jnp.int32),
+            exp_avg_sq_row=jax.tree.map(_init_row, params),
+            exp_avg_sq_col=jax.tree.map(_init_col, params),
+            exp_avg_sq=jax.tree.map(_init_full, params),
+        )
+
+    def update_leaf(grad, row, col, full, beta2):
+        dtype = row.dtype  # the statistics dtype, chosen from the param at init
+        beta2 = beta2.astype(dtype)
+        grad = grad.astype(dtype)
+        squared = jnp.square(grad) + eps
+        if grad.ndim >= 2:
+            row = _ema(row, jnp.mean(squared, axis=-1), beta2)
+            col = _ema(col, jnp.mean(squared, axis=-2), beta2)
+            update = _approx_rsqrt_second_moment(row, col) * grad
+        else:
+            full = _ema(full, squared, beta2)
+            update = jax.lax.rsqrt(full) * grad
+        return update, row, col, full
+
+    def update_fn(updates, state, params=None):
+        del params
+        beta2 = 1 - jnp.power(_step_number(state.count), decay_rate)
+        grads, treedef = jax.tree.flatten(updates)
+        per_leaf = [
+            update_leaf(grad, row, col, full, beta2)
+            for grad, row, col, full in zip(
+                grads,
+                treedef.flatten_up_to(state.exp_avg_sq_row),
+                treedef.flatten_up_to(state.exp_avg_sq_col),
+                treedef.flatten_up_to(state.exp_avg_sq),
+            )
+        ]
+        new_updates = [update.astype(grad.dtype) for (update, *_), grad in zip(per_leaf, grads)]
+        rows, cols, fulls = ([leaf[i] for leaf in per_leaf] for i in (1, 2, 3))
+        new_state = ScaleByFactoredRmsState(
+            count=safe_increment(state.count),
+            exp_avg_sq_row=treedef.unflatten(rows),
+            exp_avg_sq_col=treedef.unflatten(cols),
+            exp_avg_sq=treedef.unflatten(fulls),
+        )
+        return treedef.unflatten(new_updates), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# --- clipping ---------------------------------------------------------------------------------
+
+
+def clip_by_update_rms(clip_threshold: float = 1.0) -> optax.GradientTransformation:
+    """Shrinks each update tensor whose RMS exceeds ``clip_threshold`` (HF Adafactor).
+
+    ``u = u / max(1, RMS(u) / clip_threshold)`` per tensor, ``RMS(u) = sqrt(mean(u**2))``.
+
+    Mirrors the update clipping of ``transformers.optimization.Adafactor``. The formula is
+    ``optax.clip_by_block_rms``'s; this version computes the RMS in float32 for bf16/fp16
+    updates, as HF does, and keeps the update dtype. ``clip_threshold=inf`` disables it.
+
+    Args:
+      clip_threshold: the largest update RMS left untouched, ``> 0``.
+
+    Returns:
+      An ``optax.GradientTransformation`` (stateless).
+    """
+    clip_threshold = _check_clip_threshold(clip_threshold)
+
+    def clip_leaf(update):
+        wide = update.astype(_compute_dtype(update))
+        clipped = wide / jnp.maximum(1, _rms(wide) / clip_threshold)
+        return clipped.astype(update.dtype)
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(clip_leaf, updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+# --- HF's learning rate: relative step size x parameter scale ---------------------------------
+
+
+@register_learning_rate_state
+class ScaleByParamRmsState(NamedTuple):
+    """State of ``scale_by_param_rms``.
+
+    Attributes:
+      learning_rate: the first parameter leaf's scale ``max(eps, RMS(p))`` as used by the last
+        update (before any update: the one the first update will use). It is a factor of
+        the rate HF Adafactor applies, so ``optlib.current_learning_rate`` multiplies it in,
+        as HF's ``AdafactorSchedule`` reports the first parameter's rate. A scalar, replicated.
+    """
+
+    learning_rate: jax.Array
+
+
+def _first_leaf_scale(params, eps: float) -> jax.Array:
+    leaves = jax.tree.leaves(params)
+    return as_float(_param_scale(leaves[0], eps) if leaves else 1.0)
+
+
+def scale_by_param_rms(eps: float = 1e-3) -> optax.GradientTransformation:
+    """Multiplies each update tensor by its parameter's scale ``max(eps, RMS(p))``.
+
+    ``u = u * max(eps, RMS(p))`` with ``p`` the parameter before the update, per tensor.
+
+    HF Adafactor's ``scale_parameter=True`` (``eps`` is its ``eps[1]``), which folds this
+    factor into the learning rate. The formula is ``optax.scale_by_param_block_rms``'s; this
+    version computes the RMS in float32 for bf16/fp16 params (as HF does) and records the first
+    leaf's scale so that ``optlib.current_learning_rate`` reports HF's rate.
+
+    Args:
+      eps: the smallest scale (HF ``eps[1]``), ``>= 0``.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ScaleByParamRmsState``; needs ``params``.
+    """
+    eps = check_non_negative("eps", eps)
+
+    def init_fn(params):
+        return ScaleByParamRmsState(_first_leaf_scale(params, eps))
+
+    def scale_leaf(update, param):
+        scaled = update.astype(_compute_dtype(update)) * _param_scale(param, eps)
+        return scaled.astype(update.dtype)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(optax.NO_PARAMS_MSG)
+        del state
+        updates = jax.tree.map(scale_leaf, updates, params)
+        return updates, ScaleByParamRmsState(_first_leaf_scale(params, eps))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def relative_step_size(warmup_init: bool = False) -> optax.Schedule:
+    """HF Adafactor's relative step size as an optax schedule of the update count.
+
+    ``rho(count) = min(1e-2, 1 / sqrt(t))``, or ``min(1e-6 * t, 1 / sqrt(t))`` with
+    ``warmup_init``, where ``t = count + 1`` is HF's 1-based step
+    (``transformers.optimization.Adafactor._get_lr`` with ``relative_step=True``).
+
+    Args:
+      warmup_init: grow the step linearly from ``1e-6`` instead of starting at ``1e-2``.
+
+    Returns:
+      A schedule ``count -> rho`` (default float dtype).
+    """
+    warmup_init = bool(warmup_init)
+
+    def schedule(count):
+        step = _step_number(count)
+        ceiling = 1e-6 * step if warmup_init else as_float(1e-2)
+        return jnp.minimum(ceiling, 1 / jnp.sqrt(step))
+
+    return schedule
+
+
+@register_learning_rate_state
+class ScaleByRelativeStepSizeState(NamedTuple):
+    """State of ``scale_by_relative_step_size``.
+
+    Attributes:
+      count: int32 number of updates so far (saturating); HF's ``step`` is ``count + 1``.
+      learning_rate: the relative step size of the last update, HF step ``max(count, 1)``
+        (what ``AdafactorSchedule`` reports after the step, times the param scale).
+    """
+
+    count: jax.Array
+    learning_rate: jax.Array
+
+
+def scale_by_relative_step_size(warmup_init: bool = False) -> optax.GradientTransformation:
+    """Multiplies updates by ``-rho_t``, HF Adafactor's relative step size (descent sign).
+
+    ``u = -rho(count) * u`` with ``rho = relative_step_size(warmup_init)``. This owns the
+    learning rate of ``optlib.adafactor(relative_step=True)``. It is not
+    ``scale_by_learning_rate(relative_step_size(...))`` only because of what it records:
+    HF's ``AdafactorSchedule`` reports, after step ``t``, the rate step ``t`` applied, so the
+    state keeps ``rho`` of the last update (of the first update before any), whereas
+    ``scale_by_learning_rate`` keeps the next update's rate (torch scheduler semantics).
+
+    Args:
+      warmup_init: HF's ``warmup_init`` (``rho_t = min(1e-6 t, 1/sqrt(t))``).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ScaleByRelativeStepSizeState``.
+    """
+    schedule = relative_step_size(warmup_init)
+
+    def init_fn(params):
+        del params
+        count = jnp.zeros([], jnp.int32)
+        return ScaleByRelativeStepSizeState(count, schedule(count))
+
+    def update_fn(updates, state, params=None):
+        del params
+        rate = schedule(state.count)
+        updates = jax.tree.map(lambda u: (-rate * u).astype(u.dtype), updates)
+        return updates, ScaleByRelativeStepSizeState(safe_increment(state.count), rate)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# --- momentum and weight decay ----------------------------------------------------------------
+
+
+def ema_of_updates(decay: float) -> optax.GradientTransformation:
+    """Replaces updates by their exponential moving average (HF Adafactor's ``beta1``).
+
+    ``m_t = decay * m_{t-1} + (1 - decay) * u_t`` with ``m_0 = 0``, no bias correction;
+    ``u_t = m_t``. In HF Adafactor the average is taken of the learning-rate-scaled update,
+    so this goes after the learning rate in the chain.
+
+    This is ``optax.ema(decay, debias=False)`` (reused), with its average kept in the
+    statistics dtype of each parameter (float32 for bf16/fp16, float64 for float64) rather
+    than one dtype for the whole tree; updates keep their dtype.
+
+    Args:
+      decay: HF's ``beta1``, in ``[0, 1)``.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``optax.EmaState``.
+    """
+    decay = check_interval("beta1", decay, 0.0, 1.0, high_closed=False)
+    average = optax.ema(decay, debias=False)
+
+    def init_fn(params):
+        return average.init(
+            jax.tree.map(lambda p: jnp.zeros(p.shape, _compute_dtype(p)), params)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        averaged, state = average.update(updates, state)
+        return jax.tree.map(lambda m, u: m.astype(u.dtype), averaged, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class AddDecayedWeightsScaledByLearningRateState(NamedTuple):
+    """State of ``add_decayed_weights_scaled_by_learning_rate``.
+
+    Attributes:
+      count: int32 number of updates so far (saturating), to evaluate the schedule.
+    """
+
+    count: jax.Array
+
+
+def add_decayed_weights_scaled_by_learning_rate(
+    weight_decay: float,
+    learning_rate: float | optax.Schedule,
+    *,
+    param_scale_eps: float | None = None,
+) -> optax.GradientTransformation:
+    """Adds the decoupled weight-decay step ``-weight_decay * lr_t * p`` to descent updates.
+
+    ``u = u - weight_decay * lr(count) * s(p) * p`` with ``s(p) = max(param_scale_eps, RMS(p))``
+    (or 1 when ``param_scale_eps`` is None): HF Adafactor's ``p -= weight_decay * lr * p``
+    with its own rate ``lr = rho_t * s(p)``, which HF applies after (and outside) the
+    ``beta1`` average.
+
+    Why it takes the rate again: the decay must skip the momentum that comes after the
+    learning rate, and an ``optax.chain`` cannot hand the rate from one transform to a later
+    one, so this evaluates the same float or schedule (e.g. ``relative_step_size(...)``) with
+    its own count. The rate must therefore be a float or a schedule, not a metric-driven
+    transform. Place it after the transform that applied ``-lr``.
+
+    Args:
+      weight_decay: HF's ``weight_decay``, ``>= 0``.
+      learning_rate: the step size (float or schedule of the update count) of the transform
+        that scales the updates.
+      param_scale_eps: HF's ``eps[1]`` when ``scale_parameter=True``, else None.
+
+    Returns:
+      An ``optax.GradientTransformation``; needs ``params``.
+    """
+    weight_decay = check_non_negative("weight_decay", weight_decay)
+    check_learning_rate(learning_rate)
+    if param_scale_eps is not None:
+        param_scale_eps = check_non_negative("param_scale_eps", param_scale_eps)
+
+    def decay_leaf(update, param, rate):
+        dtype = _compute_dtype(param)
+        scale = 1 if param_scale_eps is None else _param_scale(param, param_scale_eps)
+        step = weight_decay * rate.astype(dtype) * scale * param.astype(dtype)
+        return (update.astype(dtype) - step).astype(update.dtype)
+
+    def init_fn(params):
+        del params
+        return AddDecayedWeightsScaledByLearningRateState(jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(optax.NO_PARAMS_MSG)
+        rate = learning_rate_at(learning_rate, state.count)
+        updates = jax.tree.map(lambda u, p: decay_leaf(u, p, rate), updates, params)
+        return updates, AddDecayedWeightsScaledByLearningRateState(safe_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
