@@ -11,5 +11,6 @@ from optlib.metric import *  # noqa: F401,F403
 from optlib.optimizers import *  # noqa: F401,F403
 from optlib.param_groups import *  # noqa: F401,F403
 from optlib.registry import get_scheduler, scheduler_names
+from optlib.plotting import plot_schedule
 
 __version__ = "0.1.0"
