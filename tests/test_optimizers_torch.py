@@ -1,0 +1,437 @@
+"""optlib's torch optimizers against torch.optim, step by step, on the same gradients.
+
+The problem: a parameter tree with a scalar, 1-D, 2-D and 3-D leaf and the gradient of a
+quartic loss plus per-step noise, ``g = sign * (a*p**3 + b*p + c_t)`` (``sign = -1`` for
+``maximize=True``, so that ascent on ``-loss`` stays bounded). Both frameworks compute the
+gradient at their own parameters; optlib runs the whole loop as one jitted ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from parity import torch
+
+import optlib
+
+SHAPES = {"scalar": (), "vector": (5,), "matrix": (3, 4), "tensor": (2, 3, 2)}
+STEPS_F64 = 40
+STEPS_F32 = 100
+# The issue asks for 1e-7 (float64) and 1e-4 (float32). The chains reproduce torch's arithmetic,
+# so float64 errors are round-off (~1e-15); holding them to 1e-10 also catches a misplaced eps.
+RTOL_F64 = 1e-10
+RTOL_F32 = 1e-4
+
+OPTIMIZERS = {
+    "SGD": (torch.optim.SGD, optlib.sgd),
+    "Adam": (torch.optim.Adam, optlib.adam),
+    "AdamW": (torch.optim.AdamW, optlib.adamw),
+    "Adagrad": (torch.optim.Adagrad, optlib.adagrad),
+    "RMSprop": (torch.optim.RMSprop, optlib.rmsprop),
+    "Adadelta": (torch.optim.Adadelta, optlib.adadelta),
+    "NAdam": (torch.optim.NAdam, optlib.nadam),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared problem and the two loops.
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Initial params, loss coefficients and a noise sequence ``noise[k][t]`` (float64)."""
+
+    params: dict
+    a: dict
+    b: dict
+    noise: dict  # leaf -> (steps, micro_batches, *shape)
+    sign: float = 1.0
+
+    @property
+    def micro_batches(self) -> int:
+        return next(iter(self.noise.values())).shape[1]
+
+
+def make_problem(steps: int, *, seed: int = 0, sign: float = 1.0, micro_batches: int = 1):
+    rng = np.random.default_rng(seed)
+    return Problem(
+        params={k: rng.uniform(-1.5, 1.5, s) for k, s in SHAPES.items()},
+        a={k: rng.uniform(0.5, 1.5, s) for k, s in SHAPES.items()},
+        b={k: rng.normal(0.0, 0.5, s) for k, s in SHAPES.items()},
+        noise={k: rng.normal(0.0, 0.5, (steps, micro_batches, *s)) for k, s in SHAPES.items()},
+        sign=sign,
+    )
+
+
+def gradient(p, a, b, c, sign):
+    """``sign * d/dp (a p^4/4 + b p^2/2 + c p)``; the same expression for jax and torch."""
+    return sign * (a * p * p * p + b * p + c)
+
+
+def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False):
+    """Params after every optimizer step (one jitted scan); and the final optimizer state.
+
+    With ``accumulate``, each step feeds the micro-batch gradients one by one (for
+    ``optax.MultiSteps``); otherwise the one micro-batch.
+    """
+    cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}  # noqa: E731
+    a, b, noise = cast(problem.a), cast(problem.b), cast(problem.noise)
+
+    def micro_step(carry, c):
+        params, state = carry
+        grads = {k: gradient(params[k], a[k], b[k], c[k], problem.sign) for k in params}
+        updates, state = tx.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    def step(carry, c_step):
+        if accumulate:
+            carry, _ = jax.lax.scan(micro_step, carry, c_step)
+        else:
+            carry, _ = micro_step(carry, {k: v[0] for k, v in c_step.items()})
+        return carry, carry[0]
+
+    @jax.jit
+    def run(params):
+        (_, state), trajectory = jax.lax.scan(step, (params, tx.init(params)), noise)
+        return trajectory, state
+
+    trajectory, state = run(cast(problem.params))
+    return {k: np.asarray(v, np.float64) for k, v in trajectory.items()}, state
+
+
+def torch_trajectory(make_optimizer, problem: Problem, dtype, *, before_step=None, scheduler=None):
+    """The same loop in torch: ``p.grad = mean of the micro-batch gradients; opt.step()``.
+
+    ``make_optimizer(params_by_name)`` builds the optimizer; ``before_step(opt, k)`` may set
+    group hyperparameters; ``scheduler(opt)`` (optional) is stepped after each step.
+    """
+    params = {
+        k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in problem.params.items()
+    }
+    t = lambda x: torch.tensor(x, dtype=dtype)  # noqa: E731
+    a, b = ({k: t(v) for k, v in tree.items()} for tree in (problem.a, problem.b))
+    noise = {k: t(v) for k, v in problem.noise.items()}
+    optimizer = make_optimizer(params)
+    sched = scheduler(optimizer) if scheduler else None
+    steps = next(iter(noise.values())).shape[0]
+    trajectory = {k: [] for k in params}
+    for step in range(steps):
+        if before_step:
+            before_step(optimizer, step)
+        with torch.no_grad():
+            for k, p in params.items():
+                p.grad = torch.zeros_like(p)
+                for i in range(problem.micro_batches):  # loss / k, backward per micro-batch
+                    p.grad += gradient(p, a[k], b[k], noise[k][step, i], problem.sign) / problem.micro_batches
+        optimizer.step()
+        if sched:
+            sched.step()
+        for k, p in params.items():
+            trajectory[k].append(p.detach().numpy().astype(np.float64).copy())
+    return {k: np.stack(v) for k, v in trajectory.items()}, optimizer, sched
+
+
+def max_relative_error(ours: dict, reference: dict) -> float:
+    """max over steps and leaves of ``||ours - ref||_inf / ||ref||_inf``."""
+    worst = 0.0
+    for k, ref in reference.items():
+        ref = ref.reshape(ref.shape[0], -1)
+        diff = np.abs(ours[k].reshape(ref.shape) - ref).max(axis=1)
+        scale = np.maximum(np.abs(ref).max(axis=1), 1e-300)
+        assert np.all(np.isfinite(ref)), f"reference diverged in leaf {k}"
+        worst = max(worst, float(np.max(diff / scale)))
+    return worst
+
+
+def torch_kwargs_to_optlib(kwargs: dict) -> dict:
+    kwargs = dict(kwargs)
+    if "lr" in kwargs:
+        kwargs["learning_rate"] = kwargs.pop("lr")
+    return kwargs
+
+
+def run_case(name, kwargs, dtype_jax, dtype_torch, steps, *, learning_rate=None, torch_hooks=None):
+    torch_cls, optlib_fn = OPTIMIZERS[name]
+    problem = make_problem(steps, sign=-1.0 if kwargs.get("maximize") else 1.0)
+    optlib_kwargs = torch_kwargs_to_optlib(kwargs)
+    if learning_rate is not None:
+        optlib_kwargs["learning_rate"] = learning_rate
+    ours, state = optlib_trajectory(optlib_fn(**optlib_kwargs), problem, dtype_jax)
+    reference, optimizer, sched = torch_trajectory(
+        lambda params: torch_cls(list(params.values()), **kwargs),
+        problem,
+        dtype_torch,
+        **(torch_hooks or {}),
+    )
+    return max_relative_error(ours, reference), state, optimizer, sched
+
+
+# ---------------------------------------------------------------------------------------------
+# One row per reference configuration.
+
+CASES = [
+    ("SGD", {"lr": 0.05, "dampening": 0.5}),  # dampening without momentum does nothing
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.1}),
+    ("SGD", {"lr": 0.03, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05}),
+    ("SGD", {"lr": 0.05, "momentum": 0.5, "maximize": True}),
+    ("Adam", {}),
+    ("Adam", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    ("Adam", {"lr": 0.02, "amsgrad": True, "weight_decay": 0.01, "maximize": True}),
+    ("Adam", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("AdamW", {}),
+    ("AdamW", {"lr": 0.05, "betas": (0.5, 0.9), "weight_decay": 0.1, "amsgrad": True, "maximize": True}),
+    ("Adagrad", {}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1}),
+    ("Adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3, "maximize": True}),
+    ("RMSprop", {}),
+    ("RMSprop", {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1}),
+    ("RMSprop", {"lr": 0.005, "alpha": 0.9, "momentum": 0.5, "eps": 1e-4, "maximize": True}),
+    ("Adadelta", {}),
+    ("Adadelta", {"lr": 0.5, "rho": 0.5, "eps": 1e-4, "weight_decay": 0.1, "maximize": True}),
+    ("NAdam", {}),
+    ("NAdam", {"lr": 0.05, "momentum_decay": 0.1, "weight_decay": 0.1, "maximize": True}),
+    ("NAdam", {"lr": 0.05, "betas": (0.8, 0.95), "weight_decay": 0.1, "decoupled_weight_decay": True}),
+]
+
+# One float32 configuration per optimizer, exercising its main options.
+F32_CASES = [
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}),
+    ("Adam", {"lr": 0.02, "amsgrad": True, "weight_decay": 0.01}),
+    ("AdamW", {"lr": 0.02, "weight_decay": 0.1}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01}),
+    ("RMSprop", {"lr": 0.005, "momentum": 0.5, "centered": True}),
+    ("Adadelta", {"lr": 0.5, "weight_decay": 0.01}),
+    ("NAdam", {"lr": 0.02, "weight_decay": 0.01, "decoupled_weight_decay": True}),
+]
+
+
+def _case_id(case) -> str:
+    name, kwargs = case
+    return name + ("-" + ",".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else "-defaults")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_float64_trajectory_matches_torch(case, x64):
+    name, kwargs = case
+    error, *_ = run_case(name, kwargs, jnp.float64, torch.float64, STEPS_F64)
+    assert error <= RTOL_F64, f"{_case_id(case)}: max relative parameter error {error:.3e}"
+
+
+@pytest.mark.parametrize("case", F32_CASES, ids=[_case_id(c) for c in F32_CASES])
+def test_float32_trajectory_matches_torch(case):
+    name, kwargs = case
+    error, *_ = run_case(name, kwargs, jnp.float32, torch.float32, STEPS_F32)
+    assert error <= RTOL_F32, f"{_case_id(case)}: max relative parameter error {error:.3e}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules: a LambdaLR-driven lr, and momentum cycling (torch's cycle_momentum).
+
+
+def _lr_factor(step):
+    return 0.5 + 0.5 * jnp.cos(jnp.pi * step / 25.0)
+
+
+def _cycled_momentum(step):
+    return 0.95 - 0.1 * jnp.sin(jnp.pi * step / 40.0) ** 2
+
+
+def _momentum_off_for_three_steps(step):
+    return jnp.where(step < 3, 0.0, 0.9)
+
+
+SCHEDULE_CASES = [
+    ("SGD", {"lr": 0.05, "momentum": 0.9}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.05}),
+]
+
+
+@pytest.mark.parametrize("case", SCHEDULE_CASES, ids=[_case_id(c) for c in SCHEDULE_CASES])
+def test_schedule_drives_lr_like_lambda_lr_and_current_learning_rate_reads_it(case, x64):
+    name, kwargs = case
+    base = kwargs["lr"]
+    error, state, optimizer, sched = run_case(
+        name,
+        kwargs,
+        jnp.float64,
+        torch.float64,
+        STEPS_F64,
+        learning_rate=lambda step: base * _lr_factor(step),
+        torch_hooks={
+            "scheduler": lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda step: float(_lr_factor(step))
+            )
+        },
+    )
+    assert error <= RTOL_F64, f"{name}: max relative parameter error {error:.3e}"
+    np.testing.assert_allclose(
+        float(optlib.current_learning_rate(state)), optimizer.param_groups[0]["lr"], rtol=1e-12
+    )
+
+
+CYCLING_CASES = [
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05}, _cycled_momentum),
+    ("SGD", {"lr": 0.03, "momentum": 0.9, "nesterov": True}, _cycled_momentum),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3}, _momentum_off_for_three_steps),
+    ("Adam", {"amsgrad": True}, _cycled_momentum),
+    ("NAdam", {"weight_decay": 0.1}, _cycled_momentum),
+    ("RMSprop", {"momentum": 0.5, "centered": True}, _cycled_momentum),
+]
+
+
+@pytest.mark.parametrize(
+    "case", CYCLING_CASES, ids=[_case_id(c[:2]) + "-" + c[2].__name__ for c in CYCLING_CASES]
+)
+def test_momentum_schedule_drives_momentum_or_beta1_step_by_step(case, x64):
+    name, kwargs, momentum_fn = case
+    base = kwargs.get("lr", 0.01)
+
+    def learning_rate(step):
+        return base * _lr_factor(step)
+
+    def set_group(optimizer, step):  # what OneCycleLR/CyclicLR do before each step
+        for group in optimizer.param_groups:
+            group["lr"] = float(learning_rate(step))
+            if "betas" in group:
+                group["betas"] = (float(momentum_fn(step)), group["betas"][1])
+            else:
+                group["momentum"] = float(momentum_fn(step))
+
+    error, state, optimizer, _ = run_case(
+        name,
+        kwargs,
+        jnp.float64,
+        torch.float64,
+        STEPS_F64,
+        learning_rate=optlib.MomentumSchedule(learning_rate, momentum_fn),
+        torch_hooks={"before_step": set_group},
+    )
+    assert error <= RTOL_F64, f"{name}: max relative parameter error {error:.3e}"
+    # The rate for the next step, as the torch loop would set it.
+    set_group(optimizer, STEPS_F64)
+    np.testing.assert_allclose(
+        float(optlib.current_learning_rate(state)), optimizer.param_groups[0]["lr"], rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("name", ["Adagrad", "Adadelta"])
+def test_momentum_schedule_rejected_where_torch_has_no_momentum(name):
+    torch_cls, optlib_fn = OPTIMIZERS[name]
+    optimizer = torch_cls([torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(ValueError, match="momentum or beta1"):
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=10)
+    schedule = optlib.MomentumSchedule(lambda step: 0.1, lambda step: 0.9)
+    with pytest.raises(ValueError, match="momentum or beta1"):
+        optlib_fn(schedule)
+
+
+@pytest.mark.parametrize("name, kwargs", [("SGD", {"momentum": 0.9, "weight_decay": 0.01}), ("Adam", {})])
+def test_one_cycle_lr_drives_sgd_and_adam_like_torch(name, kwargs, x64):
+    """torch's OneCycleLR sets lr and momentum / betas[0] every step (cycle_momentum=True)."""
+    schedule = optlib.one_cycle_lr(max_lr=0.1, total_steps=STEPS_F64 + 1)
+    assert isinstance(schedule, optlib.MomentumSchedule)
+    error, state, optimizer, _ = run_case(
+        name,
+        {"lr": 0.1, **kwargs},
+        jnp.float64,
+        torch.float64,
+        STEPS_F64,
+        learning_rate=schedule,
+        torch_hooks={
+            "scheduler": lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=0.1, total_steps=STEPS_F64 + 1
+            )
+        },
+    )
+    assert error <= RTOL_F64, f"{name} + OneCycleLR: max relative parameter error {error:.3e}"
+    np.testing.assert_allclose(
+        float(optlib.current_learning_rate(state)), optimizer.param_groups[0]["lr"], rtol=1e-12
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Invalid hyperparameters: torch raises ValueError, so do we, naming the parameter.
+
+INVALID = [
+    ("SGD", {"lr": -0.1}, "learning_rate"),
+    ("SGD", {"momentum": -0.5}, "momentum"),
+    ("SGD", {"weight_decay": -1e-4}, "weight_decay"),
+    ("SGD", {"nesterov": True}, "nesterov"),
+    ("SGD", {"momentum": 0.9, "dampening": 0.1, "nesterov": True}, "nesterov"),
+    ("Adam", {"lr": -1e-3}, "learning_rate"),
+    ("Adam", {"eps": -1e-8}, "eps"),
+    ("Adam", {"betas": (1.0, 0.999)}, r"betas\[0\]"),
+    ("Adam", {"betas": (-0.1, 0.999)}, r"betas\[0\]"),
+    ("Adam", {"betas": (0.9, 1.0)}, r"betas\[1\]"),
+    ("Adam", {"weight_decay": -0.1}, "weight_decay"),
+    ("AdamW", {"weight_decay": -0.1}, "weight_decay"),
+    ("AdamW", {"betas": (0.9, 1.5)}, r"betas\[1\]"),
+    ("Adagrad", {"lr_decay": -0.1}, "lr_decay"),
+    ("Adagrad", {"initial_accumulator_value": -1.0}, "initial_accumulator_value"),
+    ("Adagrad", {"eps": -1.0}, "eps"),
+    ("RMSprop", {"alpha": -0.1}, "alpha"),
+    ("RMSprop", {"momentum": -0.1}, "momentum"),
+    ("RMSprop", {"eps": -1.0}, "eps"),
+    ("Adadelta", {"rho": 1.5}, "rho"),
+    ("Adadelta", {"rho": -0.1}, "rho"),
+    ("Adadelta", {"weight_decay": -1.0}, "weight_decay"),
+    ("NAdam", {"momentum_decay": -1e-3}, "momentum_decay"),
+    ("NAdam", {"betas": (0.9, -0.5)}, r"betas\[1\]"),
+]
+
+
+@pytest.mark.parametrize(
+    "case", INVALID, ids=[_case_id(c[:2]) for c in INVALID]
+)
+def test_invalid_hyperparameter_raises_like_torch(case):
+    name, kwargs, parameter = case
+    torch_cls, optlib_fn = OPTIMIZERS[name]
+    with pytest.raises(ValueError):
+        torch_cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    with pytest.raises(ValueError, match=parameter):
+        optlib_fn(**torch_kwargs_to_optlib(kwargs))
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, parameter",
+    [
+        (optlib.sgd, {"momentum": 0.9, "dampening": 1.5}, "dampening"),
+        (optlib.rmsprop, {"alpha": 1.5}, "alpha"),
+    ],
+)
+def test_values_torch_accepts_but_that_make_no_sense_raise(factory, kwargs, parameter):
+    with pytest.raises(ValueError, match=parameter):
+        factory(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape of the chains.
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_current_learning_rate_is_the_float_learning_rate(name):
+    _, optlib_fn = OPTIMIZERS[name]
+    tx = optlib_fn(0.125)
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    _, state = tx.update(params, state, params)
+    assert float(optlib.current_learning_rate(state)) == 0.125
+
+
+def test_float32_params_keep_float32_state_under_x64(x64):
+    """A jitted scan needs the state dtypes to stay put; float64 scalars must not leak."""
+    params = {k: jnp.ones(s, jnp.float32) for k, s in SHAPES.items()}
+    for _, optlib_fn in OPTIMIZERS.values():
+        tx = optlib_fn(0.1)
+        state = tx.init(params)
+        updates, new_state = jax.eval_shape(tx.update, params, state, params)
+        before = jax.tree.map(lambda x: x.dtype, state)
+        after = jax.tree.map(lambda x: x.dtype, new_state)
+        assert before == after
+        assert all(u.dtype == jnp.float32 for u in jax.tree.leaves(updates))
