@@ -74,42 +74,50 @@ def gradient(p, a, b, c, sign):
     return sign * (a * p * p * p + b * p + c)
 
 
-def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False):
+def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False, metrics=None):
     """Params after every optimizer step (one jitted scan); and the final optimizer state.
 
     With ``accumulate``, each step feeds the micro-batch gradients one by one (for
-    ``optax.MultiSteps``); otherwise the one micro-batch.
+    ``optax.MultiSteps``); otherwise the one micro-batch. ``metrics[k]`` (optional) is passed
+    as ``value=`` to every update of step ``k`` (metric-driven schedulers).
     """
     cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}  # noqa: E731
     a, b, noise = cast(problem.a), cast(problem.b), cast(problem.noise)
+    steps = next(iter(noise.values())).shape[0]
+    extra = (lambda m: {"value": m}) if metrics is not None else (lambda m: {})  # noqa: E731
+    metrics = jnp.zeros(steps) if metrics is None else jnp.asarray(metrics)
 
-    def micro_step(carry, c):
+    def micro_step(carry, c, metric):
         params, state = carry
         grads = {k: gradient(params[k], a[k], b[k], c[k], problem.sign) for k in params}
-        updates, state = tx.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), None
+        updates, state = tx.update(grads, state, params, **extra(metric))
+        return optax.apply_updates(params, updates), state
 
-    def step(carry, c_step):
+    def step(carry, xs):
+        c_step, metric = xs
         if accumulate:
-            carry, _ = jax.lax.scan(micro_step, carry, c_step)
+            carry, _ = jax.lax.scan(lambda cr, c: (micro_step(cr, c, metric), None), carry, c_step)
         else:
-            carry, _ = micro_step(carry, {k: v[0] for k, v in c_step.items()})
+            carry = micro_step(carry, {k: v[0] for k, v in c_step.items()}, metric)
         return carry, carry[0]
 
     @jax.jit
     def run(params):
-        (_, state), trajectory = jax.lax.scan(step, (params, tx.init(params)), noise)
+        (_, state), trajectory = jax.lax.scan(step, (params, tx.init(params)), (noise, metrics))
         return trajectory, state
 
     trajectory, state = run(cast(problem.params))
     return {k: np.asarray(v, np.float64) for k, v in trajectory.items()}, state
 
 
-def torch_trajectory(make_optimizer, problem: Problem, dtype, *, before_step=None, scheduler=None):
+def torch_trajectory(
+    make_optimizer, problem: Problem, dtype, *, before_step=None, scheduler=None, metrics=None
+):
     """The same loop in torch: ``p.grad = mean of the micro-batch gradients; opt.step()``.
 
     ``make_optimizer(params_by_name)`` builds the optimizer; ``before_step(opt, k)`` may set
-    group hyperparameters; ``scheduler(opt)`` (optional) is stepped after each step.
+    group hyperparameters; ``scheduler(opt)`` (optional) is stepped after each step, with
+    ``metrics[k]`` if given.
     """
     params = {
         k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in problem.params.items()
@@ -131,7 +139,7 @@ def torch_trajectory(make_optimizer, problem: Problem, dtype, *, before_step=Non
                     p.grad += gradient(p, a[k], b[k], noise[k][step, i], problem.sign) / problem.micro_batches
         optimizer.step()
         if sched:
-            sched.step()
+            sched.step(*([] if metrics is None else [float(metrics[step])]))
         for k, p in params.items():
             trajectory[k].append(p.detach().numpy().astype(np.float64).copy())
     return {k: np.stack(v) for k, v in trajectory.items()}, optimizer, sched
