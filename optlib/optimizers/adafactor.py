@@ -88,12 +88,16 @@ def adafactor(
     with ``weight_decay``). Statistics are float32 for bf16/fp16 params; updates keep the
     param dtype.
 
-    ``optlib.current_learning_rate(state)`` gives what HF's ``AdafactorSchedule`` reports
-    after each step: ``rho_t`` of the last update times the FIRST parameter leaf's
-    (``jax.tree.leaves`` order) scale ``max(eps[1], RMS(p))`` that update used. Before the
-    first update it gives the rate the first update will apply (HF reports its placeholder
-    ``initial_lr``). With ``relative_step=False`` the ``rho`` factor is ``learning_rate`` as
-    for every optlib optimizer (for a schedule: its value for the next update).
+    ``optlib.current_learning_rate(state)`` is HF's ``Adafactor._get_lr`` for the FIRST
+    parameter leaf (``jax.tree.leaves`` order; HF: the group's first parameter) after the
+    step, i.e. what ``AdafactorSchedule`` reports: ``rho`` times the scale
+    ``max(eps[1], RMS(p))`` that the last update used (1 without ``scale_parameter``).
+    With ``relative_step=True``, ``rho`` is the relative step size of the last update; before
+    any update we give the rate the first update will apply (``AdafactorSchedule`` reports
+    its placeholder ``initial_lr`` there). With ``relative_step=False``, ``rho`` is
+    ``learning_rate`` as for every optlib optimizer: for a schedule or a metric-driven
+    scheduler, its value for the next update (HF: the group's ``lr`` after
+    ``scheduler.step()``).
 
     Args:
       learning_rate: the external rate; must be None when ``relative_step=True``.

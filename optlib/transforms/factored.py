@@ -179,7 +179,7 @@ def scale_by_factored_rms(eps: float = 1e-30, decay_rate: float = -0.8) -> optax
     Mirrors the second-moment part of ``transformers.optimization.Adafactor`` (``eps`` is its
     ``eps[0]``). Differs from ``optax.scale_by_factored_rms``, which factors only dims of size
     >= 128 and picks the two largest axes; this is why it is not reused. Statistics are float32
-    for bf16/fp16 gradients (HF computes in float32); updates keep their dtype.
+    for bf16/fp16 params (HF computes in float32); updates keep their dtype.
 
     Args:
       eps: added to the squared gradient (HF ``eps[0]``), ``>= 0``.
@@ -205,7 +205,7 @@ def scale_by_factored_rms(eps: float = 1e-30, decay_rate: float = -0.8) -> optax
         beta2 = beta2.astype(dtype)
         grad = grad.astype(dtype)
         squared = jnp.square(grad) + eps
-        if grad.ndim >= 2:
+        if _is_factored(grad):
             row = _ema(row, jnp.mean(squared, axis=-1), beta2)
             col = _ema(col, jnp.mean(squared, axis=-2), beta2)
             update = _approx_rsqrt_second_moment(row, col) * grad
@@ -418,7 +418,7 @@ def ema_of_updates(decay: float) -> optax.GradientTransformation:
     Returns:
       An ``optax.GradientTransformation`` with state ``optax.EmaState``.
     """
-    decay = check_interval("beta1", decay, 0.0, 1.0, high_closed=False)
+    decay = check_interval("decay", decay, 0.0, 1.0, high_closed=False)
     average = optax.ema(decay, debias=False)
 
     def init_fn(params):
