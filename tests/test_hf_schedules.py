@@ -16,10 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from parity import RTOL_F64, assert_trace_close, optlib_trace, torch_trace
+from parity import RTOL_F64, assert_trace_close, make_torch_optimizer, optlib_trace, torch_trace
 
 import optlib
-from optlib.schedules import hf
 
 transformers = pytest.importorskip("transformers", reason="HF parity needs transformers")
 from transformers import optimization as hf_optimization  # noqa: E402
@@ -212,7 +211,7 @@ def _long_horizon_steps(config: dict) -> np.ndarray:
 @pytest.mark.parametrize("config", LONG_CONFIGS, ids=_config_id)
 def test_long_horizon_near_2_to_the_31_matches_float64_formula(config):
     steps = _long_horizon_steps(config)
-    optimizer = __import__("parity").make_torch_optimizer(config["lr"])
+    optimizer = make_torch_optimizer(config["lr"])
     scheduler = transformers.get_scheduler(
         config["name"],
         optimizer,
@@ -253,7 +252,7 @@ def test_get_scheduler_missing_argument_errors_like_transformers(name, missing):
         "cosine_warmup_with_min_lr": {"min_lr_rate": 0.1},
         "warmup_stable_decay": {"num_decay_steps": 20},
     }.get(name, {})
-    optimizer = __import__("parity").make_torch_optimizer(0.1)
+    optimizer = make_torch_optimizer(0.1)
     try:
         transformers.get_scheduler(name, optimizer, scheduler_specific_kwargs=dict(specific), **arguments)
     except ValueError as error:
@@ -318,7 +317,7 @@ HF_RAISES = [  # (SchedulerType, warmup, total, specific, parameter our message 
 def test_invalid_arguments_raise_value_error_where_transformers_does(
     name, warmup, total, specific, parameter
 ):
-    optimizer = __import__("parity").make_torch_optimizer(0.1)
+    optimizer = make_torch_optimizer(0.1)
     with pytest.raises(ValueError):
         transformers.get_scheduler(name, optimizer, warmup, total, dict(specific))
     with pytest.raises(ValueError, match=parameter):
@@ -384,4 +383,3 @@ def test_schedules_trace_once_under_jit_and_keep_batch_shape():
     values = [float(jitted(jnp.int32(k))) for k in range(5)]
     assert len(traces) == 1 and values[0] == 0.0
     assert jax.vmap(schedule)(jnp.arange(6).reshape(2, 3)).shape == (2, 3)
-    assert hf.INT32_MAX == INT32_MAX

@@ -16,8 +16,6 @@ Both follow Hugging Face's calling convention in ``optlib.get_scheduler`` (famil
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import jax.numpy as jnp
 import numpy as np
 
