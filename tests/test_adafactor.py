@@ -184,7 +184,9 @@ def run_hf(case: Case, problem: Problem, steps: int, dtype) -> tuple[dict, np.nd
     return {n: np.stack(v) for n, v in trajectory.items()}, np.asarray(rates, np.float64)
 
 
-def run_optlib(tx, problem: Problem, steps: int, dtype, *, metric_driven: bool = False, rates: bool = True):
+def run_optlib(
+    tx, problem: Problem, steps: int, dtype, *, metric_driven: bool = False, rates: bool = True
+):
     """One jitted scan: ``(trajectory per leaf, current_learning_rate per step, final state)``."""
     read_rate = optlib.current_learning_rate if rates else (lambda state: jnp.zeros([]))
     cast = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
@@ -203,7 +205,8 @@ def run_optlib(tx, problem: Problem, steps: int, dtype, *, metric_driven: bool =
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def run(params):
-        (_, state), (trajectory, rates) = jax.lax.scan(step, (params, tx.init(params)), (noise, metrics))
+        carry = (params, tx.init(params))
+        (_, state), (trajectory, rates) = jax.lax.scan(step, carry, (noise, metrics))
         return trajectory, rates, state
 
     trajectory, rates, state = run(params)
@@ -231,9 +234,9 @@ def test_adafactor_matches_hf_in_float64(name, x64):
     case = CASES[name]
     problem = make_problem(STEPS_F64)
     reference, reference_rates = run_hf(case, problem, STEPS_F64, torch.float64)
-    ours, rates, _ = run_optlib(
-        optlib_factory(case), problem, STEPS_F64, jnp.float64, metric_driven=case.plateau is not None
-    )
+    tx = optlib_factory(case)
+    metric_driven = case.plateau is not None
+    ours, rates, _ = run_optlib(tx, problem, STEPS_F64, jnp.float64, metric_driven=metric_driven)
     error = param_error(ours, reference)
     displacement = param_error(ours, reference, start=problem.params)
     MEASURED[f"f64/{name}/param"] = error
@@ -311,7 +314,8 @@ def test_optlib_is_hf_exact_where_optax_adafactor_drifts(x64):
         displacements[label] = param_error(theirs, reference, start=problem.params)
     MEASURED.update({f"drift/{k}": v for k, v in errors.items()})
     for label, error in errors.items():
-        print(f"\n{label}: after {STEPS_F64} steps, param {error:.3e}, displacement {displacements[label]:.3e}")
+        displacement = displacements[label]
+        print(f"\n{label}: {STEPS_F64} steps, param {error:.3e}, displacement {displacement:.3e}")
     assert errors["optlib"] <= TOL_F64
     assert errors["optax.adafactor(1e-2)"] > 1e3 * TOL_F64
 
@@ -351,7 +355,12 @@ def test_bfloat16_params_keep_float32_statistics_and_track_hf(name):
     "kwargs, error, names_it, hf_raises",
     [
         ({"learning_rate": 1e-3}, ValueError, "relative_step", True),
-        ({"warmup_init": True, "relative_step": False, "learning_rate": 1e-3}, ValueError, "warmup_init", True),
+        (
+            {"warmup_init": True, "relative_step": False, "learning_rate": 1e-3},
+            ValueError,
+            "warmup_init",
+            True,
+        ),
         ({"relative_step": False}, ValueError, "learning_rate", False),
         ({"relative_step": False, "learning_rate": -1e-3}, ValueError, "learning_rate", False),
         ({"eps": (-1e-30, 1e-3)}, ValueError, "eps[0]", False),

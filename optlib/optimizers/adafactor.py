@@ -129,13 +129,18 @@ def adafactor(
     check_non_negative("weight_decay", weight_decay)
     _check_learning_rate_mode(learning_rate, relative_step, warmup_init, weight_decay)
 
-    step_size = relative_step_size(warmup_init) if relative_step else learning_rate
+    if relative_step:
+        scale_by_step_size = scale_by_relative_step_size(warmup_init)
+        step_size = relative_step_size(warmup_init)
+    else:
+        scale_by_step_size = apply_learning_rate(learning_rate)
+        step_size = learning_rate
     return optax.chain(
         scale_by_factored_rms(eps=eps_sq, decay_rate=decay_rate),
         clip_by_update_rms(clip_threshold),
         # HF folds the parameter scale into its lr, so it comes before beta1 and the decay.
         scale_by_param_rms(eps_scale) if scale_parameter else optax.identity(),
-        scale_by_relative_step_size(warmup_init) if relative_step else apply_learning_rate(learning_rate),
+        scale_by_step_size,
         ema_of_updates(beta1) if beta1 is not None else optax.identity(),
         add_decayed_weights_scaled_by_learning_rate(
             weight_decay, step_size, param_scale_eps=eps_scale if scale_parameter else None

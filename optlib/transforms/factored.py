@@ -9,7 +9,8 @@ HF's step for one parameter ``p`` with gradient ``g`` at step ``t = 1, 2, ...`` 
                                                             scale_by_relative_step_size (rho_t)
     u    = lr_t * u
     m_t  = beta1 * m_{t-1} + (1 - beta1) * u; u = m_t    -> ema_of_updates
-    p    = p - weight_decay * lr_t * p - u               -> add_decayed_weights_scaled_by_learning_rate
+    p    = p - weight_decay * lr_t * p - u               -> add_decayed_weights_scaled_by_
+                                                            learning_rate
 
 Every transform computes in float32 for bf16/fp16 inputs (as HF does; float64 stays float64),
 keeps its statistics in ``optlib._numerics.statistics_dtype`` and returns updates in the
@@ -141,11 +142,13 @@ def _init_col(param):
 
 
 def _init_full(param):
-    return _placeholder(param) if _is_factored(param) else jnp.zeros_like(param, _compute_dtype(param))
+    if _is_factored(param):
+        return _placeholder(param)
+    return jnp.zeros_like(param, _compute_dtype(param))
 
 
 def _ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
-    """``decay * average + (1 - decay) * value`` (torch: ``mul_(decay).add_(value, alpha=1-decay)``)."""
+    """``decay * average + (1 - decay) * value`` (``mul_(decay).add_(value, alpha=1-decay)``)."""
     return decay * average + (1 - decay) * value
 
 
@@ -160,7 +163,9 @@ def _approx_rsqrt_second_moment(row: jax.Array, col: jax.Array) -> jax.Array:
     return row_factor * col_factor
 
 
-def scale_by_factored_rms(eps: float = 1e-30, decay_rate: float = -0.8) -> optax.GradientTransformation:
+def scale_by_factored_rms(
+    eps: float = 1e-30, decay_rate: float = -0.8
+) -> optax.GradientTransformation:
     """Divides updates by HF Adafactor's (factored) RMS of past gradients.
 
     At HF step ``t = count + 1``, with ``beta2_t = 1 - t**decay_rate`` and ``G = g**2 + eps``:
