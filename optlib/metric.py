@@ -23,6 +23,7 @@ the hyperparameters it was saved with (the transform's arguments only build the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -43,6 +44,7 @@ from optlib.registry import register
 
 __all__ = [
     "GreedyLRConfig",
+    "StaticFlag",
     "GreedyLRState",
     "PlateauConfig",
     "ReduceLROnPlateauState",
@@ -55,6 +57,26 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 # --------------------------------------------------------------------------- states
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class StaticFlag:
+    """A boolean carried in a state as tree metadata (no leaf, part of the tree structure).
+
+    For options that decide what is *compiled*, not what is computed: GreedyLR's ``verbose``
+    must not put a host callback into every quiet training step. Being metadata it is not
+    written to checkpoints; it comes back from the restore target (``jax.eval_shape(tx.init,
+    params)``), like the rest of the tree structure.
+
+    Attributes:
+      value: the flag.
+    """
+
+    value: bool
+
+    def __bool__(self) -> bool:
+        return self.value
 
 
 class PlateauConfig(NamedTuple):
@@ -116,7 +138,8 @@ class GreedyLRConfig(NamedTuple):
       min_lr: float, the floor of the learning rate.
       max_lr: float, the ceiling of the learning rate.
       eps: float, changes smaller than this are skipped.
-      verbose: bool, print HF's messages (through ``jax.debug.callback``).
+      verbose: ``StaticFlag``, print HF's messages (through ``jax.debug.callback``); static,
+        so a quiet scheduler compiles without any host callback.
       smooth: bool, compare the streaming average of the metric instead of the metric.
       reset_start: int32, reductions at ``min_lr`` before the scheduler resets.
       initial_learning_rate: float, the rate a reset restores.
@@ -132,7 +155,7 @@ class GreedyLRConfig(NamedTuple):
     min_lr: jax.Array
     max_lr: jax.Array
     eps: jax.Array
-    verbose: jax.Array
+    verbose: StaticFlag
     smooth: jax.Array
     reset_start: jax.Array
     initial_learning_rate: jax.Array
@@ -410,12 +433,23 @@ def _empty_window(window: jax.Array) -> tuple[jax.Array, ...]:
     return jnp.zeros_like(window), zero, zero, jnp.zeros([], window.dtype)
 
 
-def _print_greedy_events(verbose, increased, reduced, reset, epoch, increased_lr, reduced_lr):
-    """Host side of ``verbose=True``: HF's messages, for the events that happened."""
-    for flags in np.broadcast(verbose, increased, reduced, reset, epoch, increased_lr, reduced_lr):
-        on, up, down, again, at, up_lr, down_lr = flags
-        if not on:
-            continue
+def _print_events(increased, reduced, reset, epoch, increased_lr, reduced_lr) -> None:
+    """``verbose=True``: HF's messages, printed on the host for the steps where events happen."""
+    jax.lax.cond(
+        increased | reduced | reset,
+        lambda: jax.debug.callback(
+            _print_on_host, increased, reduced, reset, epoch, increased_lr, reduced_lr
+        ),
+        lambda: None,
+    )
+
+
+def _print_on_host(increased, reduced, reset, epoch, increased_lr, reduced_lr) -> None:
+    # Arrays may carry a batch axis under ``vmap`` (where the ``cond`` above runs both
+    # branches): print for each element with an event, in order.
+    for up, down, again, at, up_lr, down_lr in np.broadcast(
+        increased, reduced, reset, epoch, increased_lr, reduced_lr
+    ):
         if up:
             print(f"Epoch {int(at)}: increasing learning rate of group 0 to {float(up_lr):.4e}.")
         if down:
@@ -482,16 +516,12 @@ def _greedy_step(state: GreedyLRState, metric: Any) -> GreedyLRState:
     cooldown = jnp.where(reduce, config.cooldown, cooldown)
     bad = jnp.where(reduce, 0, bad)
 
-    def report():
-        jax.debug.callback(
-            _print_greedy_events, config.verbose,
+    if config.verbose:  # static: quiet schedulers compile no host callback at all
+        _print_events(
             increase & (increased_lr != state.learning_rate),
             reduce & (reduced_lr != state.learning_rate),
             reset, count, increased_lr, reduced_lr,
         )
-
-    # Host output only when ``verbose`` (the one option that talks to the host).
-    jax.lax.cond(config.verbose, report, lambda: None)
 
     window, window_index, window_fill, window_sum = window_fields
     return GreedyLRState(
@@ -549,8 +579,9 @@ def greedy_lr(
     window is a fixed ``window_size`` ring buffer in the state.
 
     ``verbose=True`` prints HF's messages ("Epoch 12: reducing learning rate of group 0 to
-    9.5000e-02.") through ``jax.debug.callback``: the one option that talks to the host. Under
-    ``vmap`` over states, every step then calls back to the host.
+    9.5000e-02.") through ``jax.debug.callback`` on the steps where the rate changes or the
+    scheduler resets: the one option that talks to the host. It is a static flag of the state
+    (``StaticFlag``), so with the default ``verbose=False`` no callback is compiled.
 
     Deviations: one parameter group (``min_lr``/``max_lr`` are numbers); ``learning_rate`` is a
     number; raises where HF would fail later or silently misbehave: ``factor <= 0``,
@@ -609,7 +640,7 @@ def greedy_lr(
             min_lr=_float(min_lr),
             max_lr=_float(max_lr),
             eps=_float(eps),
-            verbose=jnp.asarray(verbose),
+            verbose=StaticFlag(verbose),
             smooth=jnp.asarray(smooth),
             reset_start=_int32(reset_start),
             initial_learning_rate=_float(learning_rate),
