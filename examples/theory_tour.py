@@ -188,9 +188,10 @@ def run_second_order(problem: Problem, solver, steps: int, gtol: float = 1e-5):
         )
         new_params = optax.apply_updates(params, updates)
         new_value, new_grad = value_and_grad(new_params, state=new_state)
+        # Converged (or broken down): stay put, so the path and losses stop there.
         moving = (optax.tree.norm(grad) >= gtol) & jnp.isfinite(new_value)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(moving, n, o), new, old)
-        carry = keep((new_params, new_state, new_value, new_grad), carry)
+        new_carry = (new_params, new_state, new_value, new_grad)
+        carry = jax.tree.map(lambda new, old: jnp.where(moving, new, old), new_carry, carry)
         return carry, carry[0]
 
     @jax.jit
@@ -266,7 +267,8 @@ def plot(problems: list[Problem], results: list[dict], output: Path) -> None:
         paths.set(xlim=(x_min, x_max), ylim=(y_min, y_max), title=f"{problem.name}: trajectories")
         curves.axhline(TOLERANCE, color="k", linestyle=":", linewidth=0.8)
         curves.set_xscale("symlog", linthresh=1.0)
-        curves.set(xlim=(0, None), xlabel="iteration", ylabel="f - f*", title=f"{problem.name}: loss")
+        curves.set(xlim=(0, None), xlabel="iteration", ylabel="f - f*")
+        curves.set_title(f"{problem.name}: loss")
         curves.legend(fontsize=8, ncol=2)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
