@@ -24,11 +24,10 @@ from optlib._validation import check_interval, check_non_negative
 from optlib.transforms.learning_rate import learning_rate_at
 
 __all__ = [
-    "ScaleByAdadeltaState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByNadamState",
-    "ScaleByRmsState",
+    "in_statistics_dtype",
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
@@ -163,19 +162,35 @@ def scale_by_adagrad(
 
 
 # ---------------------------------------------------------------------------------------------
-# RMSprop.
+# RMSprop and Adadelta: optax already computes torch's formulas; we add float32 statistics.
 
 
-class ScaleByRmsState(NamedTuple):
-    """State of ``scale_by_rms``.
+def in_statistics_dtype(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Runs ``inner`` on float32 (or wider) copies of the gradients and params.
 
-    Attributes:
-      square_avg: running average of ``g**2``.
-      grad_avg: running average of ``g`` (``centered=True``), else ``None``.
+    optax's transforms keep their statistics in the parameter dtype; for bf16/fp16 parameters
+    this wrapper makes them float32 (``statistics_dtype``), and casts the updates back to the
+    gradients' dtype. For float32/float64 parameters it changes nothing.
+
+    Args:
+      inner: an ``optax.GradientTransformation`` whose statistics follow the input dtype.
+
+    Returns:
+      The same transformation with float32-or-wider state.
     """
 
-    square_avg: optax.Updates
-    grad_avg: optax.Updates | None
+    def widen(tree):
+        return jax.tree.map(lambda x: x.astype(statistics_dtype(x.dtype)), tree)
+
+    def init_fn(params):
+        return inner.init(widen(params))
+
+    def update_fn(updates, state, params=None):
+        wide_params = None if params is None else widen(params)
+        new_updates, state = inner.update(widen(updates), state, wide_params)
+        return jax.tree.map(lambda new, old: new.astype(old.dtype), new_updates, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_rms(
@@ -185,14 +200,17 @@ def scale_by_rms(
 
     ::
 
-        v_t = alpha * v_{t-1} + (1 - alpha) * g_t**2
-        a_t = lerp(a_{t-1}, g_t, 1 - alpha)                   (centered only)
+        v_t = alpha * v_{t-1} + (1 - alpha) * g_t**2          (v_0 = 0)
+        a_t = alpha * a_{t-1} + (1 - alpha) * g_t             (centered only)
         u_t = g_t / (sqrt(v_t - a_t**2) + eps)                (centered)
         u_t = g_t / (sqrt(v_t) + eps)                         (not centered)
 
-    Follow it with ``trace_momentum(momentum)`` for torch's ``momentum`` and with
-    ``apply_learning_rate(lr)``. ``optax.scale_by_rms`` differs: ``eps`` inside the square
-    root and an accumulator that starts at 0 only by option.
+    This is ``optax.scale_by_rms`` / ``optax.scale_by_stddev`` with ``initial_scale=0`` and
+    ``eps_in_sqrt=False`` (torch adds ``eps`` outside the root; ``optax.rmsprop``'s default
+    puts it inside, which drifts from torch by ~1e-5 relative in 40 steps). Those compute
+    exactly torch's formulas, so they are reused, with float32 statistics for bf16/fp16
+    (``in_statistics_dtype``). Follow with ``trace_momentum(momentum)`` for torch's
+    ``momentum`` and ``apply_learning_rate(lr)``.
 
     Args:
       alpha: smoothing constant, in [0, 1].
@@ -200,47 +218,15 @@ def scale_by_rms(
       centered: normalise by the estimated variance instead of the second moment.
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformation`` (state ``optax.ScaleByRmsState``, or
+      ``optax.ScaleByRStdDevState`` when centered).
     """
     alpha = check_interval("alpha", alpha, 0.0, 1.0)
     eps = check_non_negative("eps", eps)
-
-    def init_fn(params):
-        return ScaleByRmsState(
-            _statistics_like(params), _statistics_like(params) if centered else None
-        )
-
-    def update_fn(updates, state, params=None):
-        del params
-
-        def leaf(g, square_avg, grad_avg=None):
-            g32 = g.astype(square_avg.dtype)
-            square_avg = _decay_add_square(square_avg, g32, alpha)
-            if centered:
-                grad_avg = _lerp(grad_avg, g32, 1 - alpha)
-                avg = jnp.sqrt(square_avg - grad_avg * grad_avg)
-            else:
-                avg = jnp.sqrt(square_avg)
-            u = g32 / (avg + eps)
-            return (u.astype(g.dtype), square_avg) + ((grad_avg,) if centered else ())
-
-        averages = (state.square_avg, state.grad_avg) if centered else (state.square_avg,)
-        updates, *new_averages = map_leaves(leaf, updates, *averages)
-        grad_avg = new_averages[1] if centered else None
-        return updates, ScaleByRmsState(new_averages[0], grad_avg)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-# ---------------------------------------------------------------------------------------------
-# Adadelta.
-
-
-class ScaleByAdadeltaState(NamedTuple):
-    """State of ``scale_by_adadelta``: running averages of ``g**2`` and of ``delta**2``."""
-
-    square_avg: optax.Updates
-    acc_delta: optax.Updates
+    statistics = optax.scale_by_stddev if centered else optax.scale_by_rms
+    return in_statistics_dtype(
+        statistics(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)
+    )
 
 
 def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTransformation:
@@ -253,37 +239,20 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
         d_t     = rho * d_{t-1} + (1 - rho) * delta_t**2
         u_t     = delta_t
 
-    torch multiplies ``delta`` by ``lr`` (default 1.0): ``apply_learning_rate(lr)`` does.
+    This is ``optax.scale_by_adadelta``, which computes exactly torch's formula, reused with
+    float32 statistics for bf16/fp16 (``in_statistics_dtype``). torch multiplies ``delta`` by
+    ``lr`` (default 1.0): ``apply_learning_rate(lr)`` does.
 
     Args:
       rho: coefficient of the running averages, in [0, 1].
       eps: added inside both square roots (>= 0).
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformation`` (state ``optax.ScaleByAdaDeltaState``).
     """
     rho = check_interval("rho", rho, 0.0, 1.0)
     eps = check_non_negative("eps", eps)
-
-    def init_fn(params):
-        return ScaleByAdadeltaState(_statistics_like(params), _statistics_like(params))
-
-    def update_fn(updates, state, params=None):
-        del params
-
-        def leaf(g, square_avg, acc_delta):
-            g32 = g.astype(square_avg.dtype)
-            square_avg = _decay_add_square(square_avg, g32, rho)
-            delta = jnp.sqrt(acc_delta + eps) / jnp.sqrt(square_avg + eps) * g32
-            acc_delta = _decay_add_square(acc_delta, delta, rho)
-            return delta.astype(g.dtype), square_avg, acc_delta
-
-        updates, square_avg, acc_delta = map_leaves(
-            leaf, updates, state.square_avg, state.acc_delta
-        )
-        return updates, ScaleByAdadeltaState(square_avg, acc_delta)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return in_statistics_dtype(optax.scale_by_adadelta(rho=rho, eps=eps))
 
 
 # ---------------------------------------------------------------------------------------------
