@@ -1,0 +1,47 @@
+"""The Flax examples run (small sizes) and do what they show: the loss goes down and the
+metric-driven scheduler lowers the learning rate once the loss plateaus."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax", reason="the examples need flax")
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses (flax.linen modules) look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trainstate_example_lowers_lr_on_validation_plateau():
+    history = load_example("flax_trainstate").main(
+        ["--epochs", "16", "--samples", "1024", "--batch-size", "32", "--quiet"]
+    )
+    rates, val_loss = np.asarray(history["learning_rate"]), np.asarray(history["val_loss"])
+    assert val_loss[-1] < 0.5 * val_loss[0]
+    assert np.all(np.diff(rates) <= 0), "ReduceLROnPlateau only ever lowers the rate"
+    assert rates[-1] < rates[0], "the validation loss plateaued: the rate should have dropped"
+    first_drop = int(np.argmax(rates < rates[0]))
+    best_before = np.min(val_loss[: first_drop - 2])  # patience=2: no new best in the last 3
+    assert np.all(val_loss[first_drop - 2 : first_drop + 1] >= best_before * (1 - 1e-4))
+
+
+def test_nnx_example_raises_then_lowers_lr_with_the_loss():
+    history = load_example("flax_nnx").main(
+        ["--steps", "150", "--learning-rate", "0.02", "--quiet"]
+    )
+    rates, loss = np.asarray(history["learning_rate"]), np.asarray(history["loss"])
+    assert loss[-20:].mean() < 0.2 * loss[:20].mean()
+    peak = int(np.argmax(rates))
+    assert rates[peak] > rates[0], "GreedyLR raises the rate while the loss improves"
+    assert rates[-1] < rates[peak], "...and lowers it once the loss plateaus"
