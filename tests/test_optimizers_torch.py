@@ -135,8 +135,9 @@ def torch_trajectory(
         with torch.no_grad():
             for k, p in params.items():
                 p.grad = torch.zeros_like(p)
-                for i in range(problem.micro_batches):  # loss / k, backward per micro-batch
-                    p.grad += gradient(p, a[k], b[k], noise[k][step, i], problem.sign) / problem.micro_batches
+                k_micro = problem.micro_batches
+                for i in range(k_micro):  # (loss / k).backward() per micro-batch
+                    p.grad += gradient(p, a[k], b[k], noise[k][step, i], problem.sign) / k_micro
         optimizer.step()
         if sched:
             sched.step(*([] if metrics is None else [float(metrics[step])]))
@@ -193,7 +194,8 @@ CASES = [
     ("Adam", {"lr": 0.02, "amsgrad": True, "weight_decay": 0.01, "maximize": True}),
     ("Adam", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("AdamW", {}),
-    ("AdamW", {"lr": 0.05, "betas": (0.5, 0.9), "weight_decay": 0.1, "amsgrad": True, "maximize": True}),
+    ("AdamW", {"lr": 0.05, "betas": (0.5, 0.9), "weight_decay": 0.1, "amsgrad": True,
+               "maximize": True}),
     ("Adagrad", {}),
     ("Adagrad", {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1}),
     ("Adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3, "maximize": True}),
@@ -204,7 +206,8 @@ CASES = [
     ("Adadelta", {"lr": 0.5, "rho": 0.5, "eps": 1e-4, "weight_decay": 0.1, "maximize": True}),
     ("NAdam", {}),
     ("NAdam", {"lr": 0.05, "momentum_decay": 0.1, "weight_decay": 0.1, "maximize": True}),
-    ("NAdam", {"lr": 0.05, "betas": (0.8, 0.95), "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("NAdam", {"lr": 0.05, "betas": (0.8, 0.95), "weight_decay": 0.1,
+               "decoupled_weight_decay": True}),
 ]
 
 # One float32 configuration per optimizer, exercising its main options.
@@ -284,7 +287,8 @@ def test_schedule_drives_lr_like_lambda_lr_and_current_learning_rate_reads_it(ca
 
 
 CYCLING_CASES = [  # SGD and Adam also run under torch's own OneCycleLR below
-    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05}, _cycled_momentum),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05},
+     _cycled_momentum),
     ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3}, _momentum_off_for_three_steps),
     ("NAdam", {"weight_decay": 0.1}, _cycled_momentum),
     ("RMSprop", {"momentum": 0.5, "centered": True}, _cycled_momentum),
@@ -339,7 +343,10 @@ def test_momentum_schedule_rejected_where_torch_has_no_momentum(name):
 
 @pytest.mark.parametrize(
     "name, kwargs",
-    [("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}), ("Adam", {"amsgrad": True})],
+    [
+        ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+        ("Adam", {"amsgrad": True}),
+    ],
 )
 def test_one_cycle_lr_drives_sgd_and_adam_like_torch(name, kwargs, x64):
     """torch's OneCycleLR sets lr and momentum / betas[0] every step (cycle_momentum=True)."""

@@ -99,7 +99,9 @@ def test_clip_grad_norm_with_nonfinite_norm_scales_by_nan_like_torch_or_raises(x
     for k in grads:
         np.testing.assert_array_equal(np.isnan(ours[k]), np.isnan(reference[k]))
     with pytest.raises(RuntimeError, match="non-finite"):
-        _torch_clip(grads, lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.0, error_if_nonfinite=True))
+        _torch_clip(
+            grads, lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.0, error_if_nonfinite=True)
+        )
     with pytest.raises(RuntimeError, match="non-finite"):
         _optlib_clip(grads, optlib.clip_grad_norm(1.0, error_if_nonfinite=True))
     finite, _ = _optlib_clip(_grads(), optlib.clip_grad_norm(1.0, error_if_nonfinite=True))
@@ -141,7 +143,8 @@ def test_transform_arguments_are_checked(factory, kwargs, parameter):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda f: f.__name__)
 def test_low_precision_params_get_float32_statistics_and_own_dtype_updates(optimizer, dtype):
     params = {k: jnp.ones(s, dtype) for k, s in SHAPES.items()}
-    tx = optimizer(0.1, momentum=0.9) if optimizer in (optlib.sgd, optlib.rmsprop) else optimizer(0.1)
+    with_momentum = optimizer in (optlib.sgd, optlib.rmsprop)
+    tx = optimizer(0.1, momentum=0.9) if with_momentum else optimizer(0.1)
     state = tx.init(params)
     updates, new_state = jax.eval_shape(tx.update, params, state, params)
     assert all(u.dtype == dtype for u in jax.tree.leaves(updates))

@@ -79,7 +79,7 @@ def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
 
 
 def _decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
-    """``decay * average + (1 - decay) * g**2``: torch's ``mul_(decay).addcmul_(g, g, 1 - decay)``."""
+    """``decay * average + (1 - decay) * g**2``, torch's ``mul_(decay).addcmul_(g, g, 1-decay)``."""
     return decay * average + (1 - decay) * g * g
 
 
