@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from optlib._numerics import as_float
@@ -27,6 +26,7 @@ from optlib.schedules._torch_rules import (
     CosineAnnealing,
     Scaled,
     TorchSchedule,
+    count_reached,
     div_mod,
     reached,
     step_array,
@@ -124,12 +124,10 @@ def sequence_schedules(learning_rate: float, schedulers, milestones: list[int]):
 
     starts = [0, *milestones]  # segment k runs from starts[k] ...
     ends = [*milestones, math.inf]  # ... to ends[k] (excluded)
-    reachable = np.asarray([m for m in milestones if m <= INT32_MAX], dtype=np.int32)
+    reachable = [m for m in milestones if m <= INT32_MAX]
 
     def segment_of(step):
-        if reachable.size == 0:
-            return jnp.zeros_like(step)
-        return jnp.searchsorted(reachable, step, side="right").astype(jnp.int32)
+        return count_reached(reachable, step)
 
     def lr_branch(k: int) -> Callable:
         schedule, start = members[k].schedule, starts[k]
@@ -147,7 +145,7 @@ def sequence_schedules(learning_rate: float, schedulers, milestones: list[int]):
             before(jnp.int32(start - 1)) * rule.partial(jnp.full_like(t, -1), t - start)
         )
 
-    segments = range(reachable.size + 1)  # a milestone past 2**31 - 1 is never reached
+    segments = range(len(reachable) + 1)  # a milestone past 2**31 - 1 is never reached
     branches = []
     for k in segments:
         branches.append(lr_branch(k))

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optlib._numerics import as_float
 
@@ -65,6 +66,18 @@ def reached(step: jax.Array, count: int) -> jax.Array:
     return step >= count
 
 
+def count_reached(table, step: jax.Array) -> jax.Array:
+    """How many entries of the int32 ``table`` are ``<= step`` (torch's ``bisect_right``).
+
+    An elementwise comparison: tables here are short (milestones, <= 32 cycle starts), and
+    this compiles to far less than a binary search.
+    """
+    table = np.asarray(table, dtype=np.int32)
+    if table.size == 0:
+        return jnp.zeros_like(step)
+    return jnp.sum(jnp.asarray(step)[..., None] >= table, axis=-1, dtype=jnp.int32)
+
+
 def minus(step: jax.Array, offset: float) -> jax.Array:
     """``step - offset`` as a float, exact in the integer part.
 
@@ -92,6 +105,17 @@ def half_cosine(remaining, length) -> jax.Array:
     ``1 + cos(x)`` would cancel to a few ulps.
     """
     return jnp.sin((math.pi / 2) * (remaining / length)) ** 2
+
+
+def cosine_anneal(start, end, done, remaining, length) -> jax.Array:
+    """``end + (start - end) * (1 + cos(pi * done / length)) / 2``, from ``start`` at ``done=0``
+    to ``end`` at ``done=length`` (``done + remaining = length``).
+
+    Written ``start * half_cosine(remaining) + end * half_cosine(done)``: two positive terms,
+    so exact relative to the value at both ends (the textbook form cancels when the value is
+    far below ``start`` or ``end``).
+    """
+    return start * half_cosine(remaining, length) + end * half_cosine(done, length)
 
 
 # --------------------------------------------------------------------------------- the rules
@@ -151,7 +175,9 @@ class CosineAnnealing:
         return half_cosine(jnp.abs(minus(phase, self.t_max)), self.t_max)
 
     def value(self, step: jax.Array) -> jax.Array:
-        return self.eta_min + (self.base - self.eta_min) * self.factor(step)
+        _, phase = div_mod(step, 2 * self.t_max)
+        to_minimum = jnp.abs(minus(phase, self.t_max))
+        return cosine_anneal(self.base, self.eta_min, self.t_max - to_minimum, to_minimum, self.t_max)
 
     def is_restart(self, step: jax.Array) -> jax.Array:
         """Whether ``step`` is one after a minimum, where torch adds instead of multiplying."""

@@ -25,7 +25,6 @@ once per epoch use ``optlib.per_epoch(step_lr(0.1, step_size=30), steps_per_epoc
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 
 import jax
@@ -48,11 +47,12 @@ from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (
     INT32_MAX,
     Absolute,
+    count_reached,
     CosineAnnealing,
     Scaled,
     TorchSchedule,
     div_mod,
-    half_cosine,
+    cosine_anneal,
     minus,
     power,
     reached,
@@ -175,12 +175,10 @@ def multi_step_lr(
     base = _base_lr(learning_rate)
     milestones = _milestone_list(_required("milestones", milestones, "MultiStepLR"))
     gamma = _gamma(gamma)
-    reachable = np.asarray(sorted(m for m in milestones if m <= INT32_MAX), dtype=np.int32)
+    reachable = [m for m in milestones if m <= INT32_MAX]
 
     def passed(step):
-        if reachable.size == 0:
-            return jnp.zeros_like(step)
-        return jnp.searchsorted(reachable, step, side="right").astype(jnp.int32)
+        return count_reached(reachable, step)
 
     return TorchSchedule(
         "MultiStepLR",
@@ -425,12 +423,12 @@ def cosine_annealing_warm_restarts(
         length_table = np.asarray(lengths, dtype=np.float64)
 
         def position(step):
-            cycle = jnp.searchsorted(start_table, step, side="right") - 1
+            cycle = count_reached(start_table, step) - 1
             return step - jnp.asarray(start_table)[cycle], as_float(length_table)[cycle]
 
     def value(step):
         elapsed, length = position(step)
-        return floor + (base - floor) * half_cosine(length - as_float(elapsed), length)
+        return cosine_anneal(base, floor, as_float(elapsed), length - as_float(elapsed), length)
 
     return TorchSchedule("CosineAnnealingWarmRestarts", base, Absolute(value))
 
@@ -686,7 +684,7 @@ def one_cycle_lr(
 
     def anneal(start_value, end_value, done, remaining, length):
         if anneal_strategy == "cos":
-            return end_value + (start_value - end_value) * half_cosine(remaining, length)
+            return cosine_anneal(start_value, end_value, done, remaining, length)
         return (start_value * remaining + end_value * done) / length
 
     def follow(path):
