@@ -269,6 +269,16 @@ def _check_initial_rate(learning_rate: Any) -> Any:
     return check_non_negative("learning_rate", learning_rate)
 
 
+def _check_count(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, jax.Array):  # e.g. wrapped whole in ``optax.inject_hyperparams``
+        raise TypeError(
+            f"{name} must be a Python int, got an array ({value!r}). A metric-driven scheduler "
+            "keeps its hyperparameters in its state (``state.config``); do not wrap it whole in "
+            "optax.inject_hyperparams (wrapping a factory that takes only learning_rate is fine)."
+        )
+    return check_int(name, value, minimum=minimum)
+
+
 def _check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
@@ -372,8 +382,8 @@ def reduce_lr_on_plateau(
     check_interval("factor", factor, 0.0, 1.0, high_closed=False)
     check_choice("mode", mode, ("min", "max"))
     check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
-    patience = check_int("patience", patience, minimum=0)
-    cooldown = check_int("cooldown", cooldown, minimum=0)
+    patience = _check_count("patience", patience, minimum=0)
+    cooldown = _check_count("cooldown", cooldown, minimum=0)
     check_non_negative("threshold", threshold)
     _check_scalar_bound("min_lr", min_lr)
     check_non_negative("eps", eps)
@@ -612,11 +622,11 @@ def greedy_lr(
     check_interval("factor", factor, 0.0, 1.0, low_closed=False, high_closed=False)
     check_choice("mode", mode, ("min", "max"))
     check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
-    patience = check_int("patience", patience, minimum=0)
-    cooldown = check_int("cooldown", cooldown, minimum=0)
-    warmup = check_int("warmup", warmup, minimum=0)
-    window_size = check_int("window_size", window_size, minimum=1)
-    reset_start = check_int("reset_start", reset_start, minimum=0)
+    patience = _check_count("patience", patience, minimum=0)
+    cooldown = _check_count("cooldown", cooldown, minimum=0)
+    warmup = _check_count("warmup", warmup, minimum=0)
+    window_size = _check_count("window_size", window_size, minimum=1)
+    reset_start = _check_count("reset_start", reset_start, minimum=0)
     check_non_negative("threshold", threshold)
     check_non_negative("eps", eps)
     low = _check_scalar_bound("min_lr", min_lr)

@@ -578,3 +578,8 @@ def test_learning_rate_must_be_a_non_negative_number(factory):
         factory(-1.0)
     with pytest.raises(TypeError, match="chain"):
         factory(optax.linear_schedule(0.0, 1.0, 10))
+
+
+def test_wrapping_a_scheduler_whole_in_inject_hyperparams_explains_the_alternative():
+    with pytest.raises(TypeError, match="state.config"):
+        optax.inject_hyperparams(optlib.reduce_lr_on_plateau)(learning_rate=0.1).init(jnp.zeros(2))
