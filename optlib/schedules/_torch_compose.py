@@ -91,7 +91,7 @@ def _check_base_lrs(kind: str, members: list[_Member], learning_rate: float) -> 
         if schedule.initial_lr is not None:  # its values do not depend on the base lr
             continue
         if not math.isclose(schedule.learning_rate, base, rel_tol=1e-12, abs_tol=0.0):
-            origin = f"{first.name} built first" if first.initial_lr is not None else "the optimizer"
+            origin = "the optimizer" if first.initial_lr is None else f"{first.name} built first"
             raise ValueError(
                 f"{kind}: schedulers[{index}] ({schedule.name}) has learning_rate="
                 f"{schedule.learning_rate!r}, but torch gives every scheduler of the optimizer "

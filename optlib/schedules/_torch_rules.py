@@ -142,9 +142,8 @@ class Scaled:
 
     def ratio(self, step: jax.Array) -> jax.Array:
         """The multiplier of step ``step`` (of the construction step for ``step = 0``)."""
-        return jnp.where(
-            step == 0, self.factor(jnp.zeros_like(step)), self.partial(jnp.maximum(step - 1, 0), step)
-        )
+        initial = self.factor(jnp.zeros_like(step))
+        return jnp.where(step == 0, initial, self.partial(jnp.maximum(step - 1, 0), step))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,21 +168,29 @@ class CosineAnnealing:
     eta_min: float
     base: float
 
+    def _to_minimum(self, step: jax.Array) -> jax.Array:
+        """Integer distance from ``step`` to the nearest minimum (``T_max`` mod ``2 T_max``)."""
+        _, phase = div_mod(step, 2 * self.t_max)  # position in the 2 * T_max period
+        return jnp.abs(minus(phase, self.t_max))
+
     def factor(self, step: jax.Array) -> jax.Array:
-        """``(1 + cos(pi * step / T_max)) / 2``, from the integer distance to the nearest minimum."""
-        _, phase = div_mod(step, 2 * self.t_max)  # position in the 2*T_max period
-        return half_cosine(jnp.abs(minus(phase, self.t_max)), self.t_max)
+        """``(1 + cos(pi * step / T_max)) / 2``."""
+        return half_cosine(self._to_minimum(step), self.t_max)
 
     def value(self, step: jax.Array) -> jax.Array:
-        _, phase = div_mod(step, 2 * self.t_max)
-        to_minimum = jnp.abs(minus(phase, self.t_max))
-        return cosine_anneal(self.base, self.eta_min, self.t_max - to_minimum, to_minimum, self.t_max)
+        to_minimum = self._to_minimum(step)
+        return cosine_anneal(
+            self.base, self.eta_min, self.t_max - to_minimum, to_minimum, self.t_max
+        )
 
     def is_restart(self, step: jax.Array) -> jax.Array:
         """Whether ``step`` is one after a minimum, where torch adds instead of multiplying."""
         period = 2 * self.t_max
+        restart_phase = (self.t_max + 1) % period
+        if restart_phase > INT32_MAX:
+            return jnp.zeros(jnp.shape(step), bool)
         _, phase = div_mod(step, period)
-        return (step >= 1) & (phase == (self.t_max + 1) % period)
+        return (step >= 1) & (phase == restart_phase)
 
     def restart_increment(self) -> float:
         """What torch adds one step after a minimum: ``(base - eta_min) * (1 - cos(pi/T)) / 2``."""

@@ -117,7 +117,9 @@ def _ratio_since(factor: Callable, steps_changing: int) -> Callable:
 # ------------------------------------------------------------------ multiplicative schedulers
 
 
-def step_lr(learning_rate: float, step_size: int | None = None, gamma: float = 0.1) -> TorchSchedule:
+def step_lr(
+    learning_rate: float, step_size: int | None = None, gamma: float = 0.1
+) -> TorchSchedule:
     """Decays the lr by ``gamma`` every ``step_size`` steps (torch.optim.lr_scheduler.StepLR).
 
     ``lr_t = learning_rate * gamma ** (t // step_size)``, with ``t // step_size`` on integers.
@@ -254,7 +256,9 @@ def linear_lr(
     )
 
 
-def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5) -> TorchSchedule:
+def constant_lr(
+    learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5
+) -> TorchSchedule:
     """Scales the lr by ``factor`` for ``total_iters`` steps (torch.optim.lr_scheduler.ConstantLR).
 
     ``lr_t = learning_rate * factor`` for ``t < total_iters``, ``learning_rate`` after.
@@ -288,14 +292,19 @@ def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int 
     else:
         rule = Scaled(
             factor=lambda t: jnp.where(reached(t, total), 1.0, scale),
-            partial=lambda a, b: jnp.where(~reached(a, total) & reached(b, total), 1.0 / scale, 1.0),
+            partial=lambda a, b: jnp.where(
+                ~reached(a, total) & reached(b, total), 1.0 / scale, 1.0
+            ),
             milestone_factor=scale,
         )
     return TorchSchedule("ConstantLR", base, rule)
 
 
-def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0) -> TorchSchedule:
-    """Decays the lr polynomially to 0 in ``total_iters`` steps (torch.optim.lr_scheduler.PolynomialLR).
+def polynomial_lr(
+    learning_rate: float, total_iters: int = 5, power: float = 1.0
+) -> TorchSchedule:
+    """Decays the lr polynomially to 0 in ``total_iters`` steps
+    (torch.optim.lr_scheduler.PolynomialLR).
 
     ``lr_t = learning_rate * ((T - min(t, T)) / T) ** power`` with ``T = total_iters``.
 
@@ -341,14 +350,17 @@ def multiplicative_lr(learning_rate: float, lr_lambda: Callable | None = None) -
     base = _base_lr(learning_rate)
     lr_lambda = check_callable("lr_lambda", _required("lr_lambda", lr_lambda, "MultiplicativeLR"))
 
-    def partial(a, b):
-        one = as_float(jnp.ones(jnp.shape(b)))
-        return jax.lax.fori_loop(a + 1, b + 1, lambda k, acc: acc * as_float(lr_lambda(user_step(k))), one)
+    def times_factor(k, product):  # torch's multiplier of step k + 1
+        return product * as_float(lr_lambda(user_step(k + 1)))
+
+    def partial(a, b):  # lr_lambda(a + 1) * ... * lr_lambda(b), in torch's order
+        return jax.lax.fori_loop(a, b, times_factor, as_float(jnp.ones(jnp.shape(b))))
+
+    def factor(step):
+        return partial(jnp.zeros_like(step), step)
 
     return TorchSchedule(
-        "MultiplicativeLR",
-        base,
-        Scaled(factor=lambda t: partial(jnp.zeros_like(t), t), partial=partial, milestone_factor=None),
+        "MultiplicativeLR", base, Scaled(factor=factor, partial=partial, milestone_factor=None)
     )
 
 
@@ -449,7 +461,9 @@ def lambda_lr(learning_rate: float, lr_lambda: Callable | None = None) -> TorchS
     """
     base = _base_lr(learning_rate)
     lr_lambda = check_callable("lr_lambda", _required("lr_lambda", lr_lambda, "LambdaLR"))
-    return TorchSchedule("LambdaLR", base, Absolute(lambda t: base * as_float(lr_lambda(user_step(t)))))
+    return TorchSchedule(
+        "LambdaLR", base, Absolute(lambda t: base * as_float(lr_lambda(user_step(t))))
+    )
 
 
 # -------------------------------------------------------------------------- cyclic policies
@@ -701,7 +715,9 @@ def one_cycle_lr(
 
         return value
 
-    schedule = TorchSchedule("OneCycleLR", optimizer_lr, Absolute(follow(lr_path)), initial_lr=initial)
+    schedule = TorchSchedule(
+        "OneCycleLR", optimizer_lr, Absolute(follow(lr_path)), initial_lr=initial
+    )
     if not cycle_momentum:
         return schedule
     return MomentumSchedule(schedule, _on_steps(follow(momentum_path)))
