@@ -39,7 +39,6 @@ from optlib._validation import (
     check_interval,
     check_non_negative,
     check_positive,
-    check_real,
 )
 from optlib.registry import register
 from optlib.schedules._core import MomentumSchedule
@@ -95,6 +94,17 @@ def _base_lr(learning_rate) -> float:
 def _gamma(gamma) -> float:
     """A decay factor > 0 (``gamma <= 0`` would zero or flip the sign of the lr)."""
     return check_positive("gamma", gamma)
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _on_steps(fn: Callable) -> Callable:
+    """A ``step -> value`` function of a raw step (converted like ``TorchSchedule``'s)."""
+    return lambda step: as_float(fn(step_array(step)))
 
 
 def _bounded_step(step: jax.Array, bound: int) -> jax.Array:
@@ -571,17 +581,6 @@ def cyclic_lr(
         schedule,
         _on_steps(lambda t: high_momentum - (high_momentum - low_momentum) * height(t)),
     )
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
-    return bool(value)
-
-
-def _on_steps(fn: Callable) -> Callable:
-    """A ``step -> value`` function of a raw step (converted like ``TorchSchedule``'s)."""
-    return lambda step: as_float(fn(step_array(step)))
 
 
 def _one_cycle_phases(total: int, pct_start: float, three_phase: bool) -> list[float]:
