@@ -291,7 +291,8 @@ EDGE_CASES = [
         ("LambdaLR", {"lr_lambda": LR_LAMBDAS[0]})],
         "milestones": [50, 50]}, 0.1, id="sequential-milestone-listed-twice-skips"),
     pytest.param("SequentialLR", {"schedulers": [
-        ("ExponentialLR", {"gamma": 0.98}), ("MultiplicativeLR", {"lr_lambda": MULTIPLICATIVE_LAMBDAS[0]})],
+        ("ExponentialLR", {"gamma": 0.98}),
+        ("MultiplicativeLR", {"lr_lambda": MULTIPLICATIVE_LAMBDAS[0]})],
         "milestones": [0]}, 0.1, id="sequential-milestone-zero-skips-first"),
     pytest.param("SequentialLR", {"schedulers": [
         ("CyclicLR", CYCLIC), ("ExponentialLR", {"gamma": 0.98}),
@@ -391,11 +392,15 @@ def assert_matches_torch(name, kwargs, learning_rate, **tolerance):
     assert isinstance(schedule, optlib.MomentumSchedule) == cycles_momentum(name, kwargs)
     lr, momentum = optlib_traces(schedule)
     make = build_torch(name, kwargs)
-    errors = [assert_trace_close(lr, torch_trace(make, learning_rate, STEPS), label=name, **tolerance)]
+    reference = torch_trace(make, learning_rate, STEPS)
+    errors = [assert_trace_close(lr, reference, label=name, **tolerance)]
     if momentum is not None:
         for optimizer_cls, key in ((torch.optim.SGD, "momentum"), (torch.optim.Adam, "beta1")):
-            reference = torch_trace(make, learning_rate, STEPS, optimizer_cls=optimizer_cls, key=key)
-            errors.append(assert_trace_close(momentum, reference, label=f"{name} {key}", **tolerance))
+            reference = torch_trace(
+                make, learning_rate, STEPS, optimizer_cls=optimizer_cls, key=key
+            )
+            label = f"{name} {key}"
+            errors.append(assert_trace_close(momentum, reference, label=label, **tolerance))
     return errors
 
 
@@ -670,11 +675,13 @@ INVALID = [
     ("SequentialLR", {"schedulers": [SUB, SUB, SUB], "milestones": [9, 4]}, ValueError,
      "milestones", "accepts"),
     ("SequentialLR", {"schedulers": [], "milestones": []}, ValueError, "schedulers", "raises"),
-    ("SequentialLR", {"schedulers": [SUB, ("SequentialLR", {"schedulers": [SUB], "milestones": []})],
+    ("SequentialLR", {"schedulers": [SUB, ("SequentialLR", {"schedulers": [SUB],
+                                                             "milestones": []})],
                       "milestones": [5]}, ValueError, "schedulers[1]", "fails"),
     ("SequentialLR", {"schedulers": [SUB, ("OneCycleLR", {"max_lr": 0.1, "total_steps": 500})],
                       "milestones": [5]}, ValueError, "schedulers[1]", None),
-    ("ChainedScheduler", {"schedulers": [SUB, ("CosineAnnealingLR", {"T_max": 9, "eta_min": 0.01})]},
+    ("ChainedScheduler",
+     {"schedulers": [SUB, ("CosineAnnealingLR", {"T_max": 9, "eta_min": 0.01})]},
      ValueError, "eta_min", None),
     ("ChainedScheduler", {"schedulers": [("CosineAnnealingLR", {"T_max": 9}), SUB,
                                          ("CosineAnnealingLR", {"T_max": 5})]},
