@@ -133,8 +133,9 @@ def sequence_schedules(learning_rate: float, schedulers, milestones: list[int]):
         schedule, start = members[k].schedule, starts[k]
         rule = schedule.rule
         if start == 0 or not isinstance(rule, Scaled):
-            # Built-in step 0 (torch's _initial_step) or a restart from the scheduler's own
-            # step 0: closed forms, absolute rules and the cosine all give the value alone.
+            # Stepped from construction (torch's _initial_step), or restarted at a milestone
+            # from its own step 0, where closed forms, absolute rules and the cosine all give
+            # the scheduler's value alone.
             return lambda t: as_float(schedule(t - start))
         if rule.milestone_factor is not None:  # torch jumps to its closed form at epoch 0
             scale = schedule.learning_rate * rule.milestone_factor
@@ -167,12 +168,8 @@ def sequence_schedules(learning_rate: float, schedulers, milestones: list[int]):
         j = max(j for j, member in enumerate(members) if member.momentum is not None)
         return lambda t: jnp.full(jnp.shape(t), members[j].momentum(jnp.int32(0)))
 
-    def momentum(step):
-        if all(member.momentum is None for member in members):
-            return None
-        return jax.lax.switch(
-            segment_of(step), [momentum_branch(k) for k in segments], step
-        )
+    def momentum(step):  # used only if a member cycles momentum (_with_momentum)
+        return jax.lax.switch(segment_of(step), [momentum_branch(k) for k in segments], step)
 
     schedule = TorchSchedule("SequentialLR", learning_rate, Composite(value))
     return _with_momentum(schedule, members, momentum)
