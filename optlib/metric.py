@@ -400,13 +400,12 @@ def reduce_lr_on_plateau(
             min_lr=_float(min_lr),
             eps=_float(eps),
         )
-        zero = jnp.zeros([], jnp.int32)
         return ReduceLROnPlateauState(
             learning_rate=_float(learning_rate),
             best=_worst(config.maximize, float_dtype()),
-            num_bad_epochs=zero,
-            cooldown_counter=zero,
-            count=zero,
+            num_bad_epochs=_int32(0),
+            cooldown_counter=_int32(0),
+            count=_int32(0),
             config=config,
         )
 
@@ -439,8 +438,7 @@ def _window_fields(state: GreedyLRState) -> tuple[jax.Array, ...]:
 
 
 def _empty_window(window: jax.Array) -> tuple[jax.Array, ...]:
-    zero = jnp.zeros([], jnp.int32)
-    return jnp.zeros_like(window), zero, zero, jnp.zeros([], window.dtype)
+    return jnp.zeros_like(window), _int32(0), _int32(0), jnp.zeros([], window.dtype)
 
 
 def _print_events(increased, reduced, reset, epoch, increased_lr, reduced_lr) -> None:
@@ -655,19 +653,18 @@ def greedy_lr(
             reset_start=_int32(reset_start),
             initial_learning_rate=_float(learning_rate),
         )
-        zero = jnp.zeros([], jnp.int32)
         window, window_index, window_fill, window_sum = _empty_window(
             jnp.zeros([window_size if smooth else 1], float_dtype())
         )
         return GreedyLRState(
             learning_rate=_float(learning_rate),
             best=_worst(config.maximize, float_dtype()),
-            num_bad_epochs=zero,
-            num_good_epochs=zero,
-            cooldown_counter=zero,
-            warmup_counter=zero,
-            reset_countdown=config.reset_start,
-            count=zero,
+            num_bad_epochs=_int32(0),
+            num_good_epochs=_int32(0),
+            cooldown_counter=_int32(0),
+            warmup_counter=_int32(0),
+            reset_countdown=_int32(reset_start),
+            count=_int32(0),
             window=window,
             window_index=window_index,
             window_fill=window_fill,
