@@ -44,7 +44,9 @@ def check_momentum(momentum, dampening: float = 0.0, nesterov: bool = False) -> 
     if not scheduled:
         momentum = check_non_negative("momentum", momentum)
     dampening = check_interval("dampening", dampening, 0.0, 1.0)
-    if nesterov and ((not scheduled and momentum <= 0) or dampening != 0):
+    # Values traced under jit (injected by optax.inject_hyperparams) were checked at init.
+    traced = isinstance(momentum, jax.core.Tracer) or isinstance(dampening, jax.core.Tracer)
+    if nesterov and not traced and ((not scheduled and momentum <= 0) or dampening != 0):
         raise ValueError(
             "nesterov=True requires a momentum > 0 and zero dampening, got "
             f"momentum={momentum!r}, dampening={dampening!r}"
@@ -101,9 +103,11 @@ def trace_momentum(
       ValueError: negative ``momentum``, ``dampening`` outside [0, 1], or ``nesterov`` with a
         zero momentum or a non-zero dampening.
     """
-    scheduled = callable(momentum)
+    # An array momentum (optax.inject_hyperparams) may change per step, like a schedule:
+    # keep the buffer so that init and a jitted update agree on the state.
+    varying = callable(momentum) or isinstance(momentum, jax.Array)
     momentum, dampening = check_momentum(momentum, dampening, nesterov)
-    if not scheduled and momentum == 0:
+    if not varying and momentum == 0:
         return optax.identity()
 
     def init_fn(params):
