@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import optax
 
 from optlib._validation import (
@@ -145,6 +146,7 @@ def adafactor(
         add_decayed_weights_scaled_by_learning_rate(
             weight_decay, step_size, param_scale_eps=eps_scale if scale_parameter else None
         )
-        if weight_decay
+        # An array weight_decay (optax.inject_hyperparams) may be traced: keep the transform.
+        if isinstance(weight_decay, jax.Array) or weight_decay
         else optax.identity(),
     )

@@ -74,7 +74,7 @@ def _step_number(count: jax.Array) -> jax.Array:
 
 def _check_decay_rate(decay_rate: float) -> float:
     decay_rate = check_real("decay_rate", decay_rate)
-    if decay_rate > 0:
+    if not isinstance(decay_rate, jax.core.Tracer) and decay_rate > 0:  # traced: injected
         raise ValueError(
             f"decay_rate must be <= 0 so that beta2_t = 1 - t**decay_rate stays in [0, 1), "
             f"got {decay_rate!r}"
@@ -84,7 +84,7 @@ def _check_decay_rate(decay_rate: float) -> float:
 
 def _check_clip_threshold(clip_threshold: float) -> float:
     clip_threshold = check_real("clip_threshold", clip_threshold, allow_inf=True)
-    if clip_threshold <= 0:
+    if not isinstance(clip_threshold, jax.core.Tracer) and clip_threshold <= 0:
         raise ValueError(f"clip_threshold must be > 0, got {clip_threshold!r}")
     return clip_threshold
 
