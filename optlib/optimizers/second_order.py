@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from optlib.transforms.learning_rate import apply_learning_rate
@@ -37,7 +39,24 @@ def _check_linesearch(linesearch) -> optax.GradientTransformation:
             "linesearch must be an optax.GradientTransformationExtraArgs (e.g. "
             f"optax.scale_by_backtracking_linesearch(...)) or None, got {linesearch!r}"
         )
-    return linesearch
+    return _strongly_typed_init(linesearch)
+
+
+def _strongly_typed_init(transform: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``transform`` whose ``init`` state has no weakly typed leaves.
+
+    optax's line searches start some ``info`` fields as weakly typed scalars (``0``, ``0.0``)
+    that ``update`` returns strongly typed; a jitted training step would then compile twice,
+    once for the state from ``init`` and once for the state from ``update``.
+    """
+
+    def strong(leaf):
+        return jnp.asarray(leaf, dtype=leaf.dtype) if isinstance(leaf, jax.Array) else leaf
+
+    def init_fn(params):
+        return jax.tree.map(strong, transform.init(params))
+
+    return optax.GradientTransformationExtraArgs(init_fn, transform.update)
 
 
 def newton(
