@@ -1,0 +1,166 @@
+"""The sharded training of ``sharded_train.py`` as 2 processes on localhost (jax.distributed).
+
+Each process owns 4 CPU devices; ``jax.distributed.initialize`` joins them into one global
+2x4 mesh of 8 devices (``"data"`` across the processes, ``"model"`` within each one), and
+the very same jitted step runs on it: parameters, batches and optimizer state are global
+``jax.Array``s built with ``jax.make_array_from_callback`` from host data every process holds,
+and the optimizer state is created in place with
+``jax.jit(tx.init, out_shardings=optlib.state_shardings(tx, params, param_shardings))``.
+CPU collectives go through gloo (``jax_cpu_collectives_implementation``); on a TPU/GPU
+cluster, drop the CPU settings and call ``jax.distributed.initialize()`` as the platform
+documents.
+
+Run the launcher (starts both workers on 127.0.0.1 and checks they agree):
+
+    python examples/distributed_train.py [--optimizer adamw] [--steps 20]
+
+or start each worker yourself:
+
+    python examples/distributed_train.py --worker --process-id 0 --coordinator 127.0.0.1:12345
+    python examples/distributed_train.py --worker --process-id 1 --coordinator 127.0.0.1:12345
+
+Each worker prints ``process <i>/<n>: final_loss=<float>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+NUM_PROCESSES = 2
+LOCAL_DEVICES = 4
+FINAL_LOSS = re.compile(r"process (\d+)/(\d+):.*final_loss=(\S+)")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface (the coordinator's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker_environment() -> dict[str, str]:
+    """This environment with CPU-only jax, ``LOCAL_DEVICES`` devices, and our import path."""
+    env = dict(os.environ)
+    flags = [flag for flag in env.get("XLA_FLAGS", "").split()
+             if not flag.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    # The workers import what this process can import (optlib from a checkout, too).
+    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    return env
+
+
+def launch(optimizer: str, steps: int, timeout: float = 120.0) -> list[tuple[float, str]]:
+    """Runs ``NUM_PROCESSES`` workers on localhost; returns each one's (final loss, stdout).
+
+    Raises:
+      RuntimeError: a worker failed, timed out, or printed no final loss.
+    """
+    coordinator = f"127.0.0.1:{free_port()}"
+    env = worker_environment()
+    # Output goes to files, not pipes: a worker blocked on a full pipe would stall the other
+    # one inside a collective.
+    logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))
+            for _ in range(NUM_PROCESSES)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", "--process-id", str(index),
+             "--num-processes", str(NUM_PROCESSES), "--coordinator", coordinator,
+             "--optimizer", optimizer, "--steps", str(steps)],
+            env=env, stdout=stdout, stderr=stderr, text=True,
+        )
+        for index, (stdout, stderr) in enumerate(logs)
+    ]
+    deadline = time.monotonic() + timeout
+    try:
+        for worker in workers:
+            worker.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"a worker did not finish within {timeout} s") from error
+    finally:
+        for worker in workers:  # only the processes started here
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    outputs = []
+    for stdout, stderr in logs:
+        outputs.append(tuple(_read(log) for log in (stdout, stderr)))
+    results = []
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        found = FINAL_LOSS.findall(stdout)
+        if worker.returncode != 0 or not found:
+            raise RuntimeError(f"worker exited with {worker.returncode}:\n{stdout}\n{stderr[-4000:]}")
+        results.append((float(found[-1][2]), stdout))
+    return results
+
+
+def _read(log) -> str:
+    log.seek(0)
+    text = log.read()
+    log.close()
+    return text
+
+
+def run_worker(args: argparse.Namespace) -> float:
+    """One process of the distributed run: join the cluster, train on the global mesh."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
+    # Imported after initialize: the example module builds nothing at import time, but its
+    # helpers ask jax for the (now global) devices.
+    import sharded_train as example
+
+    import optlib
+
+    mesh = example.make_mesh(jax.devices())
+    tx = example.OPTIMIZERS[args.optimizer]()
+    _, opt_state, losses = example.train_sharded(
+        tx, mesh, example.init_params(), example.make_batches(args.steps)
+    )
+    rate = float(optlib.current_learning_rate(opt_state))
+    print(f"process {jax.process_index()}/{jax.process_count()}: "
+          f"{jax.local_device_count()} local of {jax.device_count()} devices, "
+          f"lr {rate:.3e}, final_loss={float(losses[-1])!r}", flush=True)
+    jax.distributed.shutdown()
+    return float(losses[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> list[float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizer", default="adafactor")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--worker", action="store_true", help="run one process of the cluster")
+    parser.add_argument("--process-id", type=int, default=0)
+    parser.add_argument("--num-processes", type=int, default=NUM_PROCESSES)
+    parser.add_argument("--coordinator", default=None, help="host:port of process 0")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        if args.coordinator is None:
+            parser.error("--worker needs --coordinator host:port")
+        return [run_worker(args)]
+    results = launch(args.optimizer, args.steps, args.timeout)
+    for _, stdout in results:
+        print(stdout.strip())
+    losses = [loss for loss, _ in results]
+    if len(set(losses)) != 1:
+        raise SystemExit(f"the processes disagree: {losses}")
+    return losses
+
+
+if __name__ == "__main__":
+    main()

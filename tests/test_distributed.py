@@ -1,0 +1,43 @@
+"""Two processes on localhost (jax.distributed, gloo CPU collectives, 4 devices each) train
+on one global 2x4 mesh and finish with the loss of the same training in one process."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import jax
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+STEPS = 6
+OPTIMIZER = "adafactor"  # factored statistics sharded over both mesh axes
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_processes_finish_with_the_single_process_loss():
+    if len(jax.devices("cpu")) < 8:
+        pytest.fail("needs 8 CPU devices for the single-process run (tests/conftest.py XLA_FLAGS)")
+    distributed = load_example("distributed_train")
+    sharded = load_example("sharded_train")
+
+    results = distributed.launch(OPTIMIZER, STEPS, timeout=150.0)
+    losses = [loss for loss, _ in results]
+    assert len(losses) == 2
+    assert all("4 local of 8 devices" in stdout for _, stdout in results)
+    assert losses[0] == losses[1], "both processes compute the same replicated loss"
+
+    tx = sharded.OPTIMIZERS[OPTIMIZER]()
+    _, _, single = sharded.train_sharded(
+        tx, sharded.make_mesh(jax.devices("cpu")[:8]), sharded.init_params(),
+        sharded.make_batches(STEPS),
+    )
+    assert abs(losses[0] - float(single[-1])) <= 1e-6 * abs(float(single[-1]))

@@ -1,0 +1,173 @@
+"""Sharded training on a 2x4 CPU mesh: optimizer state laid out like the parameters.
+
+For every optlib optimizer (``examples/sharded_train.py``'s table, metric-driven schedulers
+included): ``optlib.state_shardings`` gives full-shape statistics the parameter's sharding,
+Adafactor's factored row/column statistics the parameter's sharding minus the reduced axis,
+and replicates scalars; ``jax.jit(tx.init, out_shardings=...)`` creates the state with that
+layout; a jitted step with ``in_shardings``/``out_shardings`` trains exactly like one device.
+The 8 CPU devices come from ``XLA_FLAGS`` set in ``conftest.py`` before jax is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import optlib
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+STEPS = 4
+TOLERANCE = 1e-6
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+example = load_example("sharded_train")
+
+# Per parameter: the spec of a statistic with its shape, and of Adafactor's row statistics
+# (mean over the last axis) and column statistics (mean over the second-to-last axis).
+EXPECTED_SPECS = {
+    "embed": {"full": P("data", "model"), "row": P("data"), "col": P("model")},
+    "experts": {"full": P(None, "data", "model"), "row": P(None, "data"),
+                "col": P(None, "model")},
+    "bias": {"full": P("model")},
+}
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    devices = jax.devices("cpu")
+    assert len(devices) >= 8, (
+        "needs 8 CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 must be set "
+        "before jax is imported (tests/conftest.py does it)"
+    )
+    return example.make_mesh(devices[:8])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return example.init_params(), example.make_batches(STEPS)
+
+
+def normalized(spec: P) -> tuple:
+    """A spec as a tuple without trailing ``None``s (``P("a", None) == P("a")``)."""
+    entries = list(spec)
+    while entries and entries[-1] is None:
+        entries.pop()
+    return tuple(entries)
+
+
+def expected_spec(path, leaf) -> tuple[str, P]:
+    """(kind, spec) the issue asks for: ``full``/``row``/``col`` statistic, or ``scalar``."""
+    keys = [getattr(key, "key", getattr(key, "name", None)) for key in path]
+    param = keys[-1] if keys and keys[-1] in example.PARAM_SHAPES else None
+    if param is not None:
+        shape = example.PARAM_SHAPES[param]
+        field = keys[-2]
+        if leaf.shape == shape:
+            return "full", EXPECTED_SPECS[param]["full"]
+        if len(shape) >= 2 and field == "exp_avg_sq_row" and leaf.shape == shape[:-1]:
+            return "row", EXPECTED_SPECS[param]["row"]
+        if len(shape) >= 2 and field == "exp_avg_sq_col" and leaf.shape == shape[:-2] + shape[-1:]:
+            return "col", EXPECTED_SPECS[param]["col"]
+    assert leaf.ndim == 0 or param is None, (
+        f"state leaf {jax.tree_util.keystr(path)} {leaf.shape} belongs to parameter {param} "
+        "but is neither full-shape nor a factored statistic"
+    )
+    return "scalar", P()
+
+
+@pytest.mark.parametrize("name", sorted(example.OPTIMIZERS))
+def test_state_is_sharded_like_its_parameters_and_training_matches_one_device(name, mesh, data):
+    host_params, batches = data
+    tx = example.OPTIMIZERS[name]()
+    shardings = optlib.state_shardings(tx, host_params, example.param_shardings(mesh))
+    abstract = jax.eval_shape(tx.init, host_params)
+
+    kinds = []
+    for (path, leaf), sharding in zip(
+        jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(shardings), strict=True
+    ):
+        kind, spec = expected_spec(path, leaf)
+        kinds.append(kind)
+        assert normalized(sharding.spec) == normalized(spec), (
+            f"{jax.tree_util.keystr(path)} {leaf.shape}: {sharding.spec}, expected {spec} ({kind})"
+        )
+    assert "full" in kinds or {"row", "col"} <= set(kinds), "no statistic was checked"
+    if name == "adafactor":
+        assert {"row", "col"} <= set(kinds)
+
+    params, opt_state, losses = example.train_sharded(tx, mesh, host_params, batches)
+    for leaf, sharding in zip(jax.tree.leaves(opt_state), jax.tree.leaves(shardings)):
+        assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
+    ref_params, ref_state, ref_losses = example.train_single_device(tx, host_params, batches)
+    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=TOLERANCE)
+    assert example.max_abs_difference(params, ref_params) <= TOLERANCE
+    for leaf, ref in zip(jax.tree.leaves(opt_state), jax.tree.leaves(ref_state)):
+        # Statistics such as RMSprop's momentum of normalised updates reach ~10: compare them
+        # relative to their size (float32 reductions run in a different order when sharded).
+        scale = max(1.0, float(np.max(np.abs(np.asarray(ref, np.float64)), initial=0.0)))
+        assert example.max_abs_difference(leaf, ref) <= TOLERANCE * scale
+
+
+def test_factored_statistics_are_split_over_the_mesh_not_replicated(mesh, data):
+    host_params, _ = data
+    params = jax.tree.map(example.put, host_params, example.param_shardings(mesh))
+    tx = optlib.adafactor()
+    state = jax.jit(tx.init, out_shardings=optlib.state_shardings(
+        tx, host_params, example.param_shardings(mesh)))(params)
+    factored = state[0]
+    for field, shape in (("exp_avg_sq_row", (4, 16)), ("exp_avg_sq_col", (4, 12))):
+        leaf = getattr(factored, field)["experts"]
+        assert leaf.shape == shape
+        assert not leaf.sharding.is_fully_replicated
+        # Each device holds only its block: 1/2 (row, "data") or 1/4 (col, "model") of it.
+        block = leaf.addressable_shards[0].data.shape
+        assert np.prod(block) < np.prod(shape)
+
+
+@pytest.mark.parametrize("make", [optlib.bfgs, optlib.newton], ids=["bfgs", "newton"])
+def test_second_order_state_is_created_in_place(make, mesh, data):
+    """BFGS / Newton: param-shaped line-search leaves sharded, their matrices replicated."""
+    host_params, _ = data
+    tx = make()
+    param_sh = example.param_shardings(mesh)
+    shardings = optlib.state_shardings(tx, host_params, param_sh)
+    params = jax.tree.map(example.put, host_params, param_sh)
+    state = jax.jit(tx.init, out_shardings=shardings)(params)
+    reference = tx.init(jax.tree.map(jnp.asarray, host_params))
+    for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(reference)):
+        _, spec = expected_spec(path, leaf)
+        if leaf.ndim and spec == P():  # BFGS's flat inverse Hessian and last params/gradient
+            assert leaf.sharding.is_fully_replicated
+        else:
+            assert normalized(leaf.sharding.spec) == normalized(spec)
+        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(ref))
+
+
+def test_one_sharding_for_all_parameters_is_accepted(mesh, data):
+    host_params, _ = data
+    replicated = NamedSharding(mesh, P())
+    shardings = optlib.state_shardings(optlib.adam(), host_params, replicated)
+    assert all(sharding.spec == P() for sharding in jax.tree.leaves(shardings))
+
+
+def test_shardings_that_do_not_match_the_parameters_are_rejected(mesh, data):
+    host_params, _ = data
+    two = [NamedSharding(mesh, P()), NamedSharding(mesh, P())]
+    with pytest.raises(ValueError, match="param_shardings has 2 shardings for 3 parameters"):
+        optlib.state_shardings(optlib.adam(), host_params, two)
