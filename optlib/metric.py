@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import serialization as flax_serialization
 
 from optlib._numerics import float_dtype, safe_increment
 from optlib._state_tree import find_states, map_states, register_learning_rate_state
@@ -77,6 +78,13 @@ class StaticFlag:
 
     def __bool__(self) -> bool:
         return self.value
+
+
+# flax.serialization.to_bytes/from_bytes (checkpoints): a flag writes nothing and is restored
+# from the target, like the rest of the tree structure.
+flax_serialization.register_serialization_state(
+    StaticFlag, lambda flag: {}, lambda target, state: target
+)
 
 
 class PlateauConfig(NamedTuple):
