@@ -51,7 +51,10 @@ def check_real(name: str, value: Any, *, allow_inf: bool = False) -> float:
         return value
     if not _is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range (e.g. 10**400)
+        number = math.inf if value > 0 else -math.inf
     if math.isnan(number) or (math.isinf(number) and not allow_inf):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return number
