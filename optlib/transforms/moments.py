@@ -12,7 +12,7 @@ that float64 runs agree with torch to round-off.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -90,6 +90,8 @@ def _step_number(count: jax.Array) -> jax.Array:
 
 def check_betas(betas) -> tuple:
     """torch's Adam/NAdam check: ``0 <= beta < 1``; ``betas[0]`` may be a schedule."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     beta1, beta2 = betas
@@ -178,6 +180,9 @@ def in_statistics_dtype(inner: optax.GradientTransformation) -> optax.GradientTr
     Returns:
       The same transformation with float32-or-wider state.
     """
+
+    if not isinstance(inner, optax.GradientTransformation):
+        raise TypeError(f"inner must be an optax.GradientTransformation, got {inner!r}")
 
     def widen(tree):
         return jax.tree.map(lambda x: x.astype(statistics_dtype(x.dtype)), tree)
