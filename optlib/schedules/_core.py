@@ -9,7 +9,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import optax
 
-from optlib._validation import check_int
+from optlib._validation import check_callable, check_int
 
 __all__ = ["MomentumSchedule", "per_epoch"]
 
@@ -50,6 +50,7 @@ def per_epoch(schedule: Callable, steps_per_epoch: int) -> Callable:
     Returns:
       The schedule of the update count.
     """
+    schedule = check_callable("schedule", schedule)
     steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
 
     def epoch_of(step):
