@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+import numpy as np
 
 __all__ = [
+    "check_bool",
     "check_callable",
     "check_choice",
     "check_int",
@@ -119,6 +121,14 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
         listed = ", ".join(repr(option) for option in options)
         raise ValueError(f"{name} must be one of {listed}; got {value!r}")
     return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``True`` or ``False`` (a Python or numpy bool): a string such as ``"False"`` or a number
+    would otherwise silently switch the option on or off."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def check_callable(name: str, value: Any) -> Callable[..., Any]:

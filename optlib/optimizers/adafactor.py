@@ -8,6 +8,7 @@ import jax
 import optax
 
 from optlib._validation import (
+    check_bool,
     check_interval,
     check_learning_rate,
     check_non_negative,
@@ -122,6 +123,9 @@ def adafactor(
         ``beta1`` outside ``[0, 1)``, negative ``weight_decay``, no ``learning_rate`` with
         ``relative_step=False``), naming the parameter.
     """
+    scale_parameter = check_bool("scale_parameter", scale_parameter)
+    relative_step = check_bool("relative_step", relative_step)
+    warmup_init = check_bool("warmup_init", warmup_init)
     eps_sq, eps_scale = _check_eps_pair(eps)
     _check_clip_threshold(clip_threshold)
     _check_decay_rate(decay_rate)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import optax
 
+from optlib._validation import check_bool
 from optlib.schedules._core import MomentumSchedule
 from optlib.transforms.learning_rate import apply_learning_rate
 from optlib.transforms.moments import (
@@ -38,12 +39,14 @@ __all__ = ["adadelta", "adagrad", "adam", "adamw", "nadam", "rmsprop", "sgd"]
 
 
 def _maximize(maximize: bool) -> optax.GradientTransformation:
-    return negate_gradients() if maximize else optax.identity()
+    return negate_gradients() if check_bool("maximize", maximize) else optax.identity()
 
 
 def _split_weight_decay(weight_decay: float, decoupled: bool) -> tuple[float, float]:
     """``(coupled, decoupled)`` coefficients: the one not in use is 0 (a no-op)."""
-    return (0.0, weight_decay) if decoupled else (weight_decay, 0.0)
+    if check_bool("decoupled_weight_decay", decoupled):
+        return 0.0, weight_decay
+    return weight_decay, 0.0
 
 
 def _cycled_betas(learning_rate, betas) -> tuple:

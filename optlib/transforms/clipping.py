@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import statistics_dtype
-from optlib._validation import check_non_negative, check_real
+from optlib._validation import check_bool, check_non_negative, check_real
 
 __all__ = ["ClipGradNormState", "clip_grad_norm", "clip_grad_value", "global_grad_norm"]
 
@@ -117,6 +117,7 @@ def clip_grad_norm(
     """
     max_norm = check_non_negative("max_norm", max_norm)
     norm_type = _check_norm_type(norm_type)
+    error_if_nonfinite = check_bool("error_if_nonfinite", error_if_nonfinite)
 
     def init_fn(params):
         return ClipGradNormState(jnp.zeros([], _norm_dtype(params)))

@@ -28,6 +28,7 @@ import optax
 from optlib._numerics import as_float, safe_increment, statistics_dtype
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import (
+    check_bool,
     check_interval,
     check_learning_rate,
     check_non_negative,
@@ -347,7 +348,7 @@ def relative_step_size(warmup_init: bool = False) -> optax.Schedule:
     Returns:
       A schedule ``count -> rho`` (default float dtype).
     """
-    warmup_init = bool(warmup_init)
+    warmup_init = check_bool("warmup_init", warmup_init)
 
     def schedule(count):
         step = _step_number(count)

@@ -10,7 +10,7 @@ import optax
 
 from optlib._numerics import as_float, safe_increment
 from optlib._state_tree import register_learning_rate_state
-from optlib._validation import check_learning_rate
+from optlib._validation import check_bool, check_learning_rate
 
 __all__ = [
     "ScaleByLearningRateState",
@@ -59,7 +59,7 @@ def scale_by_learning_rate(
       An ``optax.GradientTransformation``.
     """
     check_learning_rate(learning_rate)
-    sign = -1.0 if flip_sign else 1.0
+    sign = -1.0 if check_bool("flip_sign", flip_sign) else 1.0
 
     def init_fn(params):
         del params

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import float_dtype, safe_increment, statistics_dtype
-from optlib._validation import check_interval, check_non_negative
+from optlib._validation import check_bool, check_interval, check_non_negative
 from optlib.transforms.learning_rate import learning_rate_at
 
 __all__ = [
@@ -228,7 +228,7 @@ def scale_by_rms(
     """
     alpha = check_interval("alpha", alpha, 0.0, 1.0)
     eps = check_non_negative("eps", eps)
-    statistics = optax.scale_by_stddev if centered else optax.scale_by_rms
+    statistics = optax.scale_by_stddev if check_bool("centered", centered) else optax.scale_by_rms
     return in_statistics_dtype(
         statistics(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)
     )
@@ -310,6 +310,7 @@ def scale_by_adam(
     """
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
+    amsgrad = check_bool("amsgrad", amsgrad)
 
     def init_fn(params):
         return ScaleByAdamState(

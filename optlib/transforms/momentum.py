@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import safe_increment, statistics_dtype
-from optlib._validation import check_interval, check_non_negative
+from optlib._validation import check_bool, check_interval, check_non_negative
 from optlib.schedules._core import MomentumSchedule
 from optlib.transforms.learning_rate import learning_rate_at
 from optlib.transforms.moments import map_leaves
@@ -44,6 +44,7 @@ def check_momentum(momentum, dampening: float = 0.0, nesterov: bool = False) -> 
     if not scheduled:
         momentum = check_non_negative("momentum", momentum)
     dampening = check_interval("dampening", dampening, 0.0, 1.0)
+    nesterov = check_bool("nesterov", nesterov)
     # Values traced under jit (injected by optax.inject_hyperparams) were checked at init.
     traced = isinstance(momentum, jax.core.Tracer) or isinstance(dampening, jax.core.Tracer)
     if nesterov and not traced and ((not scheduled and momentum <= 0) or dampening != 0):
