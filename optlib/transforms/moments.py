@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optlib._numerics import float_dtype, safe_increment, statistics_dtype
@@ -65,17 +66,36 @@ def _statistics_like(params: Any, fill: float = 0.0) -> Any:
     return jax.tree.map(lambda p: jnp.full(p.shape, fill, statistics_dtype(p.dtype)), params)
 
 
-def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
+def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> jax.Array:
     """torch's ``start.lerp_(end, weight)``: the exponential moving average of first moments.
 
     ``start + weight * (end - start)`` for ``|weight| < 0.5``, else
     ``end - (end - start) * (1 - weight)`` -- the two branches torch's CPU kernel uses.
+    A ``weight`` known while tracing (a numpy value, see ``_first_moment_weight``) picks its
+    branch in Python: each leaf then compiles one branch instead of both and a select, which
+    halves the ops per leaf and the compile time of large trees (same numbers).
     """
-    return jnp.where(
-        jnp.abs(weight) < 0.5,
-        start + weight * (end - start),
-        end - (end - start) * (1 - weight),
-    )
+
+    def near_start():
+        return start + weight * (end - start)
+
+    def near_end():
+        return end - (end - start) * (1 - weight)
+
+    if isinstance(weight, np.ndarray):
+        return near_start() if abs(weight) < 0.5 else near_end()
+    return jax.lax.select(jnp.abs(weight) < 0.5, near_start(), near_end())
+
+
+def _first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
+    """``1 - b1`` in ``dtype``: the ``_lerp`` weight of the first moment (torch's ``1 - beta1``).
+
+    For a float ``beta1`` it is computed with numpy in the same dtypes as the traced
+    ``(1 - b1).astype(dtype)`` -- so it is the same number -- and is known while tracing.
+    """
+    if isinstance(beta1, float):
+        return np.asarray(1 - np.asarray(beta1, b1.dtype), dtype)
+    return (1 - b1).astype(dtype)
 
 
 def _decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
@@ -330,7 +350,7 @@ def scale_by_adam(
         def leaf(g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
             dtype = exp_avg.dtype
             g32 = g.astype(dtype)
-            exp_avg = _lerp(exp_avg, g32, (1 - b1).astype(dtype))
+            exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
             exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
             if amsgrad:
                 max_exp_avg_sq = jnp.maximum(max_exp_avg_sq, exp_avg_sq)
@@ -430,7 +450,7 @@ def scale_by_nadam(
         def leaf(g, exp_avg, exp_avg_sq):
             dtype = exp_avg.dtype
             g32 = g.astype(dtype)
-            exp_avg = _lerp(exp_avg, g32, (1 - b1).astype(dtype))
+            exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
             exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
             denom = jnp.sqrt(exp_avg_sq / bias_correction2.astype(dtype)) + eps
             u = (
