@@ -13,5 +13,6 @@ from optlib.param_groups import *  # noqa: F401,F403
 from optlib.registry import get_scheduler, scheduler_names
 from optlib.plotting import plot_schedule
 from optlib.sharding import register_state_partition, state_shardings
+from optlib.freezing import carry_over_state
 
 __version__ = "0.1.0"
