@@ -1,0 +1,222 @@
+"""Cases shared by the reliability tests of issue 9: every optimizer, a tiny model, one step.
+
+``OPTIMIZER_CASES`` lists every public optimizer of optlib once (plus the option that changes
+its state: AMSGrad, Nesterov, centered RMSprop, Adafactor's relative step, a metric-driven
+learning rate), as ``factory(learning_rate=..., **kwargs)`` so that
+``optax.inject_hyperparams(case.factory)`` sees the same keywords a user would pass.
+
+``train_step`` is the one training step every test jits: it passes what every optimizer may
+need (``value`` for metric-driven rates and line searches, ``grad``/``value_fn`` for
+line searches, the batch as an extra argument of the objective); plain chains ignore them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import optlib
+
+INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerCase:
+    """One optimizer configuration.
+
+    Attributes:
+      name: test id.
+      factory: the public optlib optimizer.
+      kwargs: its other keywords.
+      learning_rate: a rate that trains the tiny model; ``None`` for an optimizer that owns
+        its rate (Adafactor's relative step).
+      rate: wraps the float rate before it is passed (e.g. into a metric-driven scheduler).
+      static_args: integer keywords that shape the computation, for
+        ``optax.inject_hyperparams(..., static_args=...)``.
+    """
+
+    name: str
+    factory: Callable[..., optax.GradientTransformation]
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    learning_rate: float | None = 1e-2
+    rate: Callable[[Any], Any] | None = None
+    static_args: tuple[str, ...] = ()
+
+    @property
+    def metric_driven(self) -> bool:
+        return self.rate is not None
+
+    @property
+    def line_search(self) -> bool:
+        return self.factory in (optlib.newton, optlib.bfgs)
+
+    def make(self, learning_rate: Any = None, **overrides: Any) -> optax.GradientTransformation:
+        """The optimizer, with ``learning_rate`` (default: the case's) and keyword overrides."""
+        kwargs = {**self.kwargs, **overrides}
+        if self.learning_rate is None:
+            return self.factory(**kwargs)
+        rate = self.learning_rate if learning_rate is None else learning_rate
+        if self.rate is not None:
+            rate = self.rate(rate)
+        return self.factory(learning_rate=rate, **kwargs)
+
+
+OPTIMIZER_CASES = (
+    OptimizerCase("sgd", optlib.sgd, dict(momentum=0.9, dampening=0.1, weight_decay=1e-3), 5e-2),
+    OptimizerCase("sgd_nesterov", optlib.sgd, dict(momentum=0.9, nesterov=True), 5e-2),
+    OptimizerCase("adam", optlib.adam, dict(weight_decay=1e-3)),
+    OptimizerCase("adam_amsgrad", optlib.adam, dict(amsgrad=True)),
+    OptimizerCase("adamw", optlib.adamw, dict(weight_decay=1e-2)),
+    OptimizerCase("adagrad", optlib.adagrad, dict(lr_decay=1e-3, initial_accumulator_value=0.1),
+                  1e-1),
+    OptimizerCase("rmsprop", optlib.rmsprop, dict(momentum=0.5, centered=True, weight_decay=1e-3),
+                  3e-3),
+    OptimizerCase("adadelta", optlib.adadelta, dict(weight_decay=1e-3), 1.0),
+    OptimizerCase("nadam", optlib.nadam, dict(weight_decay=1e-2, decoupled_weight_decay=True)),
+    OptimizerCase("adafactor", optlib.adafactor,
+                  dict(relative_step=False, beta1=0.9, weight_decay=1e-3)),
+    OptimizerCase("adafactor_relative_step", optlib.adafactor, {}, None),
+    OptimizerCase("newton", optlib.newton, {}, 1.0, static_args=("dense_max_size",)),
+    OptimizerCase("bfgs", optlib.bfgs, {}, 1.0, static_args=("max_size",)),
+    OptimizerCase("adam_reduce_lr_on_plateau", optlib.adam, {}, 1e-2,
+                  rate=lambda lr: optlib.reduce_lr_on_plateau(lr, patience=2, factor=0.5)),
+    OptimizerCase("sgd_greedy_lr", optlib.sgd, dict(momentum=0.9), 5e-2,
+                  rate=lambda lr: optlib.greedy_lr(lr, patience=2, min_lr=1e-4)),
+)
+
+
+def case_ids(cases) -> list[str]:
+    return [case.name for case in cases]
+
+
+# --------------------------------------------------------------------------- the tiny model
+
+
+def init_params(key: jax.Array, dtype: Any = jnp.float32, sizes=(3, 6, 2)) -> dict:
+    """A two-layer MLP (``3 -> 6 -> 2``): a matrix, a vector and a 2-D output layer."""
+    first, second = jax.random.split(key)
+    return {
+        "w1": (jax.random.normal(first, sizes[:2]) / jnp.sqrt(sizes[0])).astype(dtype),
+        "b1": jnp.zeros(sizes[1], dtype),
+        "w2": (jax.random.normal(second, sizes[1:]) / jnp.sqrt(sizes[1])).astype(dtype),
+        "b2": jnp.zeros(sizes[2], dtype),
+    }
+
+
+def make_batches(key: jax.Array, count: int, dtype: Any = jnp.float32, size: int = 16):
+    """``count`` regression batches ``(x, y)`` stacked on a leading axis, ``y = sin(x A)``."""
+    inputs_key, matrix_key = jax.random.split(key)
+    x = jax.random.normal(inputs_key, (count, size, 3))
+    y = jnp.sin(x @ jax.random.normal(matrix_key, (3, 2)))
+    return x.astype(dtype), y.astype(dtype)
+
+
+def objective(params: dict, batch) -> jax.Array:
+    """Mean squared error of the MLP, computed in the parameters' dtype."""
+    x, y = batch
+    hidden = jnp.tanh(x @ params["w1"] + params["b1"])
+    return jnp.mean(jnp.square(hidden @ params["w2"] + params["b2"] - y))
+
+
+def train_step(tx: optax.GradientTransformation, params, state, batch):
+    """One update of ``tx`` on ``batch``: returns ``(params, state, loss before the update)``."""
+    value, grads = jax.value_and_grad(objective)(params, batch)
+    updates, state = tx.update(
+        grads, state, params, value=value, grad=grads, value_fn=objective, batch=batch
+    )
+    return optax.apply_updates(params, updates), state, value
+
+
+def split_batches(batches) -> list:
+    """``make_batches``'s stack as a list of ``(x, y)`` batches (no indexing per step)."""
+    x, y = batches
+    return [(x[index], y[index]) for index in range(x.shape[0])]
+
+
+# ------------------------------------------------------------------ one config per schedule
+
+METRIC_DRIVEN_NAMES = ("ReduceLROnPlateau", "reduce_lr_on_plateau", "GreedyLR", "greedy")
+
+
+def _sub(name: str, learning_rate: float, **kwargs: Any):
+    return optlib.get_scheduler(name, learning_rate=learning_rate, **kwargs)
+
+
+def schedule_kwargs(name: str, learning_rate: float = 1e-2) -> dict:
+    """A valid ``get_scheduler(name, learning_rate=..., **kwargs)`` configuration of every
+    registered name (``KeyError`` for a name this table does not know yet)."""
+    lr = learning_rate
+    table = {
+        "StepLR": lambda: dict(step_size=7, gamma=0.5),
+        "MultiStepLR": lambda: dict(milestones=[3, 10, 10, 50], gamma=0.5),
+        "ExponentialLR": lambda: dict(gamma=0.99),
+        "CosineAnnealingLR": lambda: dict(T_max=50, eta_min=1e-4),
+        "LinearLR": lambda: dict(start_factor=0.25, end_factor=1.0, total_iters=20),
+        "LambdaLR": lambda: dict(lr_lambda=lambda e: 1.0 / (1.0 + 0.01 * e)),
+        "MultiplicativeLR": lambda: dict(lr_lambda=lambda e: 0.999),
+        "ConstantLR": lambda: dict(factor=0.5, total_iters=10),
+        "PolynomialLR": lambda: dict(total_iters=100, power=2.0),
+        "CosineAnnealingWarmRestarts": lambda: dict(T_0=10, T_mult=2, eta_min=1e-4),
+        "CyclicLR": lambda: dict(base_lr=1e-3, max_lr=1e-2, step_size_up=10, mode="triangular2"),
+        "OneCycleLR": lambda: dict(max_lr=1e-2, total_steps=100),
+        "SequentialLR": lambda: dict(
+            schedulers=[
+                _sub("LinearLR", lr, start_factor=0.1, total_iters=10),
+                _sub("ExponentialLR", lr, gamma=0.98),
+            ],
+            milestones=[10],
+        ),
+        "ChainedScheduler": lambda: dict(
+            schedulers=[
+                _sub("ConstantLR", lr, factor=0.5, total_iters=5),
+                _sub("ExponentialLR", lr, gamma=0.98),
+            ]
+        ),
+        "ReduceLROnPlateau": lambda: dict(patience=2, factor=0.5),
+        "GreedyLR": lambda: dict(patience=2, min_lr=1e-4),
+        "constant": lambda: {},
+        "constant_with_warmup": lambda: dict(num_warmup_steps=10),
+        "linear": lambda: dict(num_warmup_steps=10, num_training_steps=100),
+        "cosine": lambda: dict(num_warmup_steps=10, num_training_steps=100, num_cycles=0.5),
+        "cosine_with_restarts": lambda: dict(
+            num_warmup_steps=10, num_training_steps=100, num_cycles=3
+        ),
+        "polynomial": lambda: dict(
+            num_warmup_steps=10, num_training_steps=100, lr_end=1e-5, power=2.0
+        ),
+        "inverse_sqrt": lambda: dict(num_warmup_steps=10, timescale=20),
+        "reduce_lr_on_plateau": lambda: dict(patience=2, factor=0.5),
+        "cosine_with_min_lr": lambda: dict(
+            num_warmup_steps=10, num_training_steps=100, min_lr_rate=0.1
+        ),
+        "cosine_warmup_with_min_lr": lambda: dict(
+            num_warmup_steps=10, num_training_steps=100, min_lr=1e-4, warmup_lr_rate=0.1
+        ),
+        "warmup_stable_decay": lambda: dict(
+            num_warmup_steps=10, num_training_steps=100, num_decay_steps=30
+        ),
+        "greedy": lambda: dict(patience=2, min_lr=1e-4),
+        "cosine_annealing_warm_up_restarts": lambda: dict(
+            T_0=20, T_mult=2, eta_max=1e-2, T_up=5, gamma=0.5
+        ),
+        "CosineAnnealingWarmUpRestarts": lambda: dict(T_0=20, T_mult=1, eta_max=1e-2, T_up=3),
+        "linear_decay": lambda: dict(
+            final_learning_rate=1e-4, num_training_steps=100, num_hold_steps=10
+        ),
+    }
+    return table[name]()
+
+
+def build_schedule(name: str, learning_rate: float = 1e-2):
+    """``get_scheduler(name)`` with the configuration of ``schedule_kwargs``."""
+    kwargs = schedule_kwargs(name, learning_rate)
+    return optlib.get_scheduler(name, learning_rate=learning_rate, **kwargs)
+
+
+def step_based_names() -> list[str]:
+    return [name for name in optlib.scheduler_names() if name not in METRIC_DRIVEN_NAMES]

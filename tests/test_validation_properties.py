@@ -1,0 +1,720 @@
+"""Every public constructor rejects invalid arguments when it is called (issue 9.1).
+
+One table per family (optimizers, transforms, schedulers through ``get_scheduler``, the
+other public constructors) gives, for each constructor, a valid baseline configuration and
+the **domain** of each of its parameters (a real in an interval, an integer with a minimum,
+a choice of strings, a bool, a callable, a pair, a list of integers, ...). For every
+``(constructor, parameter)`` hypothesis draws invalid values for that domain: out of range,
+NaN, +-inf, integers too big for a float, wrong types (``str``, ``None`` where it is
+required, lists, tuples, dicts, complex numbers, ``bool`` for a number, floats for an
+integer, callables for a number, numpy arrays), mistyped mode strings, and builds the
+constructor with the baseline plus that one value. Each must raise ``ValueError`` or
+``TypeError`` whose message names the parameter and shows the bad value; nothing is
+accepted silently. Each test counts the invalid inputs it tried and prints the count.
+
+Meta-tests keep the tables complete: every parameter of every listed constructor has a
+domain (or a stated reason to be left out), and every registered scheduler name is covered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import re
+import reprlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optax
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import optlib
+from optlib.registry import scheduler_entry
+from reliability_cases import schedule_kwargs
+
+MAX_EXAMPLES = 30
+HYPOTHESIS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+INT32_MAX = 2**31 - 1
+
+
+def _schedule(step):
+    return 0.1
+
+
+class _Opaque:
+    """An object of no expected type."""
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+# Wrong types for any scalar parameter (``None`` is added when the parameter is required).
+WRONG_TYPES = ("0.1", b"1", [0.1], (0.1,), {"value": 0.1}, 1j, _Opaque(), np.array([0.1, 0.2]))
+
+
+# ------------------------------------------------------------------------------- domains
+
+
+@dataclasses.dataclass(frozen=True)
+class Real:
+    """A real number in an interval; ``callable_ok``: a schedule is valid too."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_closed: bool = True
+    high_closed: bool = True
+    inf_ok: bool = False
+    optional: bool = False
+    callable_ok: bool = False
+    numeric_string_ok: bool = False  # torch's float(norm_type) takes "inf", "2"
+
+    def invalid(self) -> st.SearchStrategy:
+        options = [
+            st.just(math.nan),
+            st.just(np.float64("nan")),
+            st.sampled_from([10**400, -(10**400)]),  # too big for a float
+            st.sampled_from(WRONG_TYPES + (True, False)),
+        ]
+        if not self.inf_ok:
+            options.append(st.sampled_from([math.inf, -math.inf]))
+        if self.low > -math.inf:
+            below = st.floats(max_value=self.low, exclude_max=self.low_closed, allow_nan=False)
+            options += [below, below.map(np.float64)]
+            if self.low_closed and float(self.low).is_integer():
+                options.append(st.integers(max_value=int(self.low) - 1))
+        if self.high < math.inf:
+            above = st.floats(min_value=self.high, exclude_min=self.high_closed, allow_nan=False)
+            above32 = st.floats(
+                min_value=self.high, exclude_min=self.high_closed, allow_nan=False, width=32
+            )
+            options += [above, above32.map(np.float32)]
+        if not self.optional:
+            options.append(st.none())
+        if not self.callable_ok:
+            options.append(st.just(_schedule))
+        return st.one_of(options).filter(lambda value: not self.contains(value))
+
+    def contains(self, value) -> bool:
+        """Guards the strategies above (e.g. float32 rounding a value back into range)."""
+        if isinstance(value, str) and self.numeric_string_ok:
+            try:
+                return self.contains(float(value))
+            except ValueError:
+                return False
+        if isinstance(value, (bool, complex, str, bytes)) or value is None:
+            return value is None and self.optional
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf if value > 0 else -math.inf
+        except (TypeError, ValueError):
+            return False
+        if math.isnan(number) or (math.isinf(number) and not self.inf_ok):
+            return False
+        above = number >= self.low if self.low_closed else number > self.low
+        below = number <= self.high if self.high_closed else number < self.high
+        return above and below
+
+
+def non_negative(**kwargs) -> Real:
+    return Real(low=0.0, **kwargs)
+
+
+def positive(**kwargs) -> Real:
+    return Real(low=0.0, low_closed=False, **kwargs)
+
+
+def unit(**kwargs) -> Real:
+    """``[0, 1]``."""
+    return Real(low=0.0, high=1.0, **kwargs)
+
+
+def beta(**kwargs) -> Real:
+    """``[0, 1)``."""
+    return Real(low=0.0, high=1.0, high_closed=False, **kwargs)
+
+
+LR = non_negative(callable_ok=True)  # an optimizer's rate: a number >= 0 or a schedule
+BASE_LR = non_negative()  # a scheduler's base lr: a number
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+    """An integer (not a bool, not a float) of at least ``minimum``."""
+
+    minimum: int = 0
+    maximum: int | None = None
+    optional: bool = False
+
+    def invalid(self) -> st.SearchStrategy:
+        options = [
+            st.integers(max_value=self.minimum - 1),
+            st.floats(allow_nan=True),  # 3.0 is not an integer either
+            st.sampled_from(WRONG_TYPES + (True, False, "3")),
+        ]
+        if self.maximum is not None:
+            options.append(st.integers(min_value=self.maximum + 1))
+        if not self.optional:
+            options.append(st.none())
+        return st.one_of(options)
+
+
+STEP_COUNT = Int(0, INT32_MAX)  # a number of steps (optax's count is an int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of a few strings."""
+
+    options: tuple[str, ...]
+
+    def invalid(self) -> st.SearchStrategy:
+        typos = st.sampled_from(self.options).flatmap(
+            lambda option: st.sampled_from([option.upper(), option + " ", option[:-1], ""])
+        )
+        return st.one_of(
+            typos,
+            st.text(max_size=12),
+            st.sampled_from([None, 1, 0.5, True, [self.options[0]], (self.options[0],)]),
+        ).filter(lambda value: not (isinstance(value, str) and value in self.options))
+
+
+@dataclasses.dataclass(frozen=True)
+class Bool:
+    """``True`` or ``False`` (a string such as ``"False"`` would silently be true)."""
+
+    def invalid(self) -> st.SearchStrategy:
+        return st.sampled_from(["True", "False", "", 0, 1, 0.0, None, [True], np.array([True])])
+
+
+@dataclasses.dataclass(frozen=True)
+class Function:
+    """A callable (``lr_lambda``, ``scale_fn``, a schedule)."""
+
+    optional: bool = False
+
+    def invalid(self) -> st.SearchStrategy:
+        values = [0.5, 1, "lambda e: 0.5", [_schedule], _Opaque()]
+        return st.sampled_from(values if self.optional else values + [None])
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A pair of values of the given domains (``betas``, Adafactor's ``eps``)."""
+
+    first: Any
+    second: Any
+    valid: tuple
+
+    def invalid(self) -> st.SearchStrategy:
+        return st.one_of(
+            st.tuples(self.first.invalid(), st.just(self.valid[1])),
+            st.tuples(st.just(self.valid[0]), self.second.invalid()),
+            st.sampled_from(
+                [None, 0.9, "ab", (self.valid[0],), self.valid + (self.valid[1],), ()]
+            ),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class IntList:
+    """A list of integers >= ``minimum`` (milestones)."""
+
+    minimum: int = 0
+
+    def invalid(self) -> st.SearchStrategy:
+        element = Int(self.minimum).invalid()
+        return st.one_of(
+            st.tuples(st.lists(st.integers(self.minimum, 50), max_size=3), element).map(
+                lambda pair: pair[0] + [pair[1]]
+            ),
+            st.sampled_from([None, 3, "3", 2.5]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """An ``optax.GradientTransformation``."""
+
+    optional: bool = False
+
+    def invalid(self) -> st.SearchStrategy:
+        values = [0.1, "adam", _schedule, (optax.identity(),), {"a": 1}, _Opaque()]
+        return st.sampled_from(values if self.optional else values + [None])
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedules:
+    """A list of optlib torch schedules (``SequentialLR``/``ChainedScheduler``)."""
+
+    def invalid(self) -> st.SearchStrategy:
+        step = optlib.step_lr(0.1, step_size=3)
+        return st.sampled_from(
+            [None, [], step, [0.1], ["StepLR"], [step, 0.1], [_schedule], "StepLR"]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Groups:
+    """``param_groups``'s ``{label: optimizer}``."""
+
+    def invalid(self) -> st.SearchStrategy:
+        return st.sampled_from(
+            [None, {}, [optax.identity()], {"a": 0.1}, {"a": optax.identity(), "b": None}, "adam"]
+        )
+
+
+# ------------------------------------------------------------------------------- the tables
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A public constructor, a valid baseline, and the domain of each parameter.
+
+    Attributes:
+      name: test id.
+      build: ``**kwargs -> object``.
+      baseline: keywords that build successfully.
+      domains: ``{parameter: domain}``.
+      overrides: ``{parameter: keywords}`` replacing baseline ones when that parameter is
+        tested (mutually exclusive options, options only read in some mode).
+      signature_of: the function whose parameters ``domains`` must cover.
+      not_checked: ``{parameter: reason}`` for parameters without a domain.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    baseline: dict
+    domains: dict
+    overrides: dict = dataclasses.field(default_factory=dict)
+    signature_of: Callable[..., Any] | None = None
+    not_checked: dict = dataclasses.field(default_factory=dict)
+
+
+def row(function, baseline=None, overrides=None, not_checked=None, **domains) -> Row:
+    return Row(function.__name__, function, baseline or {}, domains, overrides or {},
+               function, not_checked or {})
+
+
+NORM_TYPE = positive(inf_ok=True, numeric_string_ok=True)
+BETAS = Pair(beta(callable_ok=True), beta(), (0.9, 0.999))  # beta1 may be a schedule
+MAXIMIZE = {"maximize": Bool()}
+
+OPTIMIZERS = [
+    row(optlib.sgd, learning_rate=LR, momentum=non_negative(callable_ok=True), dampening=unit(),
+        weight_decay=non_negative(), nesterov=Bool(), **MAXIMIZE,
+        baseline=dict(momentum=0.9)),
+    row(optlib.adam, learning_rate=LR, betas=BETAS, eps=non_negative(),
+        weight_decay=non_negative(), amsgrad=Bool(), decoupled_weight_decay=Bool(), **MAXIMIZE),
+    row(optlib.adamw, learning_rate=LR, betas=BETAS, eps=non_negative(),
+        weight_decay=non_negative(), amsgrad=Bool(), **MAXIMIZE),
+    row(optlib.adagrad, learning_rate=LR, lr_decay=non_negative(), weight_decay=non_negative(),
+        initial_accumulator_value=non_negative(), eps=non_negative(), **MAXIMIZE),
+    row(optlib.rmsprop, learning_rate=LR, alpha=unit(), eps=non_negative(),
+        weight_decay=non_negative(), momentum=non_negative(callable_ok=True), centered=Bool(),
+        **MAXIMIZE),
+    row(optlib.adadelta, learning_rate=LR, rho=unit(), eps=non_negative(),
+        weight_decay=non_negative(), **MAXIMIZE),
+    row(optlib.nadam, learning_rate=LR, betas=BETAS, eps=non_negative(),
+        weight_decay=non_negative(), momentum_decay=non_negative(),
+        decoupled_weight_decay=Bool(), **MAXIMIZE),
+    row(optlib.adafactor, baseline=dict(learning_rate=1e-3, relative_step=False),
+        learning_rate=LR, eps=Pair(non_negative(), non_negative(), (1e-30, 1e-3)),
+        clip_threshold=positive(inf_ok=True), decay_rate=Real(high=0.0),
+        beta1=beta(optional=True), weight_decay=non_negative(), scale_parameter=Bool(),
+        relative_step=Bool(), warmup_init=Bool(),
+        overrides={"relative_step": dict(learning_rate=None, relative_step=True),
+                   "warmup_init": dict(learning_rate=None, relative_step=True)}),
+    row(optlib.newton, learning_rate=LR, hessian=Choice(("auto", "dense", "cg")),
+        dense_max_size=Int(1), min_curvature=positive(), damping=non_negative(),
+        cg_tol=positive(), cg_maxiter=Int(1, optional=True), linesearch=Transform(optional=True)),
+    row(optlib.bfgs, learning_rate=LR, max_size=Int(1), scale_init_hess=Bool(),
+        linesearch=Transform(optional=True)),
+]
+
+TRANSFORMS = [
+    row(optlib.scale_by_learning_rate, learning_rate=LR, flip_sign=Bool(),
+        baseline=dict(learning_rate=0.1)),
+    row(optlib.apply_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
+    row(optlib.scale_by_adagrad, lr_decay=non_negative(),
+        initial_accumulator_value=non_negative(), eps=non_negative()),
+    row(optlib.scale_by_rms, alpha=unit(), eps=non_negative(), centered=Bool()),
+    row(optlib.scale_by_adadelta, rho=unit(), eps=non_negative()),
+    row(optlib.scale_by_adam, betas=BETAS, eps=non_negative(), amsgrad=Bool()),
+    row(optlib.scale_by_nadam, betas=BETAS, eps=non_negative(), momentum_decay=non_negative()),
+    row(optlib.trace_momentum, momentum=non_negative(callable_ok=True), dampening=unit(),
+        nesterov=Bool(), baseline=dict(momentum=0.9)),
+    row(optlib.add_weight_decay, weight_decay=non_negative()),
+    row(optlib.add_decoupled_weight_decay, weight_decay=non_negative()),
+    row(optlib.clip_grad_norm, max_norm=non_negative(), norm_type=NORM_TYPE,
+        error_if_nonfinite=Bool(), baseline=dict(max_norm=1.0)),
+    row(optlib.clip_grad_value, clip_value=non_negative(), baseline=dict(clip_value=1.0)),
+    row(optlib.global_grad_norm, norm_type=NORM_TYPE,
+        baseline=dict(grads={"a": np.ones(3, np.float32)}),
+        not_checked={"grads": "any pytree of arrays"}),
+    row(optlib.scale_by_factored_rms, eps=non_negative(), decay_rate=Real(high=0.0)),
+    row(optlib.clip_by_update_rms, clip_threshold=positive(inf_ok=True)),
+    row(optlib.scale_by_param_rms, eps=non_negative()),
+    row(optlib.relative_step_size, warmup_init=Bool()),
+    row(optlib.scale_by_relative_step_size, warmup_init=Bool()),
+    row(optlib.ema_of_updates, decay=beta(), baseline=dict(decay=0.9)),
+    row(optlib.add_decayed_weights_scaled_by_learning_rate, weight_decay=non_negative(),
+        learning_rate=LR, param_scale_eps=non_negative(optional=True),
+        baseline=dict(weight_decay=0.1, learning_rate=0.1)),
+    row(optlib.scale_by_newton, hessian=Choice(("auto", "dense", "cg")), dense_max_size=Int(1),
+        min_curvature=positive(), damping=non_negative(), cg_tol=positive(),
+        cg_maxiter=Int(1, optional=True)),
+    row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
+    row(optlib.in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
+]
+
+OTHERS = [
+    row(optlib.per_epoch, schedule=Function(), steps_per_epoch=Int(1),
+        baseline=dict(schedule=_schedule, steps_per_epoch=10)),
+    row(optlib.param_groups, groups=Groups(),
+        baseline=dict(groups={"a": optax.identity()}, labels=lambda params: "a"),
+        not_checked={"labels": "any pytree of labels or a function (optax.partition)"}),
+]
+
+# Constructors of the public API deliberately left out (not constructors, or plain records).
+NOT_CONSTRUCTORS = {
+    "negate_gradients": "takes no arguments",
+    "momentum_from": "helper that picks a momentum; its inputs are checked by the optimizer",
+    "learning_rate_at": "evaluates an already checked rate",
+    "decay_labels": "labels any pytree",
+    "MomentumSchedule": "a record built by cyclic_lr / one_cycle_lr",
+}
+
+
+# Schedulers, through ``get_scheduler``: domains of each factory's parameters.
+def _scheduler_domains() -> dict[str, tuple[dict, dict]]:
+    """``{factory name: (domains, overrides)}``; ``learning_rate`` is tested for each."""
+    cosine_floor = dict(min_lr=unit(), min_lr_rate=unit())
+    floor_overrides = {"min_lr_rate": dict(min_lr=None, min_lr_rate=0.1),
+                       "min_lr": dict(min_lr=1e-3, min_lr_rate=None)}
+    plateau = dict(
+        mode=Choice(("min", "max")), threshold=non_negative(),
+        threshold_mode=Choice(("rel", "abs")), patience=Int(0), cooldown=Int(0),
+        min_lr=non_negative(), eps=non_negative(),
+    )
+    return {
+        "step_lr": (dict(step_size=Int(1), gamma=positive()), {}),
+        "multi_step_lr": (dict(milestones=IntList(0), gamma=positive()), {}),
+        "exponential_lr": (dict(gamma=positive()), {}),
+        "cosine_annealing_lr": (dict(T_max=Int(1), eta_min=non_negative()), {}),
+        "linear_lr": (dict(start_factor=Real(0.0, 1.0, low_closed=False), end_factor=unit(),
+                           total_iters=Int(1)), {}),
+        "lambda_lr": (dict(lr_lambda=Function()), {}),
+        "multiplicative_lr": (dict(lr_lambda=Function()), {}),
+        "constant_lr": (dict(factor=unit(), total_iters=Int(0)), {}),
+        "polynomial_lr": (dict(total_iters=Int(1), power=non_negative()), {}),
+        "cosine_annealing_warm_restarts": (
+            dict(T_0=Int(1), T_mult=Int(1), eta_min=non_negative()), {}),
+        "cyclic_lr": (
+            dict(base_lr=non_negative(), max_lr=non_negative(), step_size_up=Int(1),
+                 step_size_down=Int(0, optional=True),
+                 mode=Choice(("triangular", "triangular2", "exp_range")), gamma=positive(),
+                 scale_fn=Function(optional=True), scale_mode=Choice(("cycle", "iterations")),
+                 cycle_momentum=Bool(), base_momentum=non_negative(),
+                 max_momentum=non_negative()),
+            # torch reads scale_mode only with a scale_fn (and ignores mode then)
+            {"scale_mode": dict(scale_fn=lambda x: 1.0)}),
+        "one_cycle_lr": (
+            dict(max_lr=non_negative(), total_steps=Int(1, optional=True),
+                 epochs=Int(1), steps_per_epoch=Int(1), pct_start=unit(),
+                 anneal_strategy=Choice(("cos", "linear")), cycle_momentum=Bool(),
+                 base_momentum=non_negative(), max_momentum=non_negative(),
+                 div_factor=positive(), final_div_factor=positive(), three_phase=Bool()),
+            # torch reads epochs/steps_per_epoch only without total_steps
+            {"epochs": dict(total_steps=None, epochs=10, steps_per_epoch=10),
+             "steps_per_epoch": dict(total_steps=None, epochs=10, steps_per_epoch=10)}),
+        "sequential_lr": (dict(schedulers=Schedules(), milestones=IntList(0)), {}),
+        "chained_scheduler": (dict(schedulers=Schedules()), {}),
+        "reduce_lr_on_plateau": (dict(plateau, factor=beta()), {}),
+        "greedy_lr": (
+            dict(plateau, factor=Real(0.0, 1.0, low_closed=False, high_closed=False),
+                 warmup=Int(0), max_lr=non_negative(), verbose=Bool(), smooth=Bool(),
+                 window_size=Int(1), reset_start=Int(0)),
+            {}),
+        "get_constant_schedule": ({}, {}),
+        "get_constant_schedule_with_warmup": (dict(num_warmup_steps=STEP_COUNT), {}),
+        "get_linear_schedule_with_warmup": (
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT), {}),
+        "get_cosine_schedule_with_warmup": (
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
+                 num_cycles=Real()), {}),
+        "get_cosine_with_hard_restarts_schedule_with_warmup": (
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
+                 num_cycles=non_negative()), {}),
+        "get_polynomial_decay_schedule_with_warmup": (
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
+                 lr_end=non_negative(), power=non_negative()), {}),
+        "get_inverse_sqrt_schedule": (
+            dict(num_warmup_steps=STEP_COUNT, timescale=positive(optional=True)), {}),
+        "get_cosine_with_min_lr_schedule_with_warmup": (
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
+                 num_cycles=Real(), **cosine_floor), floor_overrides),
+        "get_cosine_with_min_lr_schedule_with_warmup_lr_rate": (
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
+                 num_cycles=Real(), warmup_lr_rate=unit(optional=True), **cosine_floor),
+            floor_overrides),
+        "get_wsd_schedule": (
+            dict(num_warmup_steps=STEP_COUNT, num_decay_steps=STEP_COUNT,
+                 num_training_steps=STEP_COUNT, num_stable_steps=STEP_COUNT,
+                 warmup_type=Choice(("linear", "cosine", "1-sqrt")),
+                 decay_type=Choice(("linear", "cosine", "1-sqrt")),
+                 min_lr_ratio=unit(), num_cycles=Real()),
+            {"num_stable_steps": dict(num_training_steps=None, num_stable_steps=50),
+             "num_training_steps": dict(num_stable_steps=None)}),
+        "cosine_annealing_warm_up_restarts": (
+            dict(T_0=Int(1), T_mult=Int(1), eta_max=non_negative(), T_up=Int(0),
+                 gamma=non_negative()), {}),
+        "linear_decay": (
+            dict(final_learning_rate=non_negative(), num_training_steps=STEP_COUNT,
+                 num_hold_steps=STEP_COUNT), {}),
+    }
+
+
+SCHEDULER_DOMAINS = _scheduler_domains()
+
+
+def _scheduler_lr_domain(factory) -> Real:
+    """Schedules whose ``learning_rate`` may itself be a schedule (HF passes it through)."""
+    hf_pass_through = factory.__module__ == "optlib.schedules.hf" and factory is not (
+        optlib.get_polynomial_decay_schedule_with_warmup
+    )
+    optional = factory in (optlib.cyclic_lr, optlib.one_cycle_lr)  # torch overwrites it
+    return non_negative(callable_ok=hf_pass_through, optional=optional)
+
+
+def _scheduler_row(name: str) -> Row:
+    entry = scheduler_entry(name)
+    domains, overrides = SCHEDULER_DOMAINS[entry.factory.__name__]
+    domains = {"learning_rate": _scheduler_lr_domain(entry.factory), **domains}
+    baseline = dict(learning_rate=0.01, **schedule_kwargs(name))
+    if entry.family != "torch":  # HF convention: the standard arguments are named ones
+        baseline = {key: value for key, value in baseline.items()}
+
+    def build(**kwargs):
+        return optlib.get_scheduler(name, **kwargs)
+
+    return Row(f"get_scheduler[{name}]", build, baseline, domains, overrides, entry.factory)
+
+
+SCHEDULERS = [_scheduler_row(name) for name in optlib.scheduler_names()]
+ROWS = OPTIMIZERS + TRANSFORMS + OTHERS + SCHEDULERS
+CASES = [(row_, parameter) for row_ in ROWS for parameter in row_.domains]
+
+
+# ------------------------------------------------------------------------------- the checks
+
+
+def _mentions(message: str, value: Any) -> bool:
+    """Whether ``message`` shows ``value`` (or, for a container, one of its elements)."""
+    if value is None or (isinstance(value, (list, tuple, dict, str)) and not value):
+        return True  # "X requires `param`" / "got none": naming the parameter is the message
+    texts = {repr(value), str(value)}
+    if isinstance(value, (float, np.floating)) and not math.isnan(value):
+        texts.add(repr(float(value)))
+    if isinstance(value, int) and not isinstance(value, bool):
+        # shown as a float, or as +-inf when beyond the float range (10**400)
+        texts.add(repr(float(value)) if abs(value) < 2**1000 else ("inf" if value > 0 else "-inf"))
+    if any(text in message for text in texts):
+        return True
+    if isinstance(value, (list, tuple, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        return any(_mentions(message, item) for item in items)
+    return False
+
+
+def _names(message: str, parameter: str) -> bool:
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(parameter)}(?![A-Za-z0-9_])", message) is not None
+
+
+def assert_rejected(row_: Row, parameter: str, value: Any) -> None:
+    shown = reprlib.repr(value)
+    kwargs = {**row_.baseline, **row_.overrides.get(parameter, {}), parameter: value}
+    try:
+        built = row_.build(**kwargs)
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        assert _names(message, parameter), (
+            f"{row_.name}({parameter}={shown}): message does not name {parameter!r}: "
+            f"{message!r}"
+        )
+        assert _mentions(message, value), (
+            f"{row_.name}({parameter}={shown}): message does not show the value: {message!r}"
+        )
+    except Exception as error:  # noqa: BLE001 - any other exception is a bug too
+        raise AssertionError(
+            f"{row_.name}({parameter}={shown}) raised {type(error).__name__}: {error}"
+        ) from error
+    else:
+        raise AssertionError(
+            f"{row_.name}({parameter}={shown}) was accepted silently: {built!r:.200}"
+        )
+
+
+@pytest.mark.parametrize(
+    "row_, parameter", CASES, ids=[f"{row_.name}-{parameter}" for row_, parameter in CASES]
+)
+def test_invalid_value_is_rejected_at_construction(row_, parameter, record_property):
+    row_.build(**{**row_.baseline, **row_.overrides.get(parameter, {})})  # the baseline is valid
+    tried = []
+
+    @HYPOTHESIS
+    @given(value=row_.domains[parameter].invalid())
+    def check(value):
+        tried.append(value)
+        assert_rejected(row_, parameter, value)
+
+    check()
+    record_property("invalid_inputs", len(tried))
+    print(f"{row_.name}.{parameter}: {len(tried)} invalid inputs")
+    assert len(tried) >= 5
+
+
+# ------------------------------------------------------------------- coupled arguments
+
+COUPLED = [
+    ("sgd nesterov without momentum", optlib.sgd, dict(nesterov=True, momentum=0.0), "nesterov"),
+    ("sgd nesterov with dampening", optlib.sgd,
+     dict(nesterov=True, momentum=0.9, dampening=0.1), "nesterov"),
+    ("adafactor lr with relative_step", optlib.adafactor, dict(learning_rate=1e-3), "learning_rate"),
+    ("adafactor warmup_init without relative_step", optlib.adafactor,
+     dict(learning_rate=1e-3, relative_step=False, warmup_init=True), "warmup_init"),
+    ("adagrad with a momentum-cycling lr", optlib.adagrad,
+     dict(learning_rate=optlib.one_cycle_lr(max_lr=0.1, total_steps=10)), "momentum"),
+    ("greedy min_lr > max_lr", optlib.greedy_lr,
+     dict(learning_rate=0.1, min_lr=0.5, max_lr=0.1), "min_lr"),
+    ("polynomial lr_end >= lr", optlib.get_polynomial_decay_schedule_with_warmup,
+     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, lr_end=0.1), "lr_end"),
+    ("cosine_with_min_lr both floors", optlib.get_cosine_with_min_lr_schedule_with_warmup,
+     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, min_lr=0.01,
+          min_lr_rate=0.1), "min_lr"),
+    ("cosine_with_min_lr no floor", optlib.get_cosine_with_min_lr_schedule_with_warmup,
+     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10), "min_lr"),
+    ("min_lr above the lr", optlib.get_cosine_with_min_lr_schedule_with_warmup,
+     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, min_lr=0.2), "min_lr"),
+    ("wsd warmup + decay > total", optlib.get_wsd_schedule,
+     dict(learning_rate=0.1, num_warmup_steps=60, num_decay_steps=60, num_training_steps=100),
+     "num_training_steps"),
+    ("wsd without a length", optlib.get_wsd_schedule,
+     dict(learning_rate=0.1, num_warmup_steps=6, num_decay_steps=6), "num_stable_steps"),
+    ("linear_decay hold > total", optlib.linear_decay,
+     dict(learning_rate=0.1, final_learning_rate=0.0, num_training_steps=10, num_hold_steps=11),
+     "num_hold_steps"),
+    ("warm-up restarts T_up >= T_0", optlib.cosine_annealing_warm_up_restarts,
+     dict(learning_rate=0.0, T_0=5, T_up=5), "T_up"),
+    ("one_cycle without a length", optlib.one_cycle_lr, dict(max_lr=0.1), "total_steps"),
+    ("one_cycle zero-length phase", optlib.one_cycle_lr,
+     dict(max_lr=0.1, total_steps=10, pct_start=0.1), "pct_start"),
+    ("constant_lr factor 0 with total_iters", optlib.constant_lr,
+     dict(learning_rate=0.1, factor=0.0, total_iters=3), "factor"),
+    ("sequential_lr milestones count", optlib.sequential_lr,
+     dict(learning_rate=0.1, schedulers=[optlib.step_lr(0.1, step_size=2)], milestones=[3]),
+     "milestones"),
+]
+
+
+@pytest.mark.parametrize("label, factory, kwargs, parameter", COUPLED,
+                         ids=[case[0] for case in COUPLED])
+def test_invalid_combination_is_rejected(label, factory, kwargs, parameter):
+    with pytest.raises((ValueError, TypeError)) as error:
+        factory(**kwargs)
+    assert parameter in str(error.value), str(error.value)
+
+
+# ------------------------------------------------------------------------- get_scheduler
+
+_GET_SCHEDULER_OWN = set(inspect.signature(optlib.get_scheduler).parameters)
+
+
+@HYPOTHESIS
+@given(name=st.text(max_size=20).filter(lambda text: text not in optlib.scheduler_names()))
+def test_get_scheduler_unknown_name_lists_valid_names(name):
+    with pytest.raises(ValueError, match="Valid names") as error:
+        optlib.get_scheduler(name, learning_rate=0.1)
+    assert "StepLR" in str(error.value) and "cosine" in str(error.value)
+
+
+@pytest.mark.parametrize("name", optlib.scheduler_names())
+def test_get_scheduler_junk_keyword_is_a_type_error_naming_it(name):
+    accepted = set(inspect.signature(scheduler_entry(name).factory).parameters)
+    identifiers = st.from_regex(r"[a-z][a-z0-9_]{0,14}", fullmatch=True).filter(
+        lambda key: key not in accepted | _GET_SCHEDULER_OWN
+    )
+    tried = []
+
+    @HYPOTHESIS
+    @given(key=identifiers, value=st.sampled_from([0, 1.5, "x", None]), nested=st.booleans())
+    def check(key, value, nested):
+        tried.append(key)
+        kwargs = dict(learning_rate=0.01, **schedule_kwargs(name))
+        if nested:
+            kwargs["scheduler_specific_kwargs"] = {key: value}
+        else:
+            kwargs[key] = value
+        with pytest.raises(TypeError) as error:
+            optlib.get_scheduler(name, **kwargs)
+        assert repr(key) in str(error.value) or key in str(error.value)
+
+    check()
+    print(f"get_scheduler[{name}] junk keywords: {len(tried)}")
+    assert len(tried) >= 5
+
+
+@pytest.mark.parametrize("name", optlib.scheduler_names())
+def test_get_scheduler_without_learning_rate_is_a_value_error(name):
+    with pytest.raises(ValueError, match="learning_rate"):
+        optlib.get_scheduler(name, **schedule_kwargs(name))
+
+
+@pytest.mark.parametrize(
+    "name", [name for name in optlib.scheduler_names() if scheduler_entry(name).family == "torch"]
+)
+def test_get_scheduler_torch_name_rejects_hf_standard_arguments(name):
+    with pytest.raises(TypeError, match="num_training_steps"):
+        optlib.get_scheduler(
+            name, learning_rate=0.01, num_training_steps=100, **schedule_kwargs(name)
+        )
+
+
+# ---------------------------------------------------------------------- the tables are complete
+
+
+@pytest.mark.parametrize("row_", ROWS, ids=[row_.name for row_ in ROWS])
+def test_every_parameter_has_a_domain(row_):
+    parameters = set(inspect.signature(row_.signature_of).parameters)
+    covered = set(row_.domains) | set(row_.not_checked)
+    assert parameters == covered, (
+        f"{row_.name}: without a domain: {sorted(parameters - covered)}; "
+        f"unknown: {sorted(covered - parameters)}"
+    )
+
+
+def test_every_public_constructor_is_in_a_table():
+    tabled = {row_.build.__name__ for row_ in OPTIMIZERS + TRANSFORMS + OTHERS}
+    factories = {scheduler_entry(name).factory.__name__ for name in optlib.scheduler_names()}
+    public = set()
+    for module in (optlib.optimizers, optlib.transforms, optlib.schedules, optlib.metric,
+                   optlib.param_groups):
+        for name in getattr(module, "__all__", None) or dir(module):
+            value = getattr(module, name, None)
+            if inspect.isfunction(value) and not name.startswith("_"):
+                public.add(name)
+    hf_aliases = {name for name in public if name.startswith("get_")}  # the registry's HF rows
+    missing = public - tabled - factories - hf_aliases - set(NOT_CONSTRUCTORS) - {
+        "report_metric"  # steps a state; not a constructor (tested in test_metric.py)
+    }
+    assert not missing, f"public constructors without a validation row: {sorted(missing)}"
