@@ -70,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
 
     xs, ys = make_batches(args.steps, args.batch_size)
     model = MLP(64, rngs=nnx.Rngs(0))
-    tx = optax.chain(optax.scale_by_adam(), make_scheduler(args.scheduler, args.learning_rate))
+    # torch: Adam whose lr a metric-driven scheduler steps on every step's loss.
+    tx = optlib.adam(learning_rate=make_scheduler(args.scheduler, args.learning_rate))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     # ``cached_partial`` binds model and optimizer once (flax's fast path for training loops).

@@ -5,9 +5,10 @@ extra arguments, so the scheduler is stepped once per epoch with ``optlib.report
 
     state = state.replace(opt_state=optlib.report_metric(state.opt_state, val_loss))
 
-which is torch's ``scheduler.step(val_loss)``, jitted, with the counters in the optimizer
-state. The data: a noisy nonlinear regression, generated here, so the validation loss
-improves, then plateaus at the noise floor, and the learning rate drops.
+with ``tx = optlib.adam(learning_rate=optlib.reduce_lr_on_plateau(...))``: torch's Adam and
+``scheduler.step(val_loss)``, jitted, with the counters in the optimizer state. The data: a
+noisy nonlinear regression, generated here, so the validation loss improves, then plateaus at
+the noise floor, and the learning rate drops.
 
 Run: ``python examples/flax_trainstate.py`` (a few seconds), or ``--epochs 6 --samples 256``.
 """
@@ -21,7 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax.training import train_state
 
 import optlib
@@ -86,9 +86,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
 
     model = MLP()
     params = model.init(jax.random.PRNGKey(0), x_train[:1])["params"]
-    tx = optax.chain(
-        optax.scale_by_adam(),
-        optlib.reduce_lr_on_plateau(args.learning_rate, patience=args.patience, factor=0.3),
+    # torch: Adam(lr) + ReduceLROnPlateau(patience, factor=0.3), stepped on the val loss.
+    tx = optlib.adam(
+        learning_rate=optlib.reduce_lr_on_plateau(
+            args.learning_rate, patience=args.patience, factor=0.3
+        )
     )
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
