@@ -115,18 +115,31 @@ def trace_momentum(
         buffer = jax.tree.map(lambda p: jnp.zeros(p.shape, statistics_dtype(p.dtype)), params)
         return TraceMomentumState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.bool_), buffer)
 
+    undampened = isinstance(dampening, float) and dampening == 0
+
     def update_fn(updates, state, params=None):
         del params
         mu = learning_rate_at(momentum, state.count)
         active = mu != 0
+        # Undampened, torch's first-step copy b_1 = g is -0.0 * 0 + g, exact for every g (signed
+        # zeros too): the factor on the buffer is chosen once per step, not by a select per leaf.
+        buffer_factor = jnp.where(state.has_buffer, mu, -0.0)
 
         def leaf(g, buf):
             g32 = g.astype(buf.dtype)
             m = mu.astype(buf.dtype)
-            continued = m * buf + (1 - dampening) * g32
-            new_buf = jnp.where(state.has_buffer, continued, g32)
+            if undampened:
+                new_buf = buffer_factor.astype(buf.dtype) * buf + g32
+            else:
+                continued = m * buf + (1 - dampening) * g32
+                new_buf = jax.lax.select(state.has_buffer, continued, g32)
             step = g32 + m * new_buf if nesterov else new_buf
-            return jnp.where(active, step, g32).astype(g.dtype), jnp.where(active, new_buf, buf)
+            if not varying:  # a constant momentum (> 0 here) is always active: no selects
+                return step.astype(g.dtype), new_buf
+            return (
+                jax.lax.select(active, step, g32).astype(g.dtype),
+                jax.lax.select(active, new_buf, buf),
+            )
 
         new_updates, new_buffer = map_leaves(leaf, updates, state.momentum_buffer)
         new_state = TraceMomentumState(
