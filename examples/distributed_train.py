@@ -123,19 +123,18 @@ def run_worker(args: argparse.Namespace) -> float:
     # helpers ask jax for the (now global) devices.
     import sharded_train as example
 
-    import optlib
-
     mesh = example.make_mesh(jax.devices())
     tx = example.OPTIMIZERS[args.optimizer]()
-    _, opt_state, losses = example.train_sharded(
+    _, _, history = example.train_sharded(
         tx, mesh, example.init_params(), example.make_batches(args.steps)
     )
-    rate = float(optlib.current_learning_rate(opt_state))
+    # history["lr"]: optlib.current_learning_rate of each step, computed inside the step.
     print(f"process {jax.process_index()}/{jax.process_count()}: "
           f"{jax.local_device_count()} local of {jax.device_count()} devices, "
-          f"lr {rate:.3e}, final_loss={float(losses[-1])!r}", flush=True)
+          f"last lr {history['lr'][-1]:.3e}, final_loss={float(history['loss'][-1])!r}",
+          flush=True)
     jax.distributed.shutdown()
-    return float(losses[-1])
+    return float(history["loss"][-1])
 
 
 def main(argv: Sequence[str] | None = None) -> list[float]:

@@ -113,12 +113,17 @@ def loss_fn(params, x, y):
 
 
 def train_step(tx: optax.GradientTransformation):
-    """The (unjitted) step: gradients, ``tx.update`` with the loss as ``value``, new params."""
+    """The (unjitted) step: gradients, ``tx.update`` with the loss as ``value``, new params.
+
+    Returns ``(params, opt_state, {"loss": loss, "lr": rate})``, ``rate`` being the learning
+    rate this step applied (``optlib.current_learning_rate`` before the update).
+    """
 
     def step(params, opt_state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        rate = optlib.current_learning_rate(opt_state)
         updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss, "lr": rate}
 
     return step
 
@@ -148,26 +153,31 @@ def sharded_setup(tx: optax.GradientTransformation, mesh: Mesh, host_params):
     return params, opt_state, step, batch_sh
 
 
+def host_history(metrics: list[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
+    """``{"loss": [...], "lr": [...]}`` as host arrays (one transfer at the end)."""
+    return {key: np.asarray([float(m[key]) for m in metrics]) for key in ("loss", "lr")}
+
+
 def train_sharded(tx, mesh: Mesh, host_params, batches):
-    """Trains on the mesh; returns (params, opt_state, losses as a host array)."""
+    """Trains on the mesh; returns (params, opt_state, {"loss", "lr"} per step)."""
     params, opt_state, step, batch_sh = sharded_setup(tx, mesh, host_params)
-    losses = []
+    metrics = []
     for x, y in zip(*batches):
-        params, opt_state, loss = step(params, opt_state, put(x, batch_sh[0]), put(y, batch_sh[1]))
-        losses.append(loss)
-    return params, opt_state, np.asarray([float(loss) for loss in losses])
+        params, opt_state, m = step(params, opt_state, put(x, batch_sh[0]), put(y, batch_sh[1]))
+        metrics.append(m)
+    return params, opt_state, host_history(metrics)
 
 
 def train_single_device(tx, host_params, batches):
-    """The same training on one device; returns (params, opt_state, losses)."""
+    """The same training on one device; returns (params, opt_state, {"loss", "lr"})."""
     step = jax.jit(train_step(tx))
     params = jax.tree.map(jnp.asarray, host_params)
     opt_state = tx.init(params)
-    losses = []
+    metrics = []
     for x, y in zip(*batches):
-        params, opt_state, loss = step(params, opt_state, x, y)
-        losses.append(loss)
-    return params, opt_state, np.asarray([float(loss) for loss in losses])
+        params, opt_state, m = step(params, opt_state, x, y)
+        metrics.append(m)
+    return params, opt_state, host_history(metrics)
 
 
 def describe_state_layout(opt_state) -> list[str]:
@@ -197,19 +207,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     mesh = make_mesh()
     tx = OPTIMIZERS[args.optimizer]()
     host_params, batches = init_params(), make_batches(args.steps)
-    params, opt_state, losses = train_sharded(tx, mesh, host_params, batches)
-    ref_params, _, ref_losses = train_single_device(tx, host_params, batches)
+    params, opt_state, history = train_sharded(tx, mesh, host_params, batches)
+    ref_params, _, ref_history = train_single_device(tx, host_params, batches)
     difference = max_abs_difference(params, ref_params)
     if not args.quiet:
         print(f"mesh {dict(mesh.shape)} over {mesh.devices.size} {jax.devices()[0].platform} "
               f"devices; optimizer {args.optimizer}; state layout:")
         print("\n".join(describe_state_layout(opt_state)))
         for step in range(0, args.steps, max(1, args.steps // 5)):
-            print(f"step {step:4d}  loss {losses[step]:.5f}")
-        print(f"lr {float(optlib.current_learning_rate(opt_state)):.3e}  "
-              f"max |sharded - single-device| params {difference:.2e}")
-        print(f"final_loss={float(losses[-1])!r}")
-    return {"losses": losses, "single_device_losses": ref_losses, "max_param_difference": difference}
+            print(f"step {step:4d}  loss {history['loss'][step]:.5f}  "
+                  f"lr {history['lr'][step]:.3e}")
+        print(f"max |sharded - single-device| over the params: {difference:.2e}")
+        print(f"final_loss={float(history['loss'][-1])!r}")
+    return {"sharded": history, "single_device": ref_history, "max_param_difference": difference}
 
 
 if __name__ == "__main__":

@@ -111,11 +111,12 @@ def test_state_is_sharded_like_its_parameters_and_training_matches_one_device(na
     if name == "adafactor":
         assert {"row", "col"} <= set(kinds)
 
-    params, opt_state, losses = example.train_sharded(tx, mesh, host_params, batches)
+    params, opt_state, history = example.train_sharded(tx, mesh, host_params, batches)
     for leaf, sharding in zip(jax.tree.leaves(opt_state), jax.tree.leaves(shardings)):
         assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
-    ref_params, ref_state, ref_losses = example.train_single_device(tx, host_params, batches)
-    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=TOLERANCE)
+    ref_params, ref_state, reference = example.train_single_device(tx, host_params, batches)
+    np.testing.assert_allclose(history["loss"], reference["loss"], rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(history["lr"], reference["lr"], rtol=TOLERANCE)
     assert example.max_abs_difference(params, ref_params) <= TOLERANCE
     for leaf, ref in zip(jax.tree.leaves(opt_state), jax.tree.leaves(ref_state)):
         # Statistics such as RMSprop's momentum of normalised updates reach ~10: compare them
