@@ -184,6 +184,10 @@ def scale_by_newton(
     Either way, an answer that is not a descent direction (``g^T u <= 0``) or not finite
     is replaced by ``g`` itself (a steepest-descent step), counted in ``state.fallbacks``.
 
+    For bf16/fp16 parameters everything is computed in float32 and the direction is returned
+    in float32 (a Newton step may exceed their range before a line search shortens it);
+    ``optlib.newton`` casts the final step to the parameters' dtype.
+
     Args:
       hessian: ``"auto"``, ``"dense"`` or ``"cg"``.
       dense_max_size: the largest parameter count for which ``"auto"`` picks dense.
@@ -213,6 +217,9 @@ def scale_by_newton(
         objective, flat_params, unravel = _flat_objective(
             value_fn, params, extra_args, "scale_by_newton"
         )
+        # float32 for bf16/fp16 parameters: eigh has no bf16/fp16 kernel, and the objective
+        # is then differentiated at float32 copies of the parameters.
+        flat_params = flat_params.astype(statistics_dtype(flat_params.dtype))
         gradient, _ = ravel_pytree(updates)
         gradient = gradient.astype(flat_params.dtype)
         use_dense = hessian == "dense" or (
@@ -299,6 +306,9 @@ def scale_by_bfgs(
       parameters take 400 MB) and each update costs O(n^2). Construction succeeds, but
       ``init`` raises ``ValueError`` above ``max_size`` parameters: use ``optax.lbfgs``
       (O(m n) memory) for large problems.
+    * bf16/fp16 parameters: the estimate is float32 and so is the returned direction (a
+      BFGS step may exceed their range before a line search shortens it); ``optlib.bfgs``
+      casts the final step to the parameters' dtype.
 
     Args:
       max_size: the largest number of parameters ``init`` accepts.
@@ -363,6 +373,8 @@ def scale_by_bfgs(
             last_params=flat_params,
             last_gradient=gradient_stats,
         )
-        return unravel(direction.astype(gradient.dtype)), new_state
+        # float32 for bf16/fp16 parameters (a BFGS step may exceed their range before the
+        # line search shortens it); optlib.bfgs casts the final step to their dtype.
+        return unravel(direction), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
