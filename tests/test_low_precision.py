@@ -1,0 +1,92 @@
+"""bf16 and fp16 parameters train for 1000 steps with every optimizer (issue 9.4).
+
+A two-layer MLP regression with parameters, data, loss and gradients in bfloat16 or float16,
+trained for 1000 steps inside one jitted ``lax.scan`` per optimizer (both dtypes in one
+compile). For every optimizer (metric-driven learning rates included):
+
+* no NaN or Inf: in the losses of all 1000 steps and in the final parameters;
+* the parameters stay in their dtype, and the updates come out in it (checked while
+  tracing: ``optax.apply_updates`` would otherwise hide a silent upcast);
+* the optimizer's statistics are float32: every floating leaf of the state is float32
+  (scalars such as learning rates included). Exempt: the line searches' own state
+  (``optax.scale_by_*_linesearch``, used as is by ``newton``/``bfgs``), which stores the
+  latest value and gradient as they are, in the parameters' dtype.
+* the run does not blow up: the final loss is at most the initial one.
+
+``newton`` and ``bfgs`` are deterministic methods (their line searches guarantee a decrease
+of the objective they are given): they train on one full batch; the others on 8 minibatches.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reliability_cases import OPTIMIZER_CASES, case_ids, init_params, make_batches, train_step
+
+STEPS = 1000
+DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def _is_line_search_state(node) -> bool:
+    return "Linesearch" in type(node).__name__
+
+
+def state_float_dtypes(state) -> dict[str, jnp.dtype]:
+    """``{path: dtype}`` of the floating leaves of ``state``, line-search states left out."""
+    dtypes = {}
+    leaves = jax.tree_util.tree_leaves_with_path(
+        state, is_leaf=lambda node: _is_line_search_state(node)
+    )
+    for path, leaf in leaves:
+        if _is_line_search_state(leaf):
+            continue
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            dtypes[jax.tree_util.keystr(path)] = leaf.dtype
+    return dtypes
+
+
+def training_inputs(dtype, batch_count: int):
+    """``(params, batches)`` in ``dtype``."""
+    params = init_params(jax.random.key(0), dtype)
+    return params, make_batches(jax.random.key(1), batch_count, dtype)
+
+
+def train(tx, params, batches):
+    """1000 steps in one ``lax.scan``: ``(final params, final state, losses)``."""
+
+    def body(carry, index):
+        params, state = carry
+        batch = jax.tree.map(lambda x: x[index % x.shape[0]], batches)
+        new_params, new_state, loss = train_step(tx, params, state, batch)
+        for old, new in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
+            assert new.dtype == old.dtype, (old.dtype, new.dtype)  # at trace time
+        return (new_params, new_state), loss
+
+    (final, state), losses = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(STEPS))
+    return final, state, losses
+
+
+@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=case_ids(OPTIMIZER_CASES))
+def test_1000_steps_in_bf16_and_fp16(case):
+    tx = case.make()
+    batch_count = 1 if case.line_search else 8
+    inputs = [training_inputs(dtype, batch_count) for dtype in DTYPES]
+    # both dtypes in one compile; inputs are arguments (as constants XLA would fold them)
+    results = jax.jit(lambda inputs: [train(tx, *pair) for pair in inputs])(inputs)
+    for dtype, (params, state, losses) in zip(DTYPES, results):
+        label = f"{case.name}/{jnp.dtype(dtype).name}"
+        losses = np.asarray(losses, np.float32)
+        assert np.all(np.isfinite(losses)), f"{label}: non-finite loss at step " \
+            f"{int(np.flatnonzero(~np.isfinite(losses))[0])}"
+        for leaf in jax.tree.leaves(params):
+            assert leaf.dtype == dtype, label
+            assert bool(jnp.all(jnp.isfinite(leaf))), f"{label}: non-finite parameters"
+        not_float32 = {
+            path: dtype_ for path, dtype_ in state_float_dtypes(state).items()
+            if dtype_ != jnp.float32
+        }
+        assert not not_float32, f"{label}: state not in float32: {not_float32}"
+        assert losses[-1] <= losses[0], f"{label}: loss went from {losses[0]} to {losses[-1]}"
