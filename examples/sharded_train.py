@@ -116,7 +116,7 @@ def train_step(tx: optax.GradientTransformation):
     """The (unjitted) step: gradients, ``tx.update`` with the loss as ``value``, new params.
 
     Returns ``(params, opt_state, {"loss": loss, "lr": rate})``, ``rate`` being the learning
-    rate this step applied (``optlib.current_learning_rate`` before the update).
+    rate this step applied (``optlib.current_learning_rate`` of the state it starts from).
     """
 
     def step(params, opt_state, x, y):
