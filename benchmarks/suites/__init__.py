@@ -1,0 +1,1 @@
+"""The benchmark suites; each ``run(context) -> dict`` adds one section to the results."""
