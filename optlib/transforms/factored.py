@@ -54,8 +54,14 @@ __all__ = [
 
 
 def _rms(x: jax.Array) -> jax.Array:
-    """Root mean square of all entries (HF's ``_rms``: ``norm(x) / sqrt(numel)``)."""
-    return jnp.sqrt(jnp.mean(jnp.square(x)))
+    """Root mean square of all entries (HF's ``_rms``: ``norm(x) / sqrt(numel)``).
+
+    At ``x = 0`` (a zero-initialised bias, a zero update) the value is 0 and the derivative
+    0, not the NaN of ``sqrt``'s infinite slope, so that gradients through updates stay finite.
+    """
+    mean_square = jnp.mean(jnp.square(x))
+    positive = mean_square > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, mean_square, 1)), 0)
 
 
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
