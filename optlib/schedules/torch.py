@@ -332,7 +332,9 @@ def polynomial_lr(
 
     def factor(step):
         remaining = -minus(_bounded_step(step, total), total)
-        return (remaining / total) ** exponent
+        # torch's 0.0 ** power past total_iters: 0 for any power > 0 (a power below float32's
+        # range would round to 0 and give 0 ** 0 = 1), 1 for power 0.
+        return jnp.where(remaining > 0, (remaining / total) ** exponent, float(exponent == 0))
 
     return TorchSchedule(
         "PolynomialLR",
