@@ -115,7 +115,8 @@ def test_state_is_sharded_like_its_parameters_and_training_matches_one_device(na
     for leaf, sharding in zip(jax.tree.leaves(opt_state), jax.tree.leaves(shardings)):
         assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
     ref_params, ref_state, reference = example.train_single_device(tx, host_params, batches)
-    np.testing.assert_allclose(history["loss"], reference["loss"], rtol=0, atol=TOLERANCE)
+    # The loss is a mean over the sharded batch, summed in a different order: ~10 ulp.
+    np.testing.assert_allclose(history["loss"], reference["loss"], rtol=TOLERANCE, atol=TOLERANCE)
     np.testing.assert_allclose(history["lr"], reference["lr"], rtol=TOLERANCE)
     assert example.max_abs_difference(params, ref_params) <= TOLERANCE
     for leaf, ref in zip(jax.tree.leaves(opt_state), jax.tree.leaves(ref_state)):
