@@ -502,8 +502,6 @@ def _scheduler_row(name: str) -> Row:
     domains, overrides = SCHEDULER_DOMAINS[entry.factory.__name__]
     domains = {"learning_rate": _scheduler_lr_domain(entry.factory), **domains}
     baseline = dict(learning_rate=0.01, **schedule_kwargs(name))
-    if entry.family != "torch":  # HF convention: the standard arguments are named ones
-        baseline = {key: value for key, value in baseline.items()}
 
     def build(**kwargs):
         return optlib.get_scheduler(name, **kwargs)
@@ -538,7 +536,8 @@ def _mentions(message: str, value: Any) -> bool:
 
 
 def _names(message: str, parameter: str) -> bool:
-    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(parameter)}(?![A-Za-z0-9_])", message) is not None
+    pattern = rf"(?<![A-Za-z0-9_]){re.escape(parameter)}(?![A-Za-z0-9_])"
+    return re.search(pattern, message) is not None
 
 
 def assert_rejected(row_: Row, parameter: str, value: Any) -> None:
@@ -590,7 +589,8 @@ COUPLED = [
     ("sgd nesterov without momentum", optlib.sgd, dict(nesterov=True, momentum=0.0), "nesterov"),
     ("sgd nesterov with dampening", optlib.sgd,
      dict(nesterov=True, momentum=0.9, dampening=0.1), "nesterov"),
-    ("adafactor lr with relative_step", optlib.adafactor, dict(learning_rate=1e-3), "learning_rate"),
+    ("adafactor lr with relative_step", optlib.adafactor, dict(learning_rate=1e-3),
+     "learning_rate"),
     ("adafactor warmup_init without relative_step", optlib.adafactor,
      dict(learning_rate=1e-3, relative_step=False, warmup_init=True), "warmup_init"),
     ("adagrad with a momentum-cycling lr", optlib.adagrad,
