@@ -94,6 +94,36 @@ def case_ids(cases) -> list[str]:
     return [case.name for case in cases]
 
 
+# ------------------------------------------------------------------------------ counters
+
+COUNTERS = ("count", "fallbacks", "curvature_pairs", "num_bad_epochs", "num_good_epochs")
+"""The int32 counters of optlib's states (and optax's ``count``) that grow with the steps."""
+
+
+def _field(path) -> str | None:
+    return getattr(path[-1], "name", None)
+
+
+def set_counters(state, value: int):
+    """``state`` with its int32 counters (``COUNTERS``) set to ``value``."""
+
+    def set_one(path, leaf):
+        if _field(path) in COUNTERS and getattr(leaf, "dtype", None) == jnp.int32:
+            return jnp.full(leaf.shape, value, jnp.int32)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(set_one, state)
+
+
+def counters(state) -> dict[str, int]:
+    """``{path: value}`` of the int32 counters of ``state``."""
+    return {
+        jax.tree_util.keystr(path): int(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+        if _field(path) in COUNTERS and getattr(leaf, "dtype", None) == jnp.int32
+    }
+
+
 # --------------------------------------------------------------------------- the tiny model
 
 

@@ -1,9 +1,11 @@
 """Counters saturate at 2**31 - 1 and schedules stay exact at steps >= 10**9 (issue 9.3).
 
-* **Every optimizer** starts from its initial state with every int32 counter (``count``,
-  Newton's ``fallbacks``, BFGS's ``curvature_pairs``, the metric schedulers' ``count`` and
-  bad/good-epoch counts) set to ``2**31 - 3`` and takes four steps: the counters end at
-  ``2**31 - 1``, never wrap negative, and the parameters stay finite.
+* **Every optimizer**: its int32 counters (``count``, Newton's ``fallbacks``, BFGS's
+  ``curvature_pairs``, the metric schedulers' ``count`` and bad/good-epoch counts) set to
+  ``2**31 - 3`` after 1000 steps, four more steps end at ``2**31 - 1``, never negative, with
+  finite parameters. That check runs in ``test_no_retrace.py``, in the very step compiled
+  for its 1000-step run, so that it costs no compile of its own and also shows that the
+  saturation does not recompile.
 * **Against the references at the limit** (float64): torch's Adam, AdamW (AMSGrad), NAdam,
   Adagrad (with ``lr_decay``) and HF's Adafactor, their ``step`` preset to ``2**31 - 3`` with
   zero statistics, and optlib with its counts at the same value, take three steps on the
@@ -37,66 +39,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity import ATOL_PEAK_F32, RTOL_F32, assert_trace_close, make_torch_optimizer, torch
+from parity import ATOL_PEAK_F32, RTOL_F32, make_torch_optimizer, torch
 
 import optlib
-from reliability_cases import (
-    INT32_MAX,
-    OPTIMIZER_CASES,
-    case_ids,
-    init_params,
-    make_batches,
-    split_batches,
-    train_step,
-)
+from reliability_cases import INT32_MAX, counters, set_counters
 
 transformers = pytest.importorskip("transformers", reason="HF references need transformers")
 
 NEAR = INT32_MAX - 2  # start: two exact steps, then saturation
-COUNTERS = ("count", "fallbacks", "curvature_pairs", "num_bad_epochs", "num_good_epochs")
-BATCHES = split_batches(make_batches(jax.random.key(2), 4))
-
-
-def _field(path) -> str | None:
-    return getattr(path[-1], "name", None)
-
-
-def set_counters(state, value: int):
-    """``state`` with its int32 scalar counters (``COUNTERS``) set to ``value``."""
-
-    def set_one(path, leaf):
-        if _field(path) in COUNTERS and getattr(leaf, "dtype", None) == jnp.int32:
-            return jnp.full(leaf.shape, value, jnp.int32)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(set_one, state)
-
-
-def counters(state) -> dict[str, int]:
-    return {
-        jax.tree_util.keystr(path): int(leaf)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
-        if _field(path) in COUNTERS and getattr(leaf, "dtype", None) == jnp.int32
-    }
-
-
-@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=case_ids(OPTIMIZER_CASES))
-def test_counters_saturate_instead_of_wrapping(case):
-    tx = case.make()
-    step = jax.jit(lambda params, state, batch: train_step(tx, params, state, batch))
-    params = init_params(jax.random.key(0))
-    state = set_counters(tx.init(params), INT32_MAX - 3)
-    assert counters(state), "no counter found"
-    for index in range(4):
-        params, state, _ = step(params, state, BATCHES[index])
-        assert all(value >= 0 for value in counters(state).values()), counters(state)
-    steps_taken = {path: value for path, value in counters(state).items()
-                   if "bad_epochs" not in path and "good_epochs" not in path
-                   and "fallbacks" not in path}
-    assert steps_taken and all(value == INT32_MAX for value in steps_taken.values()), counters(
-        state
-    )
-    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params))
 
 
 # ------------------------------------------------------------ optimizers vs the references
@@ -229,9 +179,9 @@ def test_greedy_counters_near_the_limit_match_hf():
 HYPOTHESIS = settings(max_examples=12, deadline=None, derandomize=True, database=None)
 LR = 0.1
 BIG = st.integers(1, INT32_MAX)
-FAR_STEPS = st.lists(st.integers(10**9, INT32_MAX), min_size=4, max_size=4).map(
-    lambda steps: sorted(set(steps + [10**9, INT32_MAX]))
-)
+FAR_STEPS = st.lists(  # always six steps: one shape, so eager ops compile once
+    st.integers(10**9 + 1, INT32_MAX - 1), min_size=4, max_size=4, unique=True
+).map(lambda steps: sorted(steps + [10**9, INT32_MAX]))
 GAMMA = st.floats(0.5, 1.0)
 
 
@@ -296,6 +246,13 @@ def torch_closed_form(name: str, kwargs: dict, steps: list[int]) -> np.ndarray:
     return np.asarray(values, np.float64)
 
 
+def assert_close_far_out(ours, reference, label: str) -> None:
+    """The parity tolerances of ``tests/parity.py``, the absolute one relative to the base lr
+    (far out a decayed reference may hold only tiny values)."""
+    np.testing.assert_allclose(ours, reference, rtol=RTOL_F32, atol=ATOL_PEAK_F32 * LR,
+                               err_msg=label)
+
+
 def ours_at(schedule, steps: list[int]) -> np.ndarray:
     return np.asarray(jax.vmap(schedule)(jnp.asarray(steps, jnp.int32)), np.float64)
 
@@ -308,8 +265,8 @@ def test_torch_schedules_far_out_equal_torch_closed_form(name):
         if name == "OneCycleLR":
             steps = [min(step, kwargs["total_steps"]) for step in steps]
         schedule = optlib.get_scheduler(name, learning_rate=LR, **kwargs)
-        assert_trace_close(ours_at(schedule, steps), torch_closed_form(name, kwargs, steps),
-                           rtol=RTOL_F32, atol_peak=ATOL_PEAK_F32, label=f"{name} {kwargs}")
+        assert_close_far_out(ours_at(schedule, steps), torch_closed_form(name, kwargs, steps),
+                             f"{name} {kwargs}")
 
     check()
 
@@ -368,7 +325,6 @@ def test_hf_schedules_far_out_equal_transformers_lambda(name):
         schedule = optlib.get_scheduler(name, learning_rate=LR, **standard, **specific)
         lr_lambda = hf_lambda(name, config)
         reference = np.asarray([LR * lr_lambda(step) for step in steps])
-        assert_trace_close(ours_at(schedule, steps), reference, rtol=RTOL_F32,
-                           atol_peak=ATOL_PEAK_F32, label=f"{name} {config}")
+        assert_close_far_out(ours_at(schedule, steps), reference, f"{name} {config}")
 
     check()

@@ -3,15 +3,17 @@
 torch needs ``differentiable=True`` to let autograd through ``optimizer.step()``; in JAX every
 optlib update is a pure function, so ``jax.grad`` goes through a few updates. For every
 optimizer, the meta-objective is the loss on a held-out batch after three updates on three
-training batches, as a function of the learning rate (meta-learning of the learning rate),
-built two ways:
+training batches, as a function of the learning rate (meta-learning of the learning rate):
 
-* **closure**: the optimizer is constructed inside the differentiated function, with the
-  traced learning rate as its ``learning_rate`` (metric-driven rates: the initial rate);
-* **inject_hyperparams**: ``optax.inject_hyperparams(optlib.<opt>)(...)``, the traced rate
-  written into ``state.hyperparams["learning_rate"]``.
+* through ``optax.inject_hyperparams(optlib.<opt>)(...)``, the usual way to meta-learn
+  optax hyperparameters: the traced rate is written into ``state.hyperparams`` and
+  ``inject_hyperparams`` builds the optimizer with it at every update (so the constructors
+  take traced arguments too);
+* for the metric-driven rates, whose rate lives in the scheduler's state: the optimizer is
+  built inside the differentiated function with the traced initial rate.
 
-``jax.grad`` must equal central finite differences of the same jitted function, in float64.
+``jax.grad`` must equal central finite differences of the same jitted function, in float64
+(one compile per optimizer; the three updates are a ``lax.scan``).
 Adafactor with ``relative_step=True`` owns its rate: there the derivative is taken with
 respect to a scale of the initial parameters instead. ``newton`` and ``bfgs`` run without a
 line search (``linesearch=None``) and ``newton`` with its dense Hessian: optax's line searches
@@ -35,7 +37,6 @@ from reliability_cases import (
     init_params,
     make_batches,
     objective,
-    split_batches,
     train_step,
 )
 
@@ -62,61 +63,67 @@ WITH_RATE = [case for case in CASES if case.learning_rate is not None]
 
 
 def data():
-    batches = split_batches(make_batches(jax.random.key(5), UPDATES + 1, jnp.float64))
-    return init_params(jax.random.key(0), jnp.float64), batches[:UPDATES], batches[UPDATES]
+    """Float64 params, the training batches stacked (one per update), a held-out batch."""
+    x, y = make_batches(jax.random.key(5), UPDATES + 1, jnp.float64)
+    held_out = (x[UPDATES], y[UPDATES])
+    return init_params(jax.random.key(0), jnp.float64), (x[:UPDATES], y[:UPDATES]), held_out
 
 
 def unrolled(tx, params, state, train_batches, held_out):
-    """The held-out loss after one update per training batch."""
-    for batch in train_batches:
-        params, state, _ = train_step(tx, params, state, batch)
+    """The held-out loss after one update per training batch (a ``lax.scan``)."""
+
+    def body(carry, batch):
+        params, state, _ = train_step(tx, *carry, batch)
+        return (params, state), None
+
+    (params, _), _ = jax.lax.scan(body, (params, state), train_batches)
     return objective(params, held_out)
 
 
-def assert_matches_finite_differences(meta_loss, theta: float) -> None:
-    """``jax.grad`` vs central differences with Richardson extrapolation (error O(h**4))."""
-    value_and_grad = jax.jit(jax.value_and_grad(meta_loss))
-    value, grad = value_and_grad(jnp.float64(theta))
+def assert_match_finite_differences(meta_losses: dict, theta: float) -> None:
+    """For each ``theta -> loss``: ``jax.grad`` vs central differences with Richardson
+    extrapolation (error O(h**4)). All variants in one compile."""
+    value_and_grads = jax.jit(
+        lambda t: {name: jax.value_and_grad(loss)(t) for name, loss in meta_losses.items()}
+    )
+    at_theta = value_and_grads(jnp.float64(theta))
 
     def central(h):
-        plus, _ = value_and_grad(jnp.float64(theta + h))
-        minus, _ = value_and_grad(jnp.float64(theta - h))
-        return (float(plus) - float(minus)) / (2 * h)
+        plus, minus = value_and_grads(jnp.float64(theta + h)), value_and_grads(
+            jnp.float64(theta - h))
+        return {name: (float(plus[name][0]) - float(minus[name][0])) / (2 * h)
+                for name in meta_losses}
 
     h = RELATIVE_STEP * theta
-    finite_difference = (4 * central(h / 2) - central(h)) / 3
-    assert np.isfinite(float(value)) and np.isfinite(float(grad))
-    assert abs(float(grad)) > 1e-8, "the meta-gradient should not vanish here"
-    np.testing.assert_allclose(float(grad), finite_difference, rtol=RTOL, atol=1e-12)
+    coarse, fine = central(h), central(h / 2)
+    for name, (value, grad) in at_theta.items():
+        finite_difference = (4 * fine[name] - coarse[name]) / 3
+        assert np.isfinite(float(value)) and np.isfinite(float(grad)), name
+        assert abs(float(grad)) > 1e-8, f"{name}: the meta-gradient should not vanish here"
+        np.testing.assert_allclose(float(grad), finite_difference, rtol=RTOL, atol=1e-12,
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize("case", WITH_RATE, ids=case_ids(WITH_RATE))
-def test_meta_gradient_of_the_learning_rate_through_the_constructor(case, x64):
+def test_meta_gradient_of_the_learning_rate(case, x64):
     params, train_batches, held_out = data()
+    if case.metric_driven:  # its rate lives in the scheduler's state: build it with the tracer
 
-    def meta_loss(learning_rate):
-        tx = case.make(learning_rate)
-        return unrolled(tx, params, tx.init(params), train_batches, held_out)
+        def meta_loss(learning_rate):
+            tx = case.make(learning_rate)
+            return unrolled(tx, params, tx.init(params), train_batches, held_out)
 
-    assert_matches_finite_differences(meta_loss, case.learning_rate)
+    else:  # the usual way, which also builds the optimizer with the traced rate at each update
+        injected = optax.inject_hyperparams(case.factory, static_args=case.static_args)(
+            learning_rate=case.learning_rate, **case.kwargs
+        )
 
+        def meta_loss(learning_rate):
+            state = injected.init(params)
+            state.hyperparams["learning_rate"] = learning_rate
+            return unrolled(injected, params, state, train_batches, held_out)
 
-INJECTABLE = [case for case in WITH_RATE if not case.metric_driven]
-
-
-@pytest.mark.parametrize("case", INJECTABLE, ids=case_ids(INJECTABLE))
-def test_meta_gradient_of_the_learning_rate_through_inject_hyperparams(case, x64):
-    params, train_batches, held_out = data()
-    tx = optax.inject_hyperparams(case.factory, static_args=case.static_args)(
-        learning_rate=case.learning_rate, **case.kwargs
-    )
-
-    def meta_loss(learning_rate):
-        state = tx.init(params)
-        state.hyperparams["learning_rate"] = learning_rate
-        return unrolled(tx, params, state, train_batches, held_out)
-
-    assert_matches_finite_differences(meta_loss, case.learning_rate)
+    assert_match_finite_differences({case.name: meta_loss}, case.learning_rate)
 
 
 OWN_RATE = [case for case in CASES if case.learning_rate is None]
@@ -131,4 +138,4 @@ def test_gradient_with_respect_to_the_initial_parameters(case, x64):
         start = jax.tree.map(lambda p: scale * p, params)
         return unrolled(tx, start, tx.init(start), train_batches, held_out)
 
-    assert_matches_finite_differences(meta_loss, 1.0)
+    assert_match_finite_differences({"initial parameters": meta_loss}, 1.0)

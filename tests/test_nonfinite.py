@@ -148,19 +148,19 @@ def test_nonfinite_metrics_match_hf_greedy_lr(options, metrics):
 
 
 @pytest.mark.parametrize("scheduler", ["reduce_lr_on_plateau", "greedy_lr"])
-@pytest.mark.parametrize("metric", [math.nan, math.inf, -math.inf])
-def test_update_with_nonfinite_value_scales_by_the_current_rate(scheduler, metric):
+def test_update_with_nonfinite_value_scales_by_the_current_rate(scheduler):
     tx = optlib.adam(getattr(optlib, scheduler)(LEARNING_RATE, patience=0))
     params = init_params(jax.random.key(0))
-    state = tx.init(params)
+    initial = tx.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
     update = jax.jit(tx.update)
-    expected_updates, _ = update(grads, state, params, value=jnp.float32(1.0))
-    updates, state = update(grads, state, params, value=jnp.float32(metric))
-    for ours, expected in zip(jax.tree.leaves(updates), jax.tree.leaves(expected_updates)):
-        np.testing.assert_array_equal(ours, expected)  # the rate before the metric is seen
-    rate = float(optlib.current_learning_rate(state))
-    assert math.isfinite(rate) and rate > 0
+    expected_updates, _ = update(grads, initial, params, value=jnp.float32(1.0))
+    for metric in (math.nan, math.inf, -math.inf):
+        updates, state = update(grads, initial, params, value=jnp.float32(metric))
+        for ours, expected in zip(jax.tree.leaves(updates), jax.tree.leaves(expected_updates)):
+            np.testing.assert_array_equal(ours, expected)  # the rate before the metric is seen
+        rate = float(optlib.current_learning_rate(state))
+        assert math.isfinite(rate) and rate > 0, (metric, rate)
 
 
 # ------------------------------------------------------------------------------- gradients
