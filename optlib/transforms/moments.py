@@ -264,9 +264,16 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
         d_t     = rho * d_{t-1} + (1 - rho) * delta_t**2
         u_t     = delta_t
 
-    This is ``optax.scale_by_adadelta``, which computes exactly torch's formula, reused with
-    float32 statistics for bf16/fp16 (``in_statistics_dtype``). torch multiplies ``delta`` by
-    ``lr`` (default 1.0): ``apply_learning_rate(lr)`` does.
+    The state is ``optax.ScaleByAdaDeltaState``, float32 for bf16/fp16 params
+    (``in_statistics_dtype``). torch multiplies ``delta`` by ``lr`` (default 1.0):
+    ``apply_learning_rate(lr)`` does.
+
+    Why not ``optax.scale_by_adadelta``: on CPU, XLA rewrites its ``a / sqrt(b)`` into
+    ``a * rsqrt(b)`` and writes that ``rsqrt`` to memory as an extra array; XLA:CPU's rsqrt is
+    not correctly rounded (~0.7% of the entries differ from torch after one step) and ~3x
+    slower than sqrt. Here ``sqrt(v_t + eps)`` is materialized behind an optimization barrier
+    on CPU, so the division stays a division, as in torch (1.4x faster on a 4096x4096
+    matrix). Other backends fuse the whole update; there the barrier is left out.
 
     Args:
       rho: coefficient of the running averages, in [0, 1].
@@ -277,7 +284,28 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
     """
     rho = check_interval("rho", rho, 0.0, 1.0)
     eps = check_non_negative("eps", eps)
-    return in_statistics_dtype(optax.scale_by_adadelta(rho=rho, eps=eps))
+
+    def init_fn(params):
+        return optax.ScaleByAdaDeltaState(
+            e_g=jax.tree.map(jnp.zeros_like, params), e_x=jax.tree.map(jnp.zeros_like, params)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        keep_division = jax.default_backend() == "cpu"
+
+        def leaf(g, square_avg, acc_delta):
+            square_avg = _decay_add_square(square_avg, g, rho)
+            std = jnp.sqrt(square_avg + eps)
+            if keep_division:
+                std = jax.lax.optimization_barrier(std)
+            delta = jnp.sqrt(acc_delta + eps) / std * g
+            return delta, square_avg, _decay_add_square(acc_delta, delta, rho)
+
+        updates, e_g, e_x = map_leaves(leaf, updates, state.e_g, state.e_x)
+        return updates, optax.ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
+
+    return in_statistics_dtype(optax.GradientTransformation(init_fn, update_fn))
 
 
 # ---------------------------------------------------------------------------------------------
