@@ -56,9 +56,10 @@ def _update_tables(results: dict) -> list[str]:
             f"{_mib(problem['bytes'])} MiB of params)",
             "",
             "| optimizer | optlib ms | optax ms | torch ms | optlib/optax | torch/optlib "
-            "| roofline optlib | roofline optax | roofline torch | state MiB optlib/optax/torch "
+            "| roofline optlib | roofline optax | roofline torch | XLA bytes / one-pass "
+            "(optlib, optax) | optlib program bandwidth / copy | state MiB optlib/optax/torch "
             "| optax twin |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for row in rows:
             times, roof, state = row["times"], row["roofline"], row["state_bytes"]
@@ -73,7 +74,9 @@ def _update_tables(results: dict) -> list[str]:
                 f"| {row['optimizer']} | {_ms(times['optlib']['median_s'])} | "
                 f"{_ms(times['optax']['median_s'])} | {torch_ms} | "
                 f"{row['optlib_over_optax']:.2f} | {torch_ratio} | {roof['optlib']:.2f} | "
-                f"{roof['optax']:.2f} | {torch_roof} | {states} | {twin} |"
+                f"{roof['optax']:.2f} | {torch_roof} | {row['xla_over_one_pass']['optlib']:.2f}, "
+                f"{row['xla_over_one_pass']['optax']:.2f} | "
+                f"{row['program_bandwidth']['optlib']:.2f} | {states} | {twin} |"
             )
     return lines
 
@@ -187,7 +190,11 @@ def markdown(results: dict) -> str:
             "with params and state donated; torch is `torch.optim.X(foreach=True)`. Roofline: "
             "(2 x params + grads + 2 x state bytes) / time, as a fraction of the copy bandwidth "
             "(`x <- -x` on a buffer of the problem's size, jitted, donated) timed in the same "
-            "rounds. torch/optlib >= 1.5 means optlib is at least 0.5x faster than torch.",
+            "rounds. torch/optlib >= 1.5 means optlib is at least 0.5x faster than torch. "
+            "XLA bytes: what the compiled program reads and writes, kernel by kernel (XLA:CPU "
+            "writes each output of an update in its own loop, so the one-pass roofline is out "
+            "of reach: Adam's ceiling is 1/1.43 = 0.70); program bandwidth / copy ~ 1 means the "
+            "program runs at memory speed, < 1 that it is compute-bound.",
         ]
         lines += _update_tables(results)
     if "memory" in results:

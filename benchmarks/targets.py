@@ -66,7 +66,12 @@ def evaluate(results: dict) -> list[dict]:
     ]
     lowest = _worst(tree_rows, _roofline, min)
     if lowest:
-        low = [r["optimizer"] for r in tree_rows if _roofline(r) < ROOFLINE_TARGET]
+        low = [
+            f"{r['optimizer']} {_roofline(r):.2f} (XLA program ceiling "
+            f"{1 / r['xla_over_one_pass']['optlib']:.2f})"
+            for r in tree_rows
+            if _roofline(r) < ROOFLINE_TARGET
+        ]
         targets.append(
             _target(
                 "optlib fraction of the copy roofline on the tree (elementwise optimizers)",

@@ -74,6 +74,8 @@ def test_update_rows_time_optlib_optax_and_torch_on_both_problems(smoke_run):
         assert _positive_finite(row["optlib_over_optax"])
         assert _positive_finite(row["torch_over_optlib"])
         assert all(_positive_finite(value) for value in row["roofline"].values())
+        # The compiled program cannot move less than the one-pass bytes.
+        assert all(ratio >= 1 - 1e-6 for ratio in row["xla_over_one_pass"].values()), row
         # One-pass traffic: 3x the params (read p and g, write p) plus state read and written.
         assert row["bytes_per_update"]["optlib"] == 3 * row["param_bytes"] + 2 * row[
             "state_bytes"
