@@ -2,7 +2,7 @@
 
 A two-layer MLP regression with parameters, data, loss and gradients in bfloat16 or float16,
 trained for 1000 steps inside one jitted ``lax.scan`` per optimizer (both dtypes in one
-compile). For every optimizer (metric-driven learning rates included):
+compile). For every optimizer (a metric-driven learning rate included):
 
 * no NaN or Inf: in the losses of all 1000 steps and in the final parameters;
 * the parameters stay in their dtype, and the updates come out in it (checked while
@@ -69,7 +69,13 @@ def train(tx, params, batches):
     return final, state, losses
 
 
-@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=case_ids(OPTIMIZER_CASES))
+# Every optimizer once (Nesterov, AMSGrad and the second metric-driven rate change no dtype
+# handling; each row costs a compile), Adafactor both ways, one metric-driven rate.
+CASES = [case for case in OPTIMIZER_CASES
+         if case.name not in ("sgd_nesterov", "adam_amsgrad", "sgd_greedy_lr")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
 def test_1000_steps_in_bf16_and_fp16(case):
     tx = case.make()
     batch_count = 1 if case.line_search else 8

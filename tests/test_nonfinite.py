@@ -43,7 +43,7 @@ transformers_optimization = pytest.importorskip(
 
 LEARNING_RATE = 0.1
 STEPS = 24  # one length, one compile per scheduler type
-HYPOTHESIS = settings(max_examples=40, deadline=None, derandomize=True, database=None)
+HYPOTHESIS = settings(max_examples=30, deadline=None, derandomize=True, database=None)
 
 finite_metrics = st.floats(-4.0, 4.0, width=32).filter(lambda x: x != 0.0)
 metric_values = st.one_of(

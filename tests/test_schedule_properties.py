@@ -39,7 +39,7 @@ from test_torch_schedules import build_optlib, build_torch
 transformers = pytest.importorskip("transformers", reason="HF parity needs transformers")
 
 HYPOTHESIS = settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     derandomize=True,
     database=None,

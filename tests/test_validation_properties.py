@@ -36,7 +36,7 @@ import optlib
 from optlib.registry import scheduler_entry
 from reliability_cases import schedule_kwargs
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 25
 HYPOTHESIS = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
