@@ -451,3 +451,30 @@ def test_float32_params_keep_float32_state_under_x64(x64):
         after = jax.tree.map(lambda x: x.dtype, new_state)
         assert before == after
         assert all(u.dtype == jnp.float32 for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_sgd_momentum_first_step_copy_keeps_signed_zeros_like_torch(nesterov, scheduled):
+    """torch's first momentum step copies the gradient (b_1 = g); optlib's buffer starts at -0.0
+    so that mu * b + g gives the same bits, -0.0 gradients and parameters included."""
+    values = np.array([0.0, -0.0, 0.0, -0.0, 1.5, -2.0], np.float32)
+    grads = np.array([0.0, -0.0, -0.0, 0.0, -0.0, 0.25], np.float32)
+    grad_sequence = [grads, grads[::-1].copy(), -grads]
+    param = torch.tensor(values.copy(), requires_grad=True)
+    reference = torch.optim.SGD([param], lr=0.5, momentum=0.9, nesterov=nesterov)
+    momentum = (lambda count: jnp.asarray(0.9)) if scheduled else 0.9
+    tx = optlib.sgd(0.5, momentum=momentum, nesterov=nesterov)
+    params = jnp.asarray(values)
+    state = tx.init(params)
+    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    for g in grad_sequence:
+        param.grad = torch.tensor(g)
+        reference.step()
+        params, state = step(params, state, jnp.asarray(g))
+        expected = param.detach().numpy()
+        buffer = reference.state[param]["momentum_buffer"].numpy()
+        np.testing.assert_array_equal(np.asarray(params), expected)
+        np.testing.assert_array_equal(np.signbit(np.asarray(params)), np.signbit(expected))
+        ours = np.asarray(state[2].momentum_buffer)
+        np.testing.assert_array_equal(np.signbit(ours), np.signbit(buffer))

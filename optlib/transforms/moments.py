@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import float_dtype, safe_increment, statistics_dtype
+from optlib._numerics import cast, float_dtype, safe_increment, statistics_dtype
 from optlib._validation import check_bool, check_interval, check_non_negative
 from optlib.transforms.learning_rate import learning_rate_at
 
@@ -172,10 +172,10 @@ def scale_by_adagrad(
         decay = 1 + (_step_number(state.count) - 1) * lr_decay
 
         def leaf(g, acc):
-            g32 = g.astype(acc.dtype)
+            g32 = cast(g, acc.dtype)
             acc = acc + g32 * g32
-            u = g32 / (jnp.sqrt(acc) + eps) / decay.astype(acc.dtype)
-            return u.astype(g.dtype), acc
+            u = g32 / (jnp.sqrt(acc) + eps) / cast(decay, acc.dtype)
+            return cast(u, g.dtype), acc
 
         updates, sums = map_leaves(leaf, updates, state.sum)
         return updates, ScaleByAdagradState(safe_increment(state.count), sums)
@@ -205,7 +205,7 @@ def in_statistics_dtype(inner: optax.GradientTransformation) -> optax.GradientTr
         raise TypeError(f"inner must be an optax.GradientTransformation, got {inner!r}")
 
     def widen(tree):
-        return jax.tree.map(lambda x: x.astype(statistics_dtype(x.dtype)), tree)
+        return jax.tree.map(lambda x: cast(x, statistics_dtype(x.dtype)), tree)
 
     def init_fn(params):
         return inner.init(widen(params))
@@ -213,7 +213,7 @@ def in_statistics_dtype(inner: optax.GradientTransformation) -> optax.GradientTr
     def update_fn(updates, state, params=None):
         wide_params = None if params is None else widen(params)
         new_updates, state = inner.update(widen(updates), state, wide_params)
-        return jax.tree.map(lambda new, old: new.astype(old.dtype), new_updates, updates), state
+        return jax.tree.map(lambda new, old: cast(new, old.dtype), new_updates, updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -377,7 +377,7 @@ def scale_by_adam(
 
         def leaf(g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
             dtype = exp_avg.dtype
-            g32 = g.astype(dtype)
+            g32 = cast(g, dtype)
             exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
             exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
             if amsgrad:
@@ -385,9 +385,9 @@ def scale_by_adam(
                 second = max_exp_avg_sq
             else:
                 second = exp_avg_sq
-            denom = jnp.sqrt(second) / bias_correction2_sqrt.astype(dtype) + eps
-            u = exp_avg / denom / bias_correction1.astype(dtype)
-            return (u.astype(g.dtype), exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
+            denom = jnp.sqrt(second) / cast(bias_correction2_sqrt, dtype) + eps
+            u = exp_avg / denom / cast(bias_correction1, dtype)
+            return (cast(u, g.dtype), exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
 
         moments = (state.exp_avg, state.exp_avg_sq)
         moments += (state.max_exp_avg_sq,) if amsgrad else ()
@@ -469,23 +469,23 @@ def scale_by_nadam(
         b1 = learning_rate_at(beta1, state.count)
         mu = momentum_cache(b1, t)
         mu_next = momentum_cache(b1, t + 1)
-        mu_product = state.mu_product * mu.astype(jnp.float32)
-        product = mu_product.astype(float_dtype())
+        mu_product = state.mu_product * cast(mu, jnp.float32)
+        product = cast(mu_product, float_dtype())
         grad_coefficient = (1.0 - mu) / (1.0 - product)
         average_coefficient = mu_next / (1.0 - product * mu_next)
         bias_correction2 = 1 - beta2**t
 
         def leaf(g, exp_avg, exp_avg_sq):
             dtype = exp_avg.dtype
-            g32 = g.astype(dtype)
+            g32 = cast(g, dtype)
             exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
             exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
-            denom = jnp.sqrt(exp_avg_sq / bias_correction2.astype(dtype)) + eps
+            denom = jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps
             u = (
-                grad_coefficient.astype(dtype) * (g32 / denom)
-                + average_coefficient.astype(dtype) * (exp_avg / denom)
+                cast(grad_coefficient, dtype) * (g32 / denom)
+                + cast(average_coefficient, dtype) * (exp_avg / denom)
             )
-            return u.astype(g.dtype), exp_avg, exp_avg_sq
+            return cast(u, g.dtype), exp_avg, exp_avg_sq
 
         updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
         new_state = ScaleByNadamState(safe_increment(state.count), mu_product, exp_avg, exp_avg_sq)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optlib._numerics import safe_increment, statistics_dtype
+from optlib._numerics import cast, safe_increment, statistics_dtype
 from optlib._validation import check_bool, check_interval, check_non_negative
 from optlib.schedules._core import MomentumSchedule
 from optlib.transforms.learning_rate import learning_rate_at
@@ -62,7 +62,8 @@ class TraceMomentumState(NamedTuple):
       count: int32 updates so far (saturating); indexes a momentum schedule.
       has_buffer: bool scalar, whether the buffer exists yet (torch creates it on the first
         step with a non-zero momentum).
-      momentum_buffer: the buffer, float32 or wider, same tree as the params.
+      momentum_buffer: the buffer, float32 or wider, same tree as the params; it starts as
+        ``-0.0`` (see ``trace_momentum``).
     """
 
     count: jax.Array
@@ -84,8 +85,10 @@ def trace_momentum(
         u_t = g_t + mu * b_t   if nesterov else   b_t
 
     A step whose ``mu`` is 0 leaves the buffer alone and passes ``g_t`` through (torch skips
-    the momentum branch). With ``dampening == 0`` the first-step copy equals ``mu * 0 + g``,
-    so this is also RMSprop's zero-initialised ``buf = mu * buf + g / avg``. optax's
+    the momentum branch). The buffer starts as ``-0.0``, so that with ``dampening == 0`` the
+    first-step copy is ``mu * (-0.0) + g = g`` exactly, signed zeros included: every step is
+    then the one fused ``mu * b + g`` that ``optax.trace`` compiles to, with no per-step select.
+    It is also RMSprop's zero-initialised ``buf = mu * buf + g / avg``. optax's
     ``optax.trace`` has no dampening and no momentum schedule, hence this transform.
 
     A constant ``momentum == 0`` keeps no buffer at all (``optax.identity()``), like torch.
@@ -112,32 +115,29 @@ def trace_momentum(
         return optax.identity()
 
     def init_fn(params):
-        buffer = jax.tree.map(lambda p: jnp.zeros(p.shape, statistics_dtype(p.dtype)), params)
+        buffer = jax.tree.map(lambda p: jnp.full(p.shape, -0.0, statistics_dtype(p.dtype)), params)
         return TraceMomentumState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.bool_), buffer)
 
     undampened = isinstance(dampening, float) and dampening == 0
 
     def update_fn(updates, state, params=None):
         del params
-        mu = learning_rate_at(momentum, state.count)
+        mu = momentum if not varying else learning_rate_at(momentum, state.count)
         active = mu != 0
-        # Undampened, torch's first-step copy b_1 = g is -0.0 * 0 + g, exact for every g (signed
-        # zeros too): the factor on the buffer is chosen once per step, not by a select per leaf.
-        buffer_factor = jnp.where(state.has_buffer, mu, -0.0)
 
         def leaf(g, buf):
-            g32 = g.astype(buf.dtype)
-            m = mu.astype(buf.dtype)
-            if undampened:
-                new_buf = buffer_factor.astype(buf.dtype) * buf + g32
+            g32 = cast(g, buf.dtype)
+            m = cast(jnp.asarray(mu), buf.dtype) if varying else mu
+            if undampened:  # b_1 = mu * (-0.0) + g = g: no select needed (mu >= 0)
+                new_buf = m * buf + g32
             else:
                 continued = m * buf + (1 - dampening) * g32
                 new_buf = jax.lax.select(state.has_buffer, continued, g32)
             step = g32 + m * new_buf if nesterov else new_buf
             if not varying:  # a constant momentum (> 0 here) is always active: no selects
-                return step.astype(g.dtype), new_buf
+                return cast(step, g.dtype), new_buf
             return (
-                jax.lax.select(active, step, g32).astype(g.dtype),
+                cast(jax.lax.select(active, step, g32), g.dtype),
                 jax.lax.select(active, new_buf, buf),
             )
 
