@@ -36,6 +36,7 @@ from flax import serialization as flax_serialization
 from optlib._numerics import float_dtype, safe_increment
 from optlib._state_tree import find_states, map_states, register_learning_rate_state
 from optlib._validation import (
+    check_bool,
     check_choice,
     check_int,
     check_interval,
@@ -285,12 +286,6 @@ def _check_count(name: str, value: Any, *, minimum: int) -> int:
             "optax.inject_hyperparams (wrapping a factory that takes only learning_rate is fine)."
         )
     return check_int(name, value, minimum=minimum)
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
-    return bool(value)
 
 
 def _update_stepping(step_fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:
@@ -640,8 +635,8 @@ def greedy_lr(
     if not isinstance(low, jax.core.Tracer) and not isinstance(high, jax.core.Tracer):
         if low > high:
             raise ValueError(f"min_lr must be <= max_lr, got min_lr={min_lr!r} > max_lr={max_lr!r}")
-    verbose = _check_flag("verbose", verbose)
-    smooth = _check_flag("smooth", smooth)
+    verbose = check_bool("verbose", verbose)
+    smooth = check_bool("smooth", smooth)
 
     def init_fn(params):
         del params

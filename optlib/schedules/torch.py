@@ -33,6 +33,7 @@ import numpy as np
 
 from optlib._numerics import as_float
 from optlib._validation import (
+    check_bool,
     check_callable,
     check_choice,
     check_int,
@@ -94,12 +95,6 @@ def _base_lr(learning_rate) -> float:
 def _gamma(gamma) -> float:
     """A decay factor > 0 (``gamma <= 0`` would zero or flip the sign of the lr)."""
     return check_positive("gamma", gamma)
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
-    return bool(value)
 
 
 def _on_steps(fn: Callable) -> Callable:
@@ -553,7 +548,7 @@ def cyclic_lr(
         check_callable("scale_fn", scale_fn)
         check_choice("scale_mode", scale_mode, ("cycle", "iterations"))
     gamma = _gamma(gamma)
-    cycle_momentum = _check_bool("cycle_momentum", cycle_momentum)
+    cycle_momentum = check_bool("cycle_momentum", cycle_momentum)
     low_momentum, high_momentum = _momentum_pair(base_momentum, max_momentum)
     period = up + down
 
@@ -677,8 +672,8 @@ def one_cycle_lr(
         )
     pct_start = check_interval("pct_start", pct_start, 0.0, 1.0)
     check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
-    cycle_momentum = _check_bool("cycle_momentum", cycle_momentum)
-    three_phase = _check_bool("three_phase", three_phase)
+    cycle_momentum = check_bool("cycle_momentum", cycle_momentum)
+    three_phase = check_bool("three_phase", three_phase)
     low_momentum, high_momentum = _momentum_pair(base_momentum, max_momentum)
     initial = peak / check_positive("div_factor", div_factor)
     final = initial / check_positive("final_div_factor", final_div_factor)
