@@ -29,7 +29,7 @@ class Mode:
       torch_steps: timed steps of torch (slowest by far; the first rounds only).
       compile_leaves: tree sizes of the compile-time suite.
       compile_optimizers: twins whose compile time is measured.
-      compile_repeats: compilations per (size, optimizer, implementation); the median is kept.
+      compile_repeats: compilations per (size, optimizer, implementation); the best is kept.
       schedule_steps: optimizer steps per jitted loop in the schedule suite.
       schedule_repeats: timed loops per schedule.
       optimizers: twins measured in the update suite (None: all).
@@ -68,7 +68,7 @@ FULL = Mode(
     torch_steps=10,
     compile_leaves=(10, 100, 1000),
     compile_optimizers=("adam", "sgd_momentum"),
-    compile_repeats=(3, 3, 2),
+    compile_repeats=(7, 7, 5),
     schedule_steps=4000,
     schedule_repeats=7,
 )

@@ -55,11 +55,12 @@ def _update_tables(results: dict) -> list[str]:
             f"**{problem['description']}** (copy bandwidth {bandwidth:.1f} GB/s; "
             f"{_mib(problem['bytes'])} MiB of params)",
             "",
-            "| optimizer | optlib ms | optax ms | torch ms | optlib/optax | torch/optlib "
+            "| optimizer | optlib ms | optax ms | torch ms | optlib/optax (slower rounds) "
+            "| A/A optax/optax | torch/optlib "
             "| roofline optlib | roofline optax | roofline torch | XLA bytes / one-pass "
             "(optlib, optax) | optlib program bandwidth / copy | state MiB optlib/optax/torch "
             "| optax twin |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for row in rows:
             times, roof, state = row["times"], row["roofline"], row["state_bytes"]
@@ -73,12 +74,17 @@ def _update_tables(results: dict) -> list[str]:
             lines.append(
                 f"| {row['optimizer']} | {_ms(times['optlib']['median_s'])} | "
                 f"{_ms(times['optax']['median_s'])} | {torch_ms} | "
-                f"{row['optlib_over_optax']:.2f} | {torch_ratio} | {roof['optlib']:.2f} | "
+                f"{_paired(row['optlib_vs_optax'])} | {row['aa_control']['ratio']:.3f} | "
+                f"{torch_ratio} | {roof['optlib']:.2f} | "
                 f"{roof['optax']:.2f} | {torch_roof} | {row['xla_over_one_pass']['optlib']:.2f}, "
                 f"{row['xla_over_one_pass']['optax']:.2f} | "
                 f"{row['program_bandwidth']['optlib']:.2f} | {states} | {twin} |"
             )
     return lines
+
+
+def _paired(paired: dict) -> str:
+    return f"{paired['ratio']:.3f} ({paired['slower_rounds']}/{paired['rounds']})"
 
 
 def _memory_table(memory: dict) -> list[str]:
@@ -126,8 +132,8 @@ def _metric_table(metric: dict) -> list[str]:
 def _compile_table(compile_: dict) -> list[str]:
     lines = [
         "| leaves | optimizer | optlib s (trace+lower / XLA) | optax s (trace+lower / XLA) "
-        "| optlib/optax |",
-        "|---:|---|---:|---:|---:|",
+        "| optlib/optax (best) | paired: median (optlib slower) |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for row in compile_["rows"]:
         cells = [
@@ -137,7 +143,7 @@ def _compile_table(compile_: dict) -> list[str]:
         ]
         lines.append(
             f"| {row['leaves']} | {row['optimizer']} | {cells[0]} | {cells[1]} | "
-            f"{row['optlib_over_optax']:.2f} |"
+            f"{row['optlib_over_optax']:.2f} | {_paired(row['paired'])} |"
         )
     return lines
 
@@ -186,6 +192,9 @@ def markdown(results: dict) -> str:
             "",
             f"Median of {meta['steps']} steps (torch: {meta['torch_steps']}) after "
             f"{meta['warmup']} warm-up steps, implementations timed in interleaved rounds; "
+            "optlib/optax is the median of the per-round ratios (both timed in the same round), "
+            "with the number of rounds in which optlib was the slower; the A/A column times optax "
+            "against a second optax in the same rounds (what noise does to identical programs); "
             "JAX steps are one jitted `update` + `apply_updates` "
             "with params and state donated; torch is `torch.optim.X(foreach=True)`. Roofline: "
             "(2 x params + grads + 2 x state bytes) / time, as a fraction of the copy bandwidth "
@@ -287,7 +296,8 @@ def chart(results: dict, path: Path) -> None:
     schedule_rows = results.get("schedules", {}).get("rows", [])
     if schedule_rows:
         axis.barh([row["name"] for row in schedule_rows], [row["ns_per_step"] for row in schedule_rows])
-        axis.set_xlabel("extra ns per jitted Adam step")
+        axis.set_xscale("symlog", linthresh=10)
+        axis.set_xlabel("extra ns per jitted Adam step (symlog)")
         axis.set_title("schedule cost inside a jitted step")
         axis.tick_params(axis="y", labelsize=7)
         axis.invert_yaxis()

@@ -9,6 +9,7 @@ meaningful even when the absolute times drift.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -153,6 +154,36 @@ def summarize(times: list[float]) -> dict[str, float]:
     }
 
 
+def sign_test_p(slower: int, rounds: int) -> float:
+    """One-sided sign test: the chance of ``slower`` or more heads in ``rounds`` fair tosses.
+
+    Under "both implementations take the same time", each paired round is slower for the
+    first one with probability 1/2; a small value means the first one is measurably slower.
+    """
+    return sum(math.comb(rounds, k) for k in range(slower, rounds + 1)) / 2**rounds
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Median over rounds of ``numerator[i] / denominator[i]``, timed in the same round.
+
+    Pairing within a round cancels the load drifts that a ratio of two medians keeps (on a
+    shared 2-core machine the same program's median moves by ~10 % between runs).
+
+    Returns:
+      ``{"ratio", "rounds", "slower_rounds", "p_slower"}``: the median ratio, the number of
+      paired rounds, how many of them had ``numerator`` slower, and the sign test's p-value
+      of that count (< 0.05: measurably slower).
+    """
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    slower = sum(ratio > 1 for ratio in ratios)
+    return {
+        "ratio": statistics.median(ratios),
+        "rounds": len(ratios),
+        "slower_rounds": slower,
+        "p_slower": sign_test_p(slower, len(ratios)),
+    }
+
+
 def interleaved(
     steppers: dict[str, Callable[[], None]],
     warmup: int,
@@ -176,8 +207,9 @@ def interleaved(
       call: runs one step, ``call(name, stepper)`` (default ``stepper()``), e.g. under a guard.
 
     Returns:
-      ``{name: summarize(times)}``, plus ``compile_s`` and ``first_call_s`` for steppers
-      that record them.
+      ``{name: summarize(times)}`` with the per-round times in ``samples_s`` (round order,
+      for ``paired_ratio``), plus ``compile_s`` and ``first_call_s`` for steppers that record
+      them.
     """
     run = call or (lambda name, stepper: stepper())
     for _ in range(warmup):
@@ -196,7 +228,7 @@ def interleaved(
             times[name].append(time.perf_counter() - start)
     results = {}
     for name, stepper in steppers.items():
-        results[name] = summarize(times[name])
+        results[name] = summarize(times[name]) | {"samples_s": times[name]}
         for key in ("compile_s", "first_call_s"):
             value = getattr(stepper, key, None)
             if value is not None:

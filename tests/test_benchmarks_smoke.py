@@ -73,6 +73,12 @@ def test_update_rows_time_optlib_optax_and_torch_on_both_problems(smoke_run):
             assert times["steps"] >= 1
         assert _positive_finite(row["optlib_over_optax"])
         assert _positive_finite(row["torch_over_optlib"])
+        # Paired rounds: optlib vs optax and the A/A control (optax vs a second optax).
+        for paired in (row["optlib_vs_optax"], row["aa_control"]):
+            assert paired["rounds"] == row["times"]["optlib"]["steps"]
+            assert 0 <= paired["slower_rounds"] <= paired["rounds"]
+            assert 0 < paired["p_slower"] <= 1
+        assert row["optlib_over_optax"] == row["optlib_vs_optax"]["ratio"]
         assert all(_positive_finite(value) for value in row["roofline"].values())
         # The compiled program cannot move less than the one-pass bytes.
         assert all(ratio >= 1 - 1e-6 for ratio in row["xla_over_one_pass"].values()), row
@@ -112,6 +118,7 @@ def test_compile_and_schedule_suites_report_each_configuration(smoke_run):
     for row in compile_rows:
         for impl in ("optlib", "optax"):
             assert _positive_finite(row[impl]["total_s"])
+        assert row["paired"]["rounds"] == row["repeats"]
     schedule_rows = results["schedules"]["rows"]
     assert [row["name"] for row in schedule_rows] == ["StepLR", "OneCycleLR", "cosine"]
     assert next(row for row in schedule_rows if row["name"] == "OneCycleLR")["drives_momentum"]
@@ -143,3 +150,25 @@ def test_chart_is_a_png(smoke_run):
     *_, png, _ = smoke_run
     assert png.startswith(PNG_SIGNATURE)
     assert len(png) > 10_000
+
+
+@pytest.mark.parametrize(("slower", "rounds"), [(0, 5), (5, 5), (4, 5), (15, 20), (3, 40)])
+def test_sign_test_is_scipys_binomial_tail(slower, rounds):
+    from scipy import stats
+
+    from benchmarks.timing import sign_test_p
+
+    expected = stats.binomtest(slower, rounds, 0.5, alternative="greater").pvalue
+    assert sign_test_p(slower, rounds) == pytest.approx(expected, rel=1e-12)
+
+
+def test_paired_ratio_pairs_rounds_not_medians():
+    from benchmarks.timing import paired_ratio
+
+    # optlib is 10 % faster in every round, while the load doubles half-way: the paired ratio
+    # stays at 0.9 and optlib is never the slower one.
+    optax = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    optlib = [0.9 * t for t in optax]
+    paired = paired_ratio(optlib, optax)
+    assert paired["ratio"] == pytest.approx(0.9)
+    assert paired["slower_rounds"] == 0 and paired["p_slower"] == 1.0

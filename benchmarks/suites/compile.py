@@ -4,7 +4,9 @@ For each size, a tree of small leaves (2/3 ``32x64`` matrices, 1/3 vectors) and 
 optimizer (so that nothing is cached) are traced and lowered (``jax.jit(step).lower``), then
 compiled by XLA (``.compile()``); both times are kept. optlib and optax alternate within each
 repeat, and the best of the repeats is reported (on a shared machine load only ever adds
-time; every repeat is kept in the JSON).
+time; every repeat is kept in the JSON). Each repeat also gives a paired ratio (optlib and
+optax compiled back to back), and a sign test over the repeats says whether optlib is
+measurably slower to compile.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax
 
 from benchmarks.context import Context
 from benchmarks.problems import leaves_tree
-from benchmarks.timing import optimizer_step
+from benchmarks.timing import optimizer_step, paired_ratio
 from benchmarks.twins import TWINS_BY_NAME
 
 
@@ -53,6 +55,7 @@ def run(context: Context) -> dict:
                     "all_totals_s": [sum(pair) for pair in pairs],
                 }
             row["optlib_over_optax"] = row["optlib"]["total_s"] / row["optax"]["total_s"]
+            row["paired"] = paired_ratio(row["optlib"]["all_totals_s"], row["optax"]["all_totals_s"])
             rows.append(row)
             context.log(
                 f"  optlib {row['optlib']['total_s']:.2f} s, optax {row['optax']['total_s']:.2f} s"

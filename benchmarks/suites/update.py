@@ -1,9 +1,14 @@
 """Update time of every optlib optimizer against its optax twin and torch, and the roofline.
 
-For each problem and optimizer, four steppers run in interleaved rounds: optlib, optax, torch
-(``foreach=True``) and the copy reference (``x <- -x`` on one flat buffer as large as the
-problem). Each JAX step is one jitted ``update`` + ``apply_updates`` with params and state
-donated; gradients are fixed inputs.
+For each problem and optimizer, five steppers run in interleaved rounds: optlib, optax, a
+second optax (the A/A control), torch (``foreach=True``) and the copy reference (``x <- -x``
+on one flat buffer as large as the problem). Each JAX step is one jitted ``update`` +
+``apply_updates`` with params and state donated; gradients are fixed inputs.
+
+**optlib / optax** is the median over rounds of the two times measured in the same round
+(``timing.paired_ratio``), with a sign test of how often optlib was the slower one. The A/A
+control times optax against a second copy of itself in the same rounds: its ratio is what
+noise alone does to a ratio of identical programs on this machine.
 
 **Roofline.** An update must at least read params, grads and state and write params and
 state: ``bytes = 2 * params + grads + 2 * state`` (each implementation's own state). The
@@ -28,7 +33,14 @@ import jax
 from benchmarks.context import Context
 from benchmarks.hlo import entry_traffic
 from benchmarks.problems import tree_leaves
-from benchmarks.timing import CopyStepper, JaxStepper, TorchStepper, interleaved, tree_nbytes
+from benchmarks.timing import (
+    CopyStepper,
+    JaxStepper,
+    TorchStepper,
+    interleaved,
+    paired_ratio,
+    tree_nbytes,
+)
 from benchmarks.twins import TWINS
 
 
@@ -52,6 +64,7 @@ def run(context: Context) -> dict:
             steppers = {
                 "optlib": JaxStepper(twin.optlib(), problem.params, grads),
                 "optax": JaxStepper(twin.optax(), problem.params, grads),
+                "optax_again": JaxStepper(twin.optax(), problem.params, grads),
             }
             if context.torch_device is not None:
                 steppers["torch"] = TorchStepper(
@@ -81,12 +94,14 @@ def run(context: Context) -> dict:
             bytes_per_update = {
                 impl: 3 * param_bytes + 2 * state for impl, state in state_bytes.items()
             }
-            impls = {name: times[name] for name in steppers if name != "copy"}
+            impls = {name: times[name] for name in steppers if name not in ("copy", "optax_again")}
             xla_bytes = {
                 impl: entry_traffic(steppers[impl].compiled.as_text())["bytes"]
                 for impl in ("optlib", "optax")
             }
             optlib_time = times["optlib"]["median_s"]
+            optlib_vs_optax = paired_ratio(times["optlib"]["samples_s"], times["optax"]["samples_s"])
+            control = paired_ratio(times["optax_again"]["samples_s"], times["optax"]["samples_s"])
             row = {
                 "problem": problem.name,
                 "optimizer": twin.name,
@@ -115,7 +130,10 @@ def run(context: Context) -> dict:
                     impl: _bandwidth_fraction(xla_bytes[impl], times[impl]["median_s"], copy_bandwidth)
                     for impl in xla_bytes
                 },
-                "optlib_over_optax": optlib_time / times["optax"]["median_s"],
+                "optlib_over_optax": optlib_vs_optax["ratio"],
+                "optlib_vs_optax": optlib_vs_optax,
+                "optlib_over_optax_of_medians": optlib_time / times["optax"]["median_s"],
+                "aa_control": control,  # optax against a second optax: noise alone
             }
             if "torch" in times:
                 row["torch_over_optlib"] = times["torch"]["median_s"] / optlib_time
@@ -123,7 +141,8 @@ def run(context: Context) -> dict:
             context.log(
                 f"  optlib {optlib_time * 1e3:.2f} ms, optax {times['optax']['median_s'] * 1e3:.2f}"
                 f" ms, torch {times.get('torch', {}).get('median_s', float('nan')) * 1e3:.2f} ms,"
-                f" roofline {row['roofline']['optlib']:.2f}"
+                f" roofline {row['roofline']['optlib']:.2f}, optlib/optax {row['optlib_over_optax']:.3f}"
+                f" (A/A {control['ratio']:.3f})"
             )
             del steppers, copy
             gc.collect()
