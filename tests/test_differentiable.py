@@ -13,7 +13,7 @@ training batches, as a function of the learning rate (meta-learning of the learn
   built inside the differentiated function with the traced initial rate.
 
 ``jax.grad`` must equal central finite differences of the same jitted function, in float64
-(one compile per optimizer; the three updates are a ``lax.scan``).
+(one compile for all optimizers; the three updates are a ``lax.scan``).
 Adafactor with ``relative_step=True`` owns its rate: there the derivative is taken with
 respect to a scale of the initial parameters instead. ``newton`` and ``bfgs`` run without a
 line search (``linesearch=None``) and ``newton`` with its dense Hessian: optax's line searches
@@ -59,7 +59,6 @@ def differentiable_case(case):
 
 
 CASES = [differentiable_case(case) for case in OPTIMIZER_CASES]
-WITH_RATE = [case for case in CASES if case.learning_rate is not None]
 
 
 def data():
@@ -80,62 +79,100 @@ def unrolled(tx, params, state, train_batches, held_out):
     return objective(params, held_out)
 
 
-def assert_match_finite_differences(meta_losses: dict, theta: float) -> None:
-    """For each ``theta -> loss``: ``jax.grad`` vs central differences with Richardson
-    extrapolation (error O(h**4)). All variants in one compile."""
+def finite_difference_check(meta_losses: dict, thetas: dict) -> dict:
+    """For each ``name: theta -> loss``, at ``thetas[name]``: ``(value, jax.grad, central
+    differences with Richardson extrapolation (error O(h**4)))``. All variants in one compile
+    (every theta is an argument of the same jitted function)."""
     value_and_grads = jax.jit(
-        lambda t: {name: jax.value_and_grad(loss)(t) for name, loss in meta_losses.items()}
+        lambda ts: {name: jax.value_and_grad(loss)(ts[name]) for name, loss in meta_losses.items()}
     )
-    at_theta = value_and_grads(jnp.float64(theta))
 
-    def central(h):
-        plus, minus = value_and_grads(jnp.float64(theta + h)), value_and_grads(
-            jnp.float64(theta - h))
-        return {name: (float(plus[name][0]) - float(minus[name][0])) / (2 * h)
-                for name in meta_losses}
+    def at(shift):
+        return value_and_grads({name: jnp.float64(theta + shift * RELATIVE_STEP * theta)
+                                for name, theta in thetas.items()})
 
-    h = RELATIVE_STEP * theta
-    coarse, fine = central(h), central(h / 2)
-    for name, (value, grad) in at_theta.items():
-        finite_difference = (4 * fine[name] - coarse[name]) / 3
-        assert np.isfinite(float(value)) and np.isfinite(float(grad)), name
-        assert abs(float(grad)) > 1e-8, f"{name}: the meta-gradient should not vanish here"
-        np.testing.assert_allclose(float(grad), finite_difference, rtol=RTOL, atol=1e-12,
-                                   err_msg=name)
+    at_theta = at(0.0)
+    plus, minus, plus_half, minus_half = at(1.0), at(-1.0), at(0.5), at(-0.5)
+    results = {}
+    for name, theta in thetas.items():
+        h = RELATIVE_STEP * theta
+        coarse = (float(plus[name][0]) - float(minus[name][0])) / (2 * h)
+        fine = (float(plus_half[name][0]) - float(minus_half[name][0])) / h
+        value, grad = at_theta[name]
+        results[name] = (float(value), float(grad), (4 * fine - coarse) / 3)
+    return results
 
 
-@pytest.mark.parametrize("case", WITH_RATE, ids=case_ids(WITH_RATE))
-def test_meta_gradient_of_the_learning_rate(case, x64):
-    params, train_batches, held_out = data()
+def assert_matches_finite_differences(name: str, result) -> None:
+    """``jax.grad`` vs the extrapolated central differences of ``finite_difference_check``."""
+    value, grad, finite_difference = result
+    assert np.isfinite(value) and np.isfinite(grad), name
+    assert abs(grad) > 1e-8, f"{name}: the meta-gradient should not vanish here"
+    np.testing.assert_allclose(grad, finite_difference, rtol=RTOL, atol=1e-12, err_msg=name)
+
+
+def learning_rate_meta_loss(case, params, train_batches, held_out):
+    """The held-out loss as a function of ``case``'s learning rate."""
     if case.metric_driven:  # its rate lives in the scheduler's state: build it with the tracer
 
         def meta_loss(learning_rate):
             tx = case.make(learning_rate)
             return unrolled(tx, params, tx.init(params), train_batches, held_out)
 
-    else:  # the usual way, which also builds the optimizer with the traced rate at each update
-        injected = optax.inject_hyperparams(case.factory, static_args=case.static_args)(
-            learning_rate=case.learning_rate, **case.kwargs
-        )
+        return meta_loss
+    # the usual way, which also builds the optimizer with the traced rate at each update
+    injected = optax.inject_hyperparams(case.factory, static_args=case.static_args)(
+        learning_rate=case.learning_rate, **case.kwargs
+    )
 
-        def meta_loss(learning_rate):
-            state = injected.init(params)
-            state.hyperparams["learning_rate"] = learning_rate
-            return unrolled(injected, params, state, train_batches, held_out)
+    def meta_loss(learning_rate):
+        state = injected.init(params)
+        state.hyperparams["learning_rate"] = learning_rate
+        return unrolled(injected, params, state, train_batches, held_out)
 
-    assert_match_finite_differences({case.name: meta_loss}, case.learning_rate)
-
-
-OWN_RATE = [case for case in CASES if case.learning_rate is None]
+    return meta_loss
 
 
-@pytest.mark.parametrize("case", OWN_RATE, ids=case_ids(OWN_RATE))
-def test_gradient_with_respect_to_the_initial_parameters(case, x64):
-    params, train_batches, held_out = data()
+def initial_parameters_meta_loss(case, params, train_batches, held_out):
+    """The held-out loss as a function of a scale of the initial parameters."""
     tx = case.make()
 
     def meta_loss(scale):
         start = jax.tree.map(lambda p: scale * p, params)
         return unrolled(tx, start, tx.init(start), train_batches, held_out)
 
-    assert_match_finite_differences({"initial parameters": meta_loss}, 1.0)
+    return meta_loss
+
+
+WITH_RATE = [case for case in CASES if case.learning_rate is not None]
+OWN_RATE = [case for case in CASES if case.learning_rate is None]
+
+
+def all_meta_gradients():
+    """Every case's ``(value, grad, finite difference)``: the learning-rate meta-gradient of
+    each optimizer with a rate, the initial-parameter one of those owning their rate."""
+    params, train_batches, held_out = data()
+    losses, thetas = {}, {}
+    for case in WITH_RATE:
+        key = f"{case.name}: learning rate"
+        losses[key] = learning_rate_meta_loss(case, params, train_batches, held_out)
+        thetas[key] = case.learning_rate
+    for case in OWN_RATE:
+        key = f"{case.name}: initial parameters"
+        losses[key] = initial_parameters_meta_loss(case, params, train_batches, held_out)
+        thetas[key] = 1.0
+    return finite_difference_check(losses, thetas)
+
+
+def test_meta_gradients_of_every_optimizer_match_finite_differences(x64):
+    """All optimizers in one compile (one program per optimizer costs more in all); every
+    case is checked and every failing one is reported."""
+    results = all_meta_gradients()
+    assert len(results) == len(WITH_RATE) + len(OWN_RATE) == len(OPTIMIZER_CASES)
+    failures = []
+    for name, result in results.items():
+        try:
+            assert_matches_finite_differences(name, result)
+        except AssertionError as error:
+            failures.append(str(error))
+    assert not failures, "\n\n".join(failures)
