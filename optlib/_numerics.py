@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 __all__ = ["as_float", "cast", "float_dtype", "safe_increment", "statistics_dtype"]
+
+
+_INT32_MAX = int(jnp.iinfo(jnp.int32).max)
 
 
 def float_dtype() -> jnp.dtype:
@@ -40,6 +42,9 @@ def statistics_dtype(dtype) -> jnp.dtype:
 def safe_increment(count: jax.Array) -> jax.Array:
     """Adds one to an int32 counter, saturating at 2**31 - 1 instead of wrapping.
 
-    This is ``optax.safe_int32_increment``: optax already does exactly this, so we reuse it.
+    The values of ``optax.safe_int32_increment``, written as ``min(count, 2**31 - 2) + 1``:
+    optax's ``jnp.where`` lowers to a nested call that XLA must inline, and a call anywhere
+    in a step makes XLA:CPU's compile of a large tree measurably slower (SGD with 300 leaves:
+    +~0.15 s; see ``benchmarks``), while ``min`` and ``add`` are plain elementwise ops.
     """
-    return optax.safe_int32_increment(count)
+    return jnp.minimum(count, _INT32_MAX - 1) + 1
