@@ -61,7 +61,9 @@ def _rms(x: jax.Array) -> jax.Array:
     """
     mean_square = jnp.mean(jnp.square(x))
     positive = mean_square > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, mean_square, 1)), 0)
+    one, zero = jnp.ones_like(mean_square), jnp.zeros_like(mean_square)
+    # lax.select, not jnp.where: the same values without a nested call per leaf to compile.
+    return jax.lax.select(positive, jnp.sqrt(jax.lax.select(positive, mean_square, one)), zero)
 
 
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
