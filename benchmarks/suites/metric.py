@@ -9,6 +9,9 @@ jitted Adam steps run in interleaved rounds, all taking the same inputs
   ``update(..., value=metric)``;
 * ``adam+greedy_lr``: ``optlib.adam(optlib.greedy_lr(1e-3))`` likewise.
 
+The overhead is the median over rounds of each variant's time over the plain Adam step's in
+the same round (``timing.paired_ratio``), minus one.
+
 The timed steps run under ``jax.transfer_guard("disallow")``: any host<->device transfer in a
 step raises, and is counted (then the step is redone outside the guard). The compiled step is
 also searched for host callbacks, infeed/outfeed and send/recv. A positive control (a numpy
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import re
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +31,7 @@ import numpy as np
 import optlib
 from benchmarks.context import Context
 from benchmarks.problems import Problem
-from benchmarks.timing import JaxStepper, interleaved
+from benchmarks.timing import JaxStepper, interleaved, paired_ratio
 
 _HOST_OPS = re.compile(r"callback|outfeed|infeed|\bsend\b|\brecv\b|host", re.IGNORECASE)
 _METADATA = re.compile(r"metadata=\{[^}]*\}")
@@ -107,16 +111,20 @@ def run(context: Context) -> dict:
                 refused[name] += _guarded_call(stepper)
 
         times = interleaved(steppers, context.mode.warmup, steps, call=guarded)
-        base = times["adam"]["median_s"]
+        base = times["adam"]["samples_s"]
         for name, stepper in steppers.items():
             summary = times[name]
+            # Paired with the plain Adam step of the same round (see timing.paired_ratio).
+            paired = paired_ratio(summary["samples_s"], base)
+            extra = statistics.median(a - b for a, b in zip(summary["samples_s"], base))
             rows.append(
                 {
                     "problem": problem.name,
                     "variant": name,
                     "times": summary,
-                    "overhead": summary["median_s"] / base - 1,
-                    "overhead_us": (summary["median_s"] - base) * 1e6,
+                    "overhead": paired["ratio"] - 1,
+                    "overhead_us": extra * 1e6,
+                    "paired": paired,
                     "state_arrays": len(jax.tree.leaves(stepper.state)),
                     "guarded_steps": steps,
                     "host_transfers_per_step": refused[name] / steps,
