@@ -21,6 +21,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -60,6 +61,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown suites {unknown}; choose from {', '.join(SUITES)}")
     return args
+
+
+def _command_line(argv: list[str]) -> str:
+    """The command as typed, quoted, with a ``--note``'s text elided (the report shows it)."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            shown.append("'...'")
+            skip = False
+        elif arg == "--note":
+            shown.append(arg)
+            skip = True
+        elif arg.startswith("--note="):
+            shown.append("--note='...'")
+        else:
+            shown.append(shlex.quote(arg))
+    return " ".join(["python -m benchmarks", *shown])
 
 
 def _cpu_model() -> str:
@@ -142,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch_threads = torch.get_num_threads()
-    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = _command_line(sys.argv[1:] if argv is None else argv)
     results: dict = {
         "meta": {
             "mode": mode.name,
