@@ -81,12 +81,12 @@ QUICK = Mode(
     vocab=2048,
     context=256,
     warmup=2,
-    steps=20,
-    torch_steps=10,
+    steps=15,
+    torch_steps=8,
     compile_leaves=(10, 100, 1000),
-    compile_optimizers=("adam",),
-    compile_repeats=(3, 2, 1),
-    schedule_steps=2000,
+    compile_optimizers=("sgd_momentum",),
+    compile_repeats=(3, 3, 1),
+    schedule_steps=1000,
     schedule_repeats=5,
 )
 

@@ -7,8 +7,8 @@ on one flat buffer as large as the problem). Each JAX step is one jitted ``updat
 
 **optlib / optax** is the median over rounds of the two times measured in the same round
 (``timing.paired_ratio``), with a sign test of how often optlib was the slower one. The A/A
-control times optax against a second copy of itself in the same rounds: its ratio is what
-noise alone does to a ratio of identical programs on this machine.
+control times optax's compiled step on a second set of buffers in the same rounds: its ratio
+is what noise alone does to a ratio of identical programs on this machine.
 
 **Roofline.** An update must at least read params, grads and state and write params and
 state: ``bytes = 2 * params + grads + 2 * state`` (each implementation's own state). The
@@ -61,10 +61,11 @@ def run(context: Context) -> dict:
         grads = jax.device_put(problem.grads)
         for twin in _selected_twins(context):
             context.log(f"update: {twin.name} on {problem.description}")
+            optax_stepper = JaxStepper(twin.optax(), problem.params, grads)
             steppers = {
                 "optlib": JaxStepper(twin.optlib(), problem.params, grads),
-                "optax": JaxStepper(twin.optax(), problem.params, grads),
-                "optax_again": JaxStepper(twin.optax(), problem.params, grads),
+                "optax": optax_stepper,
+                "optax_again": JaxStepper(twin.optax(), problem.params, grads, like=optax_stepper),
             }
             if context.torch_device is not None:
                 steppers["torch"] = TorchStepper(
