@@ -26,17 +26,31 @@ def _worst(rows, key, pick):
     return pick(rows, key=key)
 
 
-def _measurably_slower(paired: dict) -> bool:
-    return paired["ratio"] > 1 and paired["p_slower"] < SIGNIFICANCE
+def _paired(row: dict) -> dict:
+    """The row's paired optlib/optax comparison (update rows and compile rows name it apart)."""
+    return row.get("optlib_vs_optax") or row["paired"]
 
 
 def _paired_label(row: dict) -> str:
-    paired = row.get("optlib_vs_optax") or row["paired"]
+    paired = _paired(row)
     name = f"{row['optimizer']}/{row['problem']}" if "problem" in row else row["optimizer"]
     return (
         f"{name} {paired['ratio']:.3f} (slower in {paired['slower_rounds']}/{paired['rounds']}, "
         f"p={paired['p_slower']:.2g})"
     )
+
+
+def _judge_against_noise(rows: list[dict]) -> tuple[list[dict], str]:
+    """Rows measurably slower than optax (sign test), and a line naming every row above 1."""
+    over = [row for row in rows if row["optlib_over_optax"] > 1]
+    slower = [row for row in over if _paired(row)["p_slower"] < SIGNIFICANCE]
+    within = [row for row in over if row not in slower]
+    detail = []
+    if slower:
+        detail.append("measurably slower: " + ", ".join(map(_paired_label, slower)))
+    if within:
+        detail.append("above 1 within noise: " + ", ".join(map(_paired_label, within)))
+    return slower, "; ".join(detail)
 
 
 def _roofline(row: dict) -> float:
@@ -49,15 +63,8 @@ def evaluate(results: dict) -> list[dict]:
     update = results.get("update", {}).get("rows", [])
     worst = _worst(update, lambda row: row["optlib_over_optax"], max)
     if worst:
-        over = [row for row in update if row["optlib_over_optax"] > 1]
-        slower = [row for row in over if _measurably_slower(row["optlib_vs_optax"])]
+        slower, detail = _judge_against_noise(update)
         noise = max(abs(row["aa_control"]["ratio"] - 1) for row in update)
-        detail = []
-        if slower:
-            detail.append("measurably slower: " + ", ".join(map(_paired_label, slower)))
-        if len(over) > len(slower):
-            within = [row for row in over if row not in slower]
-            detail.append("above 1 within noise: " + ", ".join(map(_paired_label, within)))
         targets.append(
             _target(
                 "optlib / optax update time, every twin",
@@ -65,7 +72,7 @@ def evaluate(results: dict) -> list[dict]:
                 f"max {worst['optlib_over_optax']:.3f} ({worst['optimizer']}, "
                 f"{worst['problem']}); optax vs itself (A/A): up to {noise:.1%} off 1",
                 not slower,
-                "; ".join(detail),
+                detail,
             )
         )
     with_torch = [row for row in update if "torch_over_optlib" in row]
@@ -137,21 +144,14 @@ def evaluate(results: dict) -> list[dict]:
         largest = max(row["leaves"] for row in compile_rows)
         at_largest = [row for row in compile_rows if row["leaves"] == largest]
         worst = max(at_largest, key=lambda row: row["optlib_over_optax"])
-        over = [row for row in at_largest if row["optlib_over_optax"] > 1]
-        slower = [row for row in over if _measurably_slower(row["paired"])]
-        detail = []
-        if slower:
-            detail.append("measurably slower: " + ", ".join(map(_paired_label, slower)))
-        if len(over) > len(slower):
-            within = [row for row in over if row not in slower]
-            detail.append("above 1 within noise: " + ", ".join(map(_paired_label, within)))
+        slower, detail = _judge_against_noise(at_largest)
         targets.append(
             _target(
                 f"compile time optlib / optax at {largest} leaves",
                 "<= 1.00 (best of the repeats; not measurably slower: sign test over repeats)",
                 f"max {worst['optlib_over_optax']:.2f} ({worst['optimizer']})",
                 not slower,
-                "; ".join(detail),
+                detail,
             )
         )
     return targets
