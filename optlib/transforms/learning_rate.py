@@ -35,7 +35,7 @@ def _step_size(sign: float, learning_rate, count: jax.Array) -> jax.Array | np.n
     a literal, like ``optax.scale``: large trees then trace and compile as fast as optax's.
     """
     if isinstance(learning_rate, (int, float)):
-        return np.asarray(sign * np.asarray(learning_rate, float_dtype()), float_dtype())
+        return np.asarray(sign * learning_rate, float_dtype())  # sign is +-1: exact
     return sign * learning_rate_at(learning_rate, count)
 
 

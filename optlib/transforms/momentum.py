@@ -127,7 +127,7 @@ def trace_momentum(
 
         def leaf(g, buf):
             g32 = cast(g, buf.dtype)
-            m = cast(jnp.asarray(mu), buf.dtype) if varying else mu
+            m = cast(mu, buf.dtype) if varying else mu
             if undampened:  # b_1 = mu * (-0.0) + g = g: no select needed (mu >= 0)
                 new_buf = m * buf + g32
             else:
