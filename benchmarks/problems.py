@@ -124,15 +124,21 @@ def _initial_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) 
 
 def _initialize(shapes: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     return {
-        name: _initialize(value, rng) if isinstance(value, dict) else _initial_value(name, value, rng)
+        name: _initialize(value, rng)
+        if isinstance(value, dict)
+        else _initial_value(name, value, rng)
         for name, value in shapes.items()
     }
 
 
 def tree_problem(width: int, layers: int, vocab: int, context: int, seed: int = 0) -> Problem:
     """The transformer-like tree with random gradients."""
-    params = _initialize(transformer_shapes(width, layers, vocab, context), np.random.default_rng(seed))
-    problem = Problem("tree", "", params, _random_like(params, np.random.default_rng(seed + 1), 1e-2))
+    params = _initialize(
+        transformer_shapes(width, layers, vocab, context), np.random.default_rng(seed)
+    )
+    problem = Problem(
+        "tree", "", params, _random_like(params, np.random.default_rng(seed + 1), 1e-2)
+    )
     problem.description = (
         f"transformer-like tree, {problem.num_leaves} leaves, "
         f"{problem.num_params / 1e6:.1f}M params (d={width}, {layers} layers)"

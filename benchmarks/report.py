@@ -67,7 +67,9 @@ def _update_tables(results: dict) -> list[str]:
             torch_ms = _ms(times["torch"]["median_s"]) if "torch" in times else "-"
             torch_ratio = f"{row['torch_over_optlib']:.2f}" if "torch_over_optlib" in row else "-"
             torch_roof = f"{roof['torch']:.2f}" if "torch" in roof else "-"
-            states = "/".join(_mib(state[i]) if i in state else "-" for i in ("optlib", "optax", "torch"))
+            states = "/".join(
+                _mib(state[i]) if i in state else "-" for i in ("optlib", "optax", "torch")
+            )
             twin = "same math" if row["same_math"] else "differs"
             if row["note"]:
                 twin += f": {row['note']}"
@@ -104,7 +106,8 @@ def _memory_table(memory: dict) -> list[str]:
             )
         lines.append(f"| {optimizer} | " + " | ".join(cells) + " |")
     ratios = ", ".join(
-        f"{memory['problems'][p]}: {ratio:.3%}" for p, ratio in memory["adafactor_over_adam"].items()
+        f"{memory['problems'][p]}: {ratio:.3%}"
+        for p, ratio in memory["adafactor_over_adam"].items()
     )
     return lines + ["", f"Adafactor state / Adam state: {ratios}."]
 
@@ -285,7 +288,9 @@ def chart(results: dict, path: Path) -> None:
         rows = [row for row in compile_rows if row["optimizer"] == optimizer]
         leaves = [row["leaves"] for row in rows]
         for impl, style in (("optlib", "-o"), ("optax", "--s")):
-            axis.plot(leaves, [row[impl]["total_s"] for row in rows], style, label=f"{optimizer} {impl}")
+            axis.plot(
+                leaves, [row[impl]["total_s"] for row in rows], style, label=f"{optimizer} {impl}"
+            )
     if compile_rows:
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -297,7 +302,9 @@ def chart(results: dict, path: Path) -> None:
     axis = axes[1][1]
     schedule_rows = results.get("schedules", {}).get("rows", [])
     if schedule_rows:
-        axis.barh([row["name"] for row in schedule_rows], [row["ns_per_step"] for row in schedule_rows])
+        axis.barh(
+            [row["name"] for row in schedule_rows], [row["ns_per_step"] for row in schedule_rows]
+        )
         axis.set_xscale("symlog", linthresh=10)
         axis.set_xlabel("extra ns per jitted Adam step (symlog)")
         axis.set_title("schedule cost inside a jitted step")

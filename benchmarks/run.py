@@ -35,11 +35,15 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("::")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("::")[0]
+    )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller problems, < 2 minutes")
     size.add_argument(
-        "--smoke", action="store_true", help="tiny problems and subsets (CI test; numbers mean nothing)"
+        "--smoke",
+        action="store_true",
+        help="tiny problems and subsets (CI test; numbers mean nothing)",
     )
     parser.add_argument(
         "--device",
@@ -217,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         results["targets"] = targets.evaluate(results)
         report.write(results, args.out, tag, with_chart=False)
     paths = report.write(results, args.out, tag, with_chart=not args.no_chart)
-    context.log(f"done in {results['meta']['duration_s']:.0f} s: " + ", ".join(map(str, paths.values())))
+    context.log(
+        f"done in {results['meta']['duration_s']:.0f} s: " + ", ".join(map(str, paths.values()))
+    )
     for target in results["targets"]:
         status = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
         print(f"{status:>6}  {target['target']}: {target['measured']} (goal {target['goal']})")

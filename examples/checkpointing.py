@@ -84,7 +84,9 @@ def checkpoint_manager(directory: str, save_every: int) -> ocp.CheckpointManager
 
 def save(manager: ocp.CheckpointManager, step: int, params: Any, opt_state: Any) -> bool:
     """Saves ``{"params", "opt_state"}`` after ``step`` completed steps (if the step is due)."""
-    return manager.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+    return manager.save(
+        step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state})
+    )
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[int, Any, Any]:
@@ -109,9 +111,11 @@ def from_bytes(data: bytes, target: Any) -> tuple[Any, Any]:
     """
     restored = flax.serialization.from_bytes(target, data)
     restored = jax.tree.map(
-        lambda leaf, like: jax.device_put(leaf, like.sharding)
-        if getattr(like, "sharding", None) is not None
-        else jnp.asarray(leaf),
+        lambda leaf, like: (
+            jax.device_put(leaf, like.sharding)
+            if getattr(like, "sharding", None) is not None
+            else jnp.asarray(leaf)
+        ),
         restored,
         target,
     )
@@ -199,15 +203,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, bool]:
         directory = args.directory or scratch
         # 1. The run that "crashes": checkpoints every `save_every` steps, stops at crash_at.
         with checkpoint_manager(directory, args.save_every) as manager:
-            run(step_fn, params, tx.init(params), 0, args.crash_at,
-                on_step=lambda step, p, s: save(manager, step, p, s), log_every=log_every)
+            run(
+                step_fn,
+                params,
+                tx.init(params),
+                0,
+                args.crash_at,
+                on_step=lambda step, p, s: save(manager, step, p, s),
+                log_every=log_every,
+            )
         # 2. A fresh process would start here: restore the latest checkpoint and go on.
         with checkpoint_manager(directory, args.save_every) as manager:
             start, resumed_params, resumed_state = restore_latest(manager, target)
         if not args.quiet:
             print(f"restored step {start} from {directory}; resuming")
-        resumed = run(step_fn, resumed_params, resumed_state, start, args.steps,
-                      log_every=log_every)
+        resumed = run(
+            step_fn, resumed_params, resumed_state, start, args.steps, log_every=log_every
+        )
 
     # 3. The uninterrupted run, keeping the same step in memory as bytes.
     saved = {}
@@ -219,12 +231,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, bool]:
     uninterrupted = run(step_fn, params, tx.init(params), 0, args.steps, on_step=keep_bytes)
     from_memory = run(step_fn, *from_bytes(saved["data"], target), start, args.steps)
 
-    result = {"orbax": bit_identical(resumed, uninterrupted),
-              "flax.serialization": bit_identical(from_memory, uninterrupted)}
+    result = {
+        "orbax": bit_identical(resumed, uninterrupted),
+        "flax.serialization": bit_identical(from_memory, uninterrupted),
+    }
     if not args.quiet:
         for how, same in result.items():
-            print(f"resumed with {how}: params and optimizer state bit-identical to the "
-                  f"uninterrupted run: {same}")
+            print(
+                f"resumed with {how}: params and optimizer state bit-identical to the "
+                f"uninterrupted run: {same}"
+            )
     return result
 
 

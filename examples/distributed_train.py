@@ -49,8 +49,11 @@ def free_port() -> int:
 def worker_environment() -> dict[str, str]:
     """This environment with CPU-only jax, ``LOCAL_DEVICES`` devices, and our import path."""
     env = dict(os.environ)
-    flags = [flag for flag in env.get("XLA_FLAGS", "").split()
-             if not flag.startswith("--xla_force_host_platform_device_count")]
+    flags = [
+        flag
+        for flag in env.get("XLA_FLAGS", "").split()
+        if not flag.startswith("--xla_force_host_platform_device_count")
+    ]
     env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"])
     env["JAX_PLATFORMS"] = "cpu"
     # The workers import what this process can import (optlib from a checkout, too).
@@ -68,14 +71,30 @@ def launch(optimizer: str, steps: int, timeout: float = 120.0) -> list[tuple[flo
     env = worker_environment()
     # Output goes to files, not pipes: a worker blocked on a full pipe would stall the other
     # one inside a collective.
-    logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))
-            for _ in range(NUM_PROCESSES)]
+    logs = [
+        (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(NUM_PROCESSES)
+    ]
     workers = [
         subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", "--process-id", str(index),
-             "--num-processes", str(NUM_PROCESSES), "--coordinator", coordinator,
-             "--optimizer", optimizer, "--steps", str(steps)],
-            env=env, stdout=stdout, stderr=stderr, text=True,
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                "--process-id",
+                str(index),
+                "--num-processes",
+                str(NUM_PROCESSES),
+                "--coordinator",
+                coordinator,
+                "--optimizer",
+                optimizer,
+                "--steps",
+                str(steps),
+            ],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
         )
         for index, (stdout, stderr) in enumerate(logs)
     ]
@@ -97,7 +116,9 @@ def launch(optimizer: str, steps: int, timeout: float = 120.0) -> list[tuple[flo
     for worker, (stdout, stderr) in zip(workers, outputs):
         found = FINAL_LOSS.findall(stdout)
         if worker.returncode != 0 or not found:
-            raise RuntimeError(f"worker exited with {worker.returncode}:\n{stdout}\n{stderr[-4000:]}")
+            raise RuntimeError(
+                f"worker exited with {worker.returncode}:\n{stdout}\n{stderr[-4000:]}"
+            )
         results.append((float(found[-1][2]), stdout))
     return results
 
@@ -129,10 +150,12 @@ def run_worker(args: argparse.Namespace) -> float:
         tx, mesh, example.init_params(), example.make_batches(args.steps)
     )
     # history["lr"]: optlib.current_learning_rate of each step, computed inside the step.
-    print(f"process {jax.process_index()}/{jax.process_count()}: "
-          f"{jax.local_device_count()} local of {jax.device_count()} devices, "
-          f"last lr {history['lr'][-1]:.3e}, final_loss={float(history['loss'][-1])!r}",
-          flush=True)
+    print(
+        f"process {jax.process_index()}/{jax.process_count()}: "
+        f"{jax.local_device_count()} local of {jax.device_count()} devices, "
+        f"last lr {history['lr'][-1]:.3e}, final_loss={float(history['loss'][-1])!r}",
+        flush=True,
+    )
     jax.distributed.shutdown()
     return float(history["loss"][-1])
 

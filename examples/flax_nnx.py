@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -42,8 +41,17 @@ def make_batches(steps: int, batch_size: int, seed: int = 0):
 
 def make_scheduler(name: str, learning_rate: float) -> optax.GradientTransformationExtraArgs:
     if name == "greedy":
-        return optlib.greedy_lr(learning_rate, patience=10, factor=0.9, smooth=True,
-                                window_size=20, min_lr=1e-4, max_lr=0.05, cooldown=5, warmup=5)
+        return optlib.greedy_lr(
+            learning_rate,
+            patience=10,
+            factor=0.9,
+            smooth=True,
+            window_size=20,
+            min_lr=1e-4,
+            max_lr=0.05,
+            cooldown=5,
+            warmup=5,
+        )
     return optlib.reduce_lr_on_plateau(learning_rate, patience=100, factor=0.5, min_lr=1e-4)
 
 

@@ -103,8 +103,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
         history["val_loss"].append(float(val_loss))
         history["learning_rate"].append(float(rate))
         if not args.quiet:
-            print(f"epoch {epoch:3d}  train {float(train_loss):.4f}  val {float(val_loss):.4f}  "
-                  f"lr {float(rate):.2e}")
+            print(
+                f"epoch {epoch:3d}  train {float(train_loss):.4f}  val {float(val_loss):.4f}  "
+                f"lr {float(rate):.2e}"
+            )
     return history
 
 

@@ -128,11 +128,23 @@ def plot(history: dict[str, Any], steps_per_epoch: int, path: pathlib.Path) -> N
     top.set_ylabel("learning rate")
     top.set_yscale("log")
     top.set_title("optlib quickstart: AdamW, linear warm-up, ReduceLROnPlateau")
-    bottom.plot(steps, history["step_loss"], color="tab:gray", alpha=0.5, lw=0.8,
-                label="train loss (per step)")
+    bottom.plot(
+        steps,
+        history["step_loss"],
+        color="tab:gray",
+        alpha=0.5,
+        lw=0.8,
+        label="train loss (per step)",
+    )
     epoch_ends = steps_per_epoch * (np.arange(len(history["val_loss"])) + 1) - 1
-    bottom.plot(epoch_ends, history["val_loss"], "o-", color="tab:red", ms=3,
-                label="validation loss (per epoch)")
+    bottom.plot(
+        epoch_ends,
+        history["val_loss"],
+        "o-",
+        color="tab:red",
+        ms=3,
+        label="validation loss (per epoch)",
+    )
     bottom.set_yscale("log")
     bottom.set_xlabel("step")
     bottom.set_ylabel("cross-entropy")
@@ -164,8 +176,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tx = make_optimizer(args.learning_rate, warmup_steps, args.patience)
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
-    history: dict[str, list] = {"step_loss": [], "step_lr": [], "val_loss": [],
-                                "val_accuracy": [], "lr": []}
+    history: dict[str, list] = {
+        "step_loss": [],
+        "step_lr": [],
+        "val_loss": [],
+        "val_accuracy": [],
+        "lr": [],
+    }
     key = jax.random.PRNGKey(1)
     bar = tqdm(range(args.epochs), desc="training", unit="epoch", disable=args.quiet)
     for epoch in bar:
@@ -178,19 +195,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         history["val_loss"].append(float(val_loss))
         history["val_accuracy"].append(float(accuracy))
         history["lr"].append(rate)
-        bar.set_postfix(loss=f"{float(val_loss):.3f}", acc=f"{float(accuracy):.3f}",
-                        lr=f"{rate:.1e}")
+        bar.set_postfix(
+            loss=f"{float(val_loss):.3f}", acc=f"{float(accuracy):.3f}", lr=f"{rate:.1e}"
+        )
         if not args.quiet:
-            tqdm.write(f"epoch {epoch + 1:3d}  train loss {float(np.mean(losses)):.4f}  "
-                       f"val loss {float(val_loss):.4f}  val acc {float(accuracy):.3f}  "
-                       f"lr {rate:.2e}")
+            tqdm.write(
+                f"epoch {epoch + 1:3d}  train loss {float(np.mean(losses)):.4f}  "
+                f"val loss {float(val_loss):.4f}  val acc {float(accuracy):.3f}  "
+                f"lr {rate:.2e}"
+            )
 
     output = pathlib.Path(args.output)
     plot(history, steps_per_epoch, output)
     history["seconds"] = time.perf_counter() - start
     if not args.quiet:
-        print(f"final validation accuracy {history['val_accuracy'][-1]:.3f}; wrote {output} "
-              f"({history['seconds']:.1f} s)")
+        print(
+            f"final validation accuracy {history['val_accuracy'][-1]:.3f}; wrote {output} "
+            f"({history['seconds']:.1f} s)"
+        )
     return history
 
 

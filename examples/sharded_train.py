@@ -66,8 +66,11 @@ BATCH_SPECS = (P("data"), P("data"))  # x: (batch, in), y: (batch, experts, out)
 OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "sgd": lambda: optlib.sgd(0.05, momentum=0.9, nesterov=True),
     "adam": lambda: optlib.adam(1e-2, amsgrad=True),
-    "adamw": lambda: optlib.adamw(optlib.get_scheduler(
-        "cosine", learning_rate=1e-2, num_warmup_steps=5, num_training_steps=100)),
+    "adamw": lambda: optlib.adamw(
+        optlib.get_scheduler(
+            "cosine", learning_rate=1e-2, num_warmup_steps=5, num_training_steps=100
+        )
+    ),
     "adagrad": lambda: optlib.adagrad(5e-2, lr_decay=1e-3),
     "rmsprop": lambda: optlib.rmsprop(1e-3, momentum=0.5, centered=True),
     "adadelta": lambda: optlib.adadelta(1.0),
@@ -75,7 +78,8 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "adafactor": lambda: optlib.adafactor(beta1=0.9),
     "plateau": lambda: optlib.adam(learning_rate=optlib.reduce_lr_on_plateau(1e-2, patience=5)),
     "greedy": lambda: optlib.sgd(
-        learning_rate=optlib.greedy_lr(5e-2, patience=2, max_lr=0.2), momentum=0.9),
+        learning_rate=optlib.greedy_lr(5e-2, patience=2, max_lr=0.2), momentum=0.9
+    ),
 }
 
 
@@ -185,7 +189,7 @@ def describe_state_layout(opt_state) -> list[str]:
     lines = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(opt_state):
         spec = leaf.sharding.spec if isinstance(leaf.sharding, NamedSharding) else "?"
-        lines.append(f"  {jax.tree_util.keystr(path):58s} {str(leaf.shape):14s} {spec}")
+        lines.append(f"  {jax.tree_util.keystr(path):58s} {leaf.shape!s:14s} {spec}")
     return lines
 
 
@@ -211,12 +215,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ref_params, _, ref_history = train_single_device(tx, host_params, batches)
     difference = max_abs_difference(params, ref_params)
     if not args.quiet:
-        print(f"mesh {dict(mesh.shape)} over {mesh.devices.size} {jax.devices()[0].platform} "
-              f"devices; optimizer {args.optimizer}; state layout:")
+        print(
+            f"mesh {dict(mesh.shape)} over {mesh.devices.size} {jax.devices()[0].platform} "
+            f"devices; optimizer {args.optimizer}; state layout:"
+        )
         print("\n".join(describe_state_layout(opt_state)))
         for step in range(0, args.steps, max(1, args.steps // 5)):
-            print(f"step {step:4d}  loss {history['loss'][step]:.5f}  "
-                  f"lr {history['lr'][step]:.3e}")
+            print(f"step {step:4d}  loss {history['loss'][step]:.5f}  lr {history['lr'][step]:.3e}")
         print(f"max |sharded - single-device| over the params: {difference:.2e}")
         print(f"final_loss={float(history['loss'][-1])!r}")
     return {"sharded": history, "single_device": ref_history, "max_param_difference": difference}

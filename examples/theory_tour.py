@@ -278,12 +278,22 @@ def plot(problems: list[Problem], results: list[dict], output: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-o", "--output", type=Path, default=Path("out/theory_tour.png"),
-                        help="where to write the PNG (default: out/theory_tour.png)")
-    parser.add_argument("--steps", type=int, default=3000,
-                        help="updates per first-order optimizer (default: 3000)")
-    parser.add_argument("--second-order-steps", type=int, default=100,
-                        help="updates for Newton and BFGS (default: 100)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("out/theory_tour.png"),
+        help="where to write the PNG (default: out/theory_tour.png)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=3000, help="updates per first-order optimizer (default: 3000)"
+    )
+    parser.add_argument(
+        "--second-order-steps",
+        type=int,
+        default=100,
+        help="updates for Newton and BFGS (default: 100)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.second_order_steps < 1:

@@ -120,15 +120,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if epoch == args.unfreeze_at:
             history["backbone_unchanged_while_frozen"] = all(
                 bool(jnp.array_equal(a, b))
-                for a, b in zip(jax.tree.leaves(params["backbone"]),
-                                jax.tree.leaves(initial_backbone)))
+                for a, b in zip(
+                    jax.tree.leaves(params["backbone"]), jax.tree.leaves(initial_backbone)
+                )
+            )
             tx = optimizer(frozen=False, head_lr=args.head_lr, backbone_lr=args.backbone_lr)
             opt_state = optlib.carry_over_state(tx, params, opt_state)
             epoch_fn = make_epoch(model, tx)
             history["state_size"].append(state_size(opt_state))
             if not args.quiet:
-                print(f"epoch {epoch:3d}  unfreezing the backbone: optimizer state "
-                      f"{history['state_size'][0]} -> {history['state_size'][1]} numbers")
+                print(
+                    f"epoch {epoch:3d}  unfreezing the backbone: optimizer state "
+                    f"{history['state_size'][0]} -> {history['state_size'][1]} numbers"
+                )
         params, opt_state, loss = epoch_fn(params, opt_state, xs, ys)
         history["loss"].append(float(loss))
         if not args.quiet:

@@ -5,14 +5,14 @@ Public names are re-exported flat from here, like optax: ``optlib.step_lr``,
 """
 
 from optlib._state_tree import current_learning_rate, register_learning_rate_state
-from optlib.schedules import *  # noqa: F401,F403
-from optlib.transforms import *  # noqa: F401,F403
-from optlib.metric import *  # noqa: F401,F403
-from optlib.optimizers import *  # noqa: F401,F403
-from optlib.param_groups import *  # noqa: F401,F403
-from optlib.registry import get_scheduler, scheduler_names
-from optlib.plotting import plot_schedule
-from optlib.sharding import register_state_partition, state_shardings
 from optlib.freezing import carry_over_state
+from optlib.metric import *  # noqa: F403
+from optlib.optimizers import *  # noqa: F403
+from optlib.param_groups import *  # noqa: F403
+from optlib.plotting import plot_schedule
+from optlib.registry import get_scheduler, scheduler_names
+from optlib.schedules import *  # noqa: F403
+from optlib.sharding import register_state_partition, state_shardings
+from optlib.transforms import *  # noqa: F403
 
 __version__ = "0.1.0"

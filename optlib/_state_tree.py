@@ -102,7 +102,11 @@ def _learning_rate_of(node: Any) -> Any:
     elif isinstance(node, (tuple, list)):
         children = list(node)
     else:
-        children = jax.tree_util.tree_leaves(node, is_leaf=lambda x: x is not node) if _is_pytree_node(node) else []
+        children = (
+            jax.tree_util.tree_leaves(node, is_leaf=lambda x: x is not node)
+            if _is_pytree_node(node)
+            else []
+        )
     rates = [rate for rate in map(_learning_rate_of, children) if rate is not _NOT_FOUND]
     if not rates:
         return _NOT_FOUND

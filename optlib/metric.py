@@ -46,10 +46,10 @@ from optlib.registry import register
 
 __all__ = [
     "GreedyLRConfig",
-    "StaticFlag",
     "GreedyLRState",
     "PlateauConfig",
     "ReduceLROnPlateauState",
+    "StaticFlag",
     "greedy_lr",
     "reduce_lr_on_plateau",
     "report_metric",
@@ -232,10 +232,16 @@ def _is_better(current: jax.Array, best: jax.Array, config: Any) -> jax.Array:
     comparison with NaN is false), as in torch and HF.
     """
     one = jnp.ones_like(config.threshold)
-    lower = jnp.where(config.relative, current < best * (one - config.threshold),
-                      current < best - config.threshold)
-    higher = jnp.where(config.relative, current > best * (config.threshold + one),
-                       current > best + config.threshold)
+    lower = jnp.where(
+        config.relative,
+        current < best * (one - config.threshold),
+        current < best - config.threshold,
+    )
+    higher = jnp.where(
+        config.relative,
+        current > best * (config.threshold + one),
+        current > best + config.threshold,
+    )
     return jnp.where(config.maximize, higher, lower)
 
 
@@ -531,7 +537,10 @@ def _greedy_step(state: GreedyLRState, metric: Any) -> GreedyLRState:
         _print_events(
             increase & (increased_lr != state.learning_rate),
             reduce & (reduced_lr != state.learning_rate),
-            reset, count, increased_lr, reduced_lr,
+            reset,
+            count,
+            increased_lr,
+            reduced_lr,
         )
 
     window, window_index, window_fill, window_sum = window_fields
@@ -720,9 +729,17 @@ def report_metric(opt_state: Any, metric: Any) -> Any:
 
 # ------------------------------------------------------------------------- registry
 
-register("ReduceLROnPlateau", reduce_lr_on_plateau,
-         "torch.optim.lr_scheduler.ReduceLROnPlateau", family="torch")
-register("reduce_lr_on_plateau", reduce_lr_on_plateau,
-         "transformers.get_reduce_on_plateau_schedule", family="hf")
+register(
+    "ReduceLROnPlateau",
+    reduce_lr_on_plateau,
+    "torch.optim.lr_scheduler.ReduceLROnPlateau",
+    family="torch",
+)
+register(
+    "reduce_lr_on_plateau",
+    reduce_lr_on_plateau,
+    "transformers.get_reduce_on_plateau_schedule",
+    family="hf",
+)
 register("GreedyLR", greedy_lr, "transformers.optimization.GreedyLR", family="torch")
 register("greedy", greedy_lr, "transformers.optimization.get_greedy_schedule", family="hf")

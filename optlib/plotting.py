@@ -68,7 +68,9 @@ def plot_schedule(
     if isinstance(labels, str):
         labels = [labels]
     if labels is not None and len(labels) != len(schedules):
-        raise ValueError(f"labels must give one label per schedule ({len(schedules)}), got {len(labels)}")
+        raise ValueError(
+            f"labels must give one label per schedule ({len(schedules)}), got {len(labels)}"
+        )
     for index, schedule in enumerate(schedules):
         if not callable(schedule):
             raise TypeError(

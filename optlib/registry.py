@@ -21,7 +21,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SchedulerEntry", "get_scheduler", "register", "scheduler_names", "scheduler_entry"]
+__all__ = ["SchedulerEntry", "get_scheduler", "register", "scheduler_entry", "scheduler_names"]
 
 _STANDARD = ("num_warmup_steps", "num_training_steps")
 
@@ -152,7 +152,9 @@ def get_scheduler(
                 raise ValueError(f"{entry.name} requires `{key}`, please provide that argument.")
         for key in entry.forwards:
             if key in specific:
-                raise TypeError(f"{entry.name}: pass {key!r} once, not in scheduler_specific_kwargs")
+                raise TypeError(
+                    f"{entry.name}: pass {key!r} once, not in scheduler_specific_kwargs"
+                )
             specific[key] = standard[key]
 
     accepted = _accepted_keywords(entry.factory)

@@ -62,7 +62,9 @@ def torch_trace(
     return np.asarray(values, dtype=np.float64)
 
 
-def optlib_trace(schedule: Callable[[jax.Array], jax.Array], steps: int, start: int = 0) -> np.ndarray:
+def optlib_trace(
+    schedule: Callable[[jax.Array], jax.Array], steps: int, start: int = 0
+) -> np.ndarray:
     """``schedule(k)`` for ``k`` in ``start..start+steps-1``, one jit of a vmap."""
     counts = jnp.arange(start, start + steps, dtype=jnp.int32)
     return np.asarray(jax.jit(jax.vmap(schedule))(counts), dtype=np.float64)
@@ -90,8 +92,8 @@ def assert_trace_close(
         raise AssertionError(
             f"{label}: {bad.size} step(s) differ; first at step {k}: optlib={ours[k]!r} "
             f"reference={reference[k]!r} (|diff|={error[k]:.3e} > bound {bound[k]:.3e})\n"
-            f"optlib[{max(k-3,0)}:{k+4}]={ours[max(k-3,0):k+4]}\n"
-            f"reference[{max(k-3,0)}:{k+4}]={reference[max(k-3,0):k+4]}"
+            f"optlib[{max(k - 3, 0)}:{k + 4}]={ours[max(k - 3, 0) : k + 4]}\n"
+            f"reference[{max(k - 3, 0)}:{k + 4}]={reference[max(k - 3, 0) : k + 4]}"
         )
     scale = np.maximum(np.abs(reference), 1e-300)
     return float(np.max(error / scale)) if reference.size else 0.0

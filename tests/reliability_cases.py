@@ -72,21 +72,34 @@ OPTIMIZER_CASES = (
     OptimizerCase("adam", optlib.adam, dict(weight_decay=1e-3)),
     OptimizerCase("adam_amsgrad", optlib.adam, dict(amsgrad=True)),
     OptimizerCase("adamw", optlib.adamw, dict(weight_decay=1e-2)),
-    OptimizerCase("adagrad", optlib.adagrad, dict(lr_decay=1e-3, initial_accumulator_value=0.1),
-                  1e-1),
-    OptimizerCase("rmsprop", optlib.rmsprop, dict(momentum=0.5, centered=True, weight_decay=1e-3),
-                  3e-3),
+    OptimizerCase(
+        "adagrad", optlib.adagrad, dict(lr_decay=1e-3, initial_accumulator_value=0.1), 1e-1
+    ),
+    OptimizerCase(
+        "rmsprop", optlib.rmsprop, dict(momentum=0.5, centered=True, weight_decay=1e-3), 3e-3
+    ),
     OptimizerCase("adadelta", optlib.adadelta, dict(weight_decay=1e-3), 1.0),
     OptimizerCase("nadam", optlib.nadam, dict(weight_decay=1e-2, decoupled_weight_decay=True)),
-    OptimizerCase("adafactor", optlib.adafactor,
-                  dict(relative_step=False, beta1=0.9, weight_decay=1e-3)),
+    OptimizerCase(
+        "adafactor", optlib.adafactor, dict(relative_step=False, beta1=0.9, weight_decay=1e-3)
+    ),
     OptimizerCase("adafactor_relative_step", optlib.adafactor, {}, None),
     OptimizerCase("newton", optlib.newton, {}, 1.0, static_args=("dense_max_size",)),
     OptimizerCase("bfgs", optlib.bfgs, {}, 1.0, static_args=("max_size",)),
-    OptimizerCase("adam_reduce_lr_on_plateau", optlib.adam, {}, 1e-2,
-                  rate=lambda lr: optlib.reduce_lr_on_plateau(lr, patience=2, factor=0.5)),
-    OptimizerCase("sgd_greedy_lr", optlib.sgd, dict(momentum=0.9), 5e-2,
-                  rate=lambda lr: optlib.greedy_lr(lr, patience=2, min_lr=1e-4)),
+    OptimizerCase(
+        "adam_reduce_lr_on_plateau",
+        optlib.adam,
+        {},
+        1e-2,
+        rate=lambda lr: optlib.reduce_lr_on_plateau(lr, patience=2, factor=0.5),
+    ),
+    OptimizerCase(
+        "sgd_greedy_lr",
+        optlib.sgd,
+        dict(momentum=0.9),
+        5e-2,
+        rate=lambda lr: optlib.greedy_lr(lr, patience=2, min_lr=1e-4),
+    ),
 )
 
 

@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from parity import torch
 
 import optlib
@@ -189,7 +188,7 @@ def run_optlib(
 ):
     """One jitted scan: ``(trajectory per leaf, current_learning_rate per step, final state)``."""
     read_rate = optlib.current_learning_rate if rates else (lambda state: jnp.zeros([]))
-    cast = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
+    cast = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)
     params, targets = cast(problem.params), cast(problem.targets)
     noise = cast(jax.tree.map(lambda x: x[:steps], problem.noise))
     metrics = jnp.asarray(problem.metrics[:steps], jnp.float32)
@@ -247,9 +246,7 @@ def test_adafactor_matches_hf_in_float64(name, x64):
     np.testing.assert_allclose(rates, reference_rates, rtol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "name", ["hf_defaults", "schedule_beta1_weight_decay"]
-)
+@pytest.mark.parametrize("name", ["hf_defaults", "schedule_beta1_weight_decay"])
 def test_adafactor_matches_hf_in_float32_after_100_steps(name):
     case = CASES[name]
     problem = make_problem(STEPS_F32, seed=1)

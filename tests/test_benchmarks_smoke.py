@@ -40,7 +40,12 @@ def smoke_run(tmp_path_factory):
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     results = json.loads((out / "latest.json").read_text())
-    return results, (out / "latest.md").read_text(), (out / "latest.png").read_bytes(), completed.stdout
+    return (
+        results,
+        (out / "latest.md").read_text(),
+        (out / "latest.png").read_bytes(),
+        completed.stdout,
+    )
 
 
 def _positive_finite(value) -> bool:
@@ -83,10 +88,13 @@ def test_update_rows_time_optlib_optax_and_torch_on_both_problems(smoke_run):
         # The compiled program cannot move less than the one-pass bytes.
         assert all(ratio >= 1 - 1e-6 for ratio in row["xla_over_one_pass"].values()), row
         # One-pass traffic: 3x the params (read p and g, write p) plus state read and written.
-        assert row["bytes_per_update"]["optlib"] == 3 * row["param_bytes"] + 2 * row[
-            "state_bytes"
-        ]["optlib"]
-    assert all(_positive_finite(value) for value in results["update"]["copy_bandwidth_gbs"].values())
+        assert (
+            row["bytes_per_update"]["optlib"]
+            == 3 * row["param_bytes"] + 2 * row["state_bytes"]["optlib"]
+        )
+    assert all(
+        _positive_finite(value) for value in results["update"]["copy_bandwidth_gbs"].values()
+    )
 
 
 def test_metric_driven_steps_make_no_host_transfer(smoke_run):

@@ -52,26 +52,36 @@ FIRST_ORDER = {
     "sgd_nesterov_one_cycle": lambda: optlib.sgd(one_cycle(), momentum=0.9, nesterov=True),
     "adam_amsgrad": lambda: optlib.adam(1e-2, amsgrad=True, weight_decay=1e-3),
     "adam_one_cycle": lambda: optlib.adam(one_cycle()),
-    "adamw_cosine_with_warmup": lambda: optlib.adamw(optlib.get_scheduler(
-        "cosine", learning_rate=1e-2, num_warmup_steps=3, num_training_steps=STEPS)),
+    "adamw_cosine_with_warmup": lambda: optlib.adamw(
+        optlib.get_scheduler(
+            "cosine", learning_rate=1e-2, num_warmup_steps=3, num_training_steps=STEPS
+        )
+    ),
     "adagrad": lambda: optlib.adagrad(0.1, lr_decay=1e-2, initial_accumulator_value=0.1),
     "rmsprop_warm_restarts": lambda: optlib.rmsprop(
         optlib.get_scheduler("CosineAnnealingWarmRestarts", learning_rate=1e-2, T_0=4),
-        momentum=0.5, centered=True),
+        momentum=0.5,
+        centered=True,
+    ),
     "adadelta": lambda: optlib.adadelta(1.0, weight_decay=1e-3),
     "nadam": lambda: optlib.nadam(2e-3, weight_decay=1e-2, decoupled_weight_decay=True),
     "adafactor_relative_step": lambda: optlib.adafactor(),
     "adafactor_beta1_learning_rate": lambda: optlib.adafactor(
-        learning_rate=1e-2, relative_step=False, beta1=0.9, weight_decay=1e-2),
+        learning_rate=1e-2, relative_step=False, beta1=0.9, weight_decay=1e-2
+    ),
     "reduce_lr_on_plateau": lambda: optlib.adam(
-        learning_rate=optlib.reduce_lr_on_plateau(0.05, factor=0.5, patience=1)),
+        learning_rate=optlib.reduce_lr_on_plateau(0.05, factor=0.5, patience=1)
+    ),
     "greedy_lr": lambda: optlib.sgd(
-        learning_rate=optlib.greedy_lr(0.05, patience=1, smooth=True, window_size=3),
-        momentum=0.9),
+        learning_rate=optlib.greedy_lr(0.05, patience=1, smooth=True, window_size=3), momentum=0.9
+    ),
     "param_groups": lambda: optlib.param_groups(
-        {"decay": optlib.adamw(1e-2, weight_decay=0.1),
-         "no_decay": optlib.adamw(1e-2, weight_decay=0.0)},
-        optlib.decay_labels),
+        {
+            "decay": optlib.adamw(1e-2, weight_decay=0.1),
+            "no_decay": optlib.adamw(1e-2, weight_decay=0.0),
+        },
+        optlib.decay_labels,
+    ),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}
@@ -79,8 +89,10 @@ METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}
 
 def init_params():
     rng = np.random.default_rng(0)
-    return {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
-            "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
+    return {
+        "w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+    }
 
 
 def batch(step: int):
@@ -91,7 +103,8 @@ def batch(step: int):
 
 def loss_fn(params, x, y):
     return jnp.mean((jnp.tanh(x @ params["w"] + params["b"]) - y) ** 2) + 0.01 * jnp.sum(
-        params["w"] ** 4)
+        params["w"] ** 4
+    )
 
 
 def make_step(name: str):
@@ -106,8 +119,9 @@ def make_step(name: str):
         def step(params, opt_state, index):
             del index  # the objective is fixed
             value, grad = optax.value_and_grad_from_state(objective)(params, state=opt_state)
-            updates, opt_state = tx.update(grad, opt_state, params, value=value, grad=grad,
-                                           value_fn=objective)
+            updates, opt_state = tx.update(
+                grad, opt_state, params, value=value, grad=grad, value_fn=objective
+            )
             return optax.apply_updates(params, updates), opt_state
 
         return tx, jax.jit(step)
@@ -183,12 +197,12 @@ def test_sharded_state_restores_onto_the_mesh(tmp_path):
     tx = optlib.adafactor(beta1=0.9)
     host_params = sharded.init_params()
     param_sh = sharded.param_shardings(mesh)
-    shardings = {"params": param_sh,
-                 "opt_state": optlib.state_shardings(tx, host_params, param_sh)}
+    shardings = {"params": param_sh, "opt_state": optlib.state_shardings(tx, host_params, param_sh)}
     params, opt_state, step, batch_sh = sharded.sharded_setup(tx, mesh, host_params)
     x, y = sharded.make_batches(1)
-    params, opt_state, _ = step(params, opt_state, sharded.put(x[0], batch_sh[0]),
-                                sharded.put(y[0], batch_sh[1]))
+    params, opt_state, _ = step(
+        params, opt_state, sharded.put(x[0], batch_sh[0]), sharded.put(y[0], batch_sh[1])
+    )
 
     with recipe.checkpoint_manager(str(tmp_path), save_every=1) as manager:
         recipe.save(manager, 1, params, opt_state)

@@ -38,11 +38,10 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from parity import ATOL_PEAK_F32, RTOL_F32, make_torch_optimizer, torch
+from reliability_cases import INT32_MAX, counters, set_counters
 
 import optlib
-from reliability_cases import INT32_MAX, counters, set_counters
 
 transformers = pytest.importorskip("transformers", reason="HF references need transformers")
 
@@ -70,11 +69,19 @@ def _torch_state(kind: str, shape, step: int) -> dict:
     zeros = torch.zeros(shape, dtype=torch.float64)
     step_t = torch.tensor(float(step), dtype=torch.float64)
     if kind in ("adam", "adamw"):
-        return {"step": step_t, "exp_avg": zeros.clone(), "exp_avg_sq": zeros.clone(),
-                "max_exp_avg_sq": zeros.clone()}
+        return {
+            "step": step_t,
+            "exp_avg": zeros.clone(),
+            "exp_avg_sq": zeros.clone(),
+            "max_exp_avg_sq": zeros.clone(),
+        }
     if kind == "nadam":
-        return {"step": step_t, "mu_product": torch.tensor(1.0), "exp_avg": zeros.clone(),
-                "exp_avg_sq": zeros.clone()}
+        return {
+            "step": step_t,
+            "mu_product": torch.tensor(1.0),
+            "exp_avg": zeros.clone(),
+            "exp_avg_sq": zeros.clone(),
+        }
     if kind == "adagrad":
         return {"step": step_t, "sum": zeros.clone()}
     factored = len(shape) >= 2
@@ -88,25 +95,40 @@ def _torch_state(kind: str, shape, step: int) -> dict:
 
 
 REFERENCE_CASES = [
-    ("adam", lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
-     lambda: optlib.adam(1e-2, weight_decay=1e-3)),
-    ("adamw_amsgrad", lambda p: torch.optim.AdamW(p, lr=1e-2, amsgrad=True),
-     lambda: optlib.adamw(1e-2, amsgrad=True)),
+    (
+        "adam",
+        lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
+        lambda: optlib.adam(1e-2, weight_decay=1e-3),
+    ),
+    (
+        "adamw_amsgrad",
+        lambda p: torch.optim.AdamW(p, lr=1e-2, amsgrad=True),
+        lambda: optlib.adamw(1e-2, amsgrad=True),
+    ),
     ("nadam", lambda p: torch.optim.NAdam(p, lr=1e-2), lambda: optlib.nadam(1e-2)),
-    ("adagrad", lambda p: torch.optim.Adagrad(p, lr=1e-1, lr_decay=1e-3),
-     lambda: optlib.adagrad(1e-1, lr_decay=1e-3)),
-    ("adafactor", lambda p: transformers.optimization.Adafactor(p, lr=None),
-     lambda: optlib.adafactor()),
+    (
+        "adagrad",
+        lambda p: torch.optim.Adagrad(p, lr=1e-1, lr_decay=1e-3),
+        lambda: optlib.adagrad(1e-1, lr_decay=1e-3),
+    ),
+    (
+        "adafactor",
+        lambda p: transformers.optimization.Adafactor(p, lr=None),
+        lambda: optlib.adafactor(),
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, make_reference, make_ours", REFERENCE_CASES,
-                         ids=[case[0] for case in REFERENCE_CASES])
+@pytest.mark.parametrize(
+    "name, make_reference, make_ours", REFERENCE_CASES, ids=[case[0] for case in REFERENCE_CASES]
+)
 def test_steps_at_the_int32_limit_match_the_reference(name, make_reference, make_ours, x64):
     start, grads = reference_params()
     kind = name.split("_")[0]
-    tensors = {key: torch.tensor(value, dtype=torch.float64, requires_grad=True)
-               for key, value in start.items()}
+    tensors = {
+        key: torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        for key, value in start.items()
+    }
     optimizer = make_reference(list(tensors.values()))
     for tensor in tensors.values():
         optimizer.state[tensor] = _torch_state(kind, tuple(tensor.shape), NEAR - 1)
@@ -126,7 +148,10 @@ def test_steps_at_the_int32_limit_match_the_reference(name, make_reference, make
         rtol = 1e-12 if index < 2 else 1e-9  # third step: torch's step 2**31, ours saturated
         for key, tensor in tensors.items():
             np.testing.assert_allclose(
-                np.asarray(params[key]), tensor.detach().numpy(), rtol=rtol, atol=1e-15,
+                np.asarray(params[key]),
+                tensor.detach().numpy(),
+                rtol=rtol,
+                atol=1e-15,
                 err_msg=f"{name} step {index} {key}",
             )
     assert all(value == INT32_MAX for value in counters(state).values())
@@ -156,14 +181,14 @@ def test_plateau_counters_near_the_limit_match_torch():
 
 def test_greedy_counters_near_the_limit_match_hf():
     optimizer = make_torch_optimizer(0.1)
-    reference = transformers.optimization.GreedyLR(optimizer, patience=3, factor=0.5,
-                                                   min_lr=1e-3, max_lr=1.0)
+    reference = transformers.optimization.GreedyLR(
+        optimizer, patience=3, factor=0.5, min_lr=1e-3, max_lr=1.0
+    )
     reference.step(6.0)
     reference.num_good_epochs, reference.last_epoch = INT32_MAX - 2, INT32_MAX - 2
     tx = optlib.greedy_lr(0.1, patience=3, factor=0.5, min_lr=1e-3, max_lr=1.0)
     state = optlib.report_metric(tx.init(jnp.zeros([])), 6.0)
-    state = state._replace(num_good_epochs=jnp.int32(INT32_MAX - 2),
-                           count=jnp.int32(INT32_MAX - 2))
+    state = state._replace(num_good_epochs=jnp.int32(INT32_MAX - 2), count=jnp.int32(INT32_MAX - 2))
     report = jax.jit(optlib.report_metric)
     for metric in [5.5, 5.4, 5.3, 5.3, 5.3, 5.3, 5.3, 5.2]:
         with warnings.catch_warnings():
@@ -210,16 +235,26 @@ TORCH_CONFIGS = {
         # torch's triangular2 computes 2.0 ** cycle in Python floats: OverflowError beyond
         # ~1000 cycles, so its half cycles are at least 2**21 steps
         lambda mode: st.fixed_dictionaries(
-            dict(base_lr=st.just(0.01), max_lr=st.just(0.1), mode=st.just(mode),
-                 step_size_up=st.integers(2**21 if mode == "triangular2" else 1, 2**30),
-                 step_size_down=st.integers(2**21 if mode == "triangular2" else 1, 2**30),
-                 gamma=st.floats(1 - 1e-9, 1.0), cycle_momentum=st.just(False))
+            dict(
+                base_lr=st.just(0.01),
+                max_lr=st.just(0.1),
+                mode=st.just(mode),
+                step_size_up=st.integers(2**21 if mode == "triangular2" else 1, 2**30),
+                step_size_down=st.integers(2**21 if mode == "triangular2" else 1, 2**30),
+                gamma=st.floats(1 - 1e-9, 1.0),
+                cycle_momentum=st.just(False),
+            )
         )
     ),
     "OneCycleLR": st.fixed_dictionaries(
-        dict(max_lr=st.just(0.1), total_steps=st.integers(2 * 10**9, INT32_MAX),
-             pct_start=st.floats(0.05, 0.95), anneal_strategy=st.sampled_from(["cos", "linear"]),
-             three_phase=st.booleans(), cycle_momentum=st.just(False))
+        dict(
+            max_lr=st.just(0.1),
+            total_steps=st.integers(2 * 10**9, INT32_MAX),
+            pct_start=st.floats(0.05, 0.95),
+            anneal_strategy=st.sampled_from(["cos", "linear"]),
+            three_phase=st.booleans(),
+            cycle_momentum=st.just(False),
+        )
     ),
     "LambdaLR": st.just(dict(lr_lambda=_lambda)),
     "CosineAnnealingWarmRestarts": st.fixed_dictionaries(
@@ -249,8 +284,9 @@ def torch_closed_form(name: str, kwargs: dict, steps: list[int]) -> np.ndarray:
 def assert_close_far_out(ours, reference, label: str) -> None:
     """The parity tolerances of ``tests/parity.py``, the absolute one relative to the base lr
     (far out a decayed reference may hold only tiny values)."""
-    np.testing.assert_allclose(ours, reference, rtol=RTOL_F32, atol=ATOL_PEAK_F32 * LR,
-                               err_msg=label)
+    np.testing.assert_allclose(
+        ours, reference, rtol=RTOL_F32, atol=ATOL_PEAK_F32 * LR, err_msg=label
+    )
 
 
 def ours_at(schedule, steps: list[int]) -> np.ndarray:
@@ -265,15 +301,25 @@ def test_torch_schedules_far_out_equal_torch_closed_form(name):
         if name == "OneCycleLR":
             steps = [min(step, kwargs["total_steps"]) for step in steps]
         schedule = optlib.get_scheduler(name, learning_rate=LR, **kwargs)
-        assert_close_far_out(ours_at(schedule, steps), torch_closed_form(name, kwargs, steps),
-                             f"{name} {kwargs}")
+        assert_close_far_out(
+            ours_at(schedule, steps), torch_closed_form(name, kwargs, steps), f"{name} {kwargs}"
+        )
 
     check()
 
 
-HF_NAMES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
-            "polynomial", "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-            "warmup_stable_decay")
+HF_NAMES = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
 
 
 @st.composite
@@ -293,9 +339,11 @@ def hf_configs(draw, name: str) -> dict:
     if name in ("cosine_with_min_lr", "cosine_warmup_with_min_lr"):
         config["min_lr_rate"] = draw(st.sampled_from([0.0, 0.1]))
     if name == "warmup_stable_decay":
-        config.update(num_decay_steps=draw(st.integers(0, total - warmup)),
-                      decay_type=draw(st.sampled_from(["linear", "cosine", "1-sqrt"])),
-                      min_lr_ratio=draw(st.sampled_from([0.0, 0.05])))
+        config.update(
+            num_decay_steps=draw(st.integers(0, total - warmup)),
+            decay_type=draw(st.sampled_from(["linear", "cosine", "1-sqrt"])),
+            min_lr_ratio=draw(st.sampled_from([0.0, 0.05])),
+        )
     if name == "constant":
         config = {}
     if name == "constant_with_warmup":
@@ -305,8 +353,9 @@ def hf_configs(draw, name: str) -> dict:
 
 def hf_lambda(name: str, config: dict):
     """HF's own ``lr_lambda`` (a Python float64 closed form of the step)."""
-    standard = {key: config[key] for key in ("num_warmup_steps", "num_training_steps")
-                if key in config}
+    standard = {
+        key: config[key] for key in ("num_warmup_steps", "num_training_steps") if key in config
+    }
     specific = {key: value for key, value in config.items() if key not in standard}
     scheduler = transformers.get_scheduler(
         name, make_torch_optimizer(LR), scheduler_specific_kwargs=specific or None, **standard
@@ -319,8 +368,9 @@ def test_hf_schedules_far_out_equal_transformers_lambda(name):
     @HYPOTHESIS
     @given(config=hf_configs(name), steps=FAR_STEPS)
     def check(config, steps):
-        standard = {key: config[key] for key in ("num_warmup_steps", "num_training_steps")
-                    if key in config}
+        standard = {
+            key: config[key] for key in ("num_warmup_steps", "num_training_steps") if key in config
+        }
         specific = {key: value for key, value in config.items() if key not in standard}
         schedule = optlib.get_scheduler(name, learning_rate=LR, **standard, **specific)
         lr_lambda = hf_lambda(name, config)

@@ -29,11 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
-
 from reliability_cases import (
     OPTIMIZER_CASES,
-    case_ids,
     init_params,
     make_batches,
     objective,
@@ -53,8 +50,9 @@ def differentiable_case(case):
             case, kwargs=dict(case.kwargs, linesearch=None, hessian="dense"), learning_rate=0.3
         )
     if case.name == "bfgs":
-        return dataclasses.replace(case, kwargs=dict(case.kwargs, linesearch=None),
-                                   learning_rate=0.3)
+        return dataclasses.replace(
+            case, kwargs=dict(case.kwargs, linesearch=None), learning_rate=0.3
+        )
     return case
 
 
@@ -88,8 +86,12 @@ def finite_difference_check(meta_losses: dict, thetas: dict) -> dict:
     )
 
     def at(shift):
-        return value_and_grads({name: jnp.float64(theta + shift * RELATIVE_STEP * theta)
-                                for name, theta in thetas.items()})
+        return value_and_grads(
+            {
+                name: jnp.float64(theta + shift * RELATIVE_STEP * theta)
+                for name, theta in thetas.items()
+            }
+        )
 
     at_theta = at(0.0)
     plus, minus, plus_half, minus_half = at(1.0), at(-1.0), at(0.5), at(-0.5)

@@ -37,7 +37,9 @@ def test_two_processes_finish_with_the_single_process_loss():
 
     tx = sharded.OPTIMIZERS[OPTIMIZER]()
     _, _, single = sharded.train_sharded(
-        tx, sharded.make_mesh(jax.devices("cpu")[:8]), sharded.init_params(),
+        tx,
+        sharded.make_mesh(jax.devices("cpu")[:8]),
+        sharded.init_params(),
         sharded.make_batches(STEPS),
     )
     expected = float(single["loss"][-1])

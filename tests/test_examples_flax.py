@@ -50,8 +50,9 @@ def test_nnx_example_raises_then_lowers_lr_with_the_loss(capsys):
     )
     rates, loss = np.asarray(history["learning_rate"]), np.asarray(history["loss"])
     logged_steps = [*range(0, 150, 10), 149]
-    np.testing.assert_allclose(logged_rates(capsys.readouterr().out), rates[logged_steps],
-                               rtol=1e-2)
+    np.testing.assert_allclose(
+        logged_rates(capsys.readouterr().out), rates[logged_steps], rtol=1e-2
+    )
     assert loss[-20:].mean() < 0.2 * loss[:20].mean()
     peak = int(np.argmax(rates))
     assert rates[peak] > rates[0], "GreedyLR raises the rate while the loss improves"

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from parity import RTOL_F64, assert_trace_close, optlib_trace, torch, torch_trace
 
 import optlib
@@ -20,11 +19,11 @@ class CosineAnnealingWarmUpRestarts(torch.optim.lr_scheduler.LRScheduler):
 
     def __init__(self, optimizer, T_0, T_mult=1, eta_max=0.1, T_up=0, gamma=1.0, last_epoch=-1):
         if T_0 <= 0 or not isinstance(T_0, int):
-            raise ValueError("Expected positive integer T_0, but got {}".format(T_0))
+            raise ValueError(f"Expected positive integer T_0, but got {T_0}")
         if T_mult < 1 or not isinstance(T_mult, int):
-            raise ValueError("Expected integer T_mult >= 1, but got {}".format(T_mult))
+            raise ValueError(f"Expected integer T_mult >= 1, but got {T_mult}")
         if T_up < 0 or not isinstance(T_up, int):
-            raise ValueError("Expected positive integer T_up, but got {}".format(T_up))
+            raise ValueError(f"Expected positive integer T_up, but got {T_up}")
         self.T_0 = T_0
         self.T_mult = T_mult
         self.base_eta_max = eta_max
@@ -40,7 +39,10 @@ class CosineAnnealingWarmUpRestarts(torch.optim.lr_scheduler.LRScheduler):
         if self.T_cur == -1:
             return self.base_lrs
         elif self.T_cur < self.T_up:
-            return [(self.eta_max - base_lr) * self.T_cur / self.T_up + base_lr for base_lr in self.base_lrs]
+            return [
+                (self.eta_max - base_lr) * self.T_cur / self.T_up + base_lr
+                for base_lr in self.base_lrs
+            ]
         else:
             return [
                 base_lr
@@ -59,7 +61,9 @@ class CosineAnnealingWarmUpRestarts(torch.optim.lr_scheduler.LRScheduler):
                 self.T_cur = self.T_cur - self.T_i
                 self.T_i = (self.T_i - self.T_up) * self.T_mult + self.T_up
         else:
-            raise NotImplementedError("optlib models the step() loop only")  # document's else-branch
+            raise NotImplementedError(
+                "optlib models the step() loop only"
+            )  # document's else-branch
         self.eta_max = self.base_eta_max * (self.gamma**self.cycle)
         self.last_epoch = math.floor(epoch)
         for param_group, lr in zip(self.optimizer.param_groups, self.get_lr()):
@@ -84,7 +88,9 @@ def _restarts_id(case):
 @pytest.mark.parametrize("case", WARM_UP_RESTARTS, ids=_restarts_id)
 def test_warm_up_restarts_matches_document_loop_step_by_step(case):
     base_lr, kwargs, steps = case
-    reference = torch_trace(lambda opt: CosineAnnealingWarmUpRestarts(opt, **kwargs), base_lr, steps)
+    reference = torch_trace(
+        lambda opt: CosineAnnealingWarmUpRestarts(opt, **kwargs), base_lr, steps
+    )
     schedule = optlib.cosine_annealing_warm_up_restarts(base_lr, **kwargs)
     assert_trace_close(optlib_trace(schedule, steps), reference, label=_restarts_id(case))
 
@@ -92,8 +98,12 @@ def test_warm_up_restarts_matches_document_loop_step_by_step(case):
 @pytest.mark.parametrize("case", WARM_UP_RESTARTS[:3], ids=_restarts_id)
 def test_warm_up_restarts_matches_document_loop_in_float64(case, x64):
     base_lr, kwargs, steps = case
-    reference = torch_trace(lambda opt: CosineAnnealingWarmUpRestarts(opt, **kwargs), base_lr, steps)
-    schedule = optlib.get_scheduler("CosineAnnealingWarmUpRestarts", learning_rate=base_lr, **kwargs)
+    reference = torch_trace(
+        lambda opt: CosineAnnealingWarmUpRestarts(opt, **kwargs), base_lr, steps
+    )
+    schedule = optlib.get_scheduler(
+        "CosineAnnealingWarmUpRestarts", learning_rate=base_lr, **kwargs
+    )
     assert schedule(3).dtype == jnp.float64
     assert_trace_close(optlib_trace(schedule, steps), reference, rtol=RTOL_F64, atol_peak=1e-15)
 
@@ -187,9 +197,13 @@ def test_linear_decay_matches_document_loop_in_float64(x64):
 def test_linear_decay_long_horizon_counts_the_last_steps_exactly():
     total = 2**31 - 2
     steps = np.array([0, 99, 100, 2**30, total - 3, total - 2, total - 1, total, total + 1])
-    ours = np.asarray(jax.vmap(optlib.linear_decay(0.01, 0.0, total, 100))(jnp.asarray(steps, jnp.int32)))
+    ours = np.asarray(
+        jax.vmap(optlib.linear_decay(0.01, 0.0, total, 100))(jnp.asarray(steps, jnp.int32))
+    )
     reference = [
-        0.01 - 0.01 * (int(k) - 100) / (total - 100) if 100 <= k < total else (0.01 if k < 100 else 0.0)
+        0.01 - 0.01 * (int(k) - 100) / (total - 100)
+        if 100 <= k < total
+        else (0.01 if k < 100 else 0.0)
         for k in steps
     ]
     assert_trace_close(ours, np.array(reference))
@@ -211,7 +225,11 @@ def test_linear_decay_rejects_bad_arguments_naming_them(args, kwargs, fragment):
 
 def test_extras_are_reachable_by_name_with_their_references():
     names = optlib.scheduler_names()
-    for name in ("cosine_annealing_warm_up_restarts", "CosineAnnealingWarmUpRestarts", "linear_decay"):
+    for name in (
+        "cosine_annealing_warm_up_restarts",
+        "CosineAnnealingWarmUpRestarts",
+        "linear_decay",
+    ):
         assert name in names
         assert optlib.registry.scheduler_entry(name).family == "optlib"
     with pytest.raises(ValueError, match="requires `num_training_steps`"):

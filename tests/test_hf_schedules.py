@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from parity import RTOL_F64, assert_trace_close, make_torch_optimizer, optlib_trace, torch_trace
 
 import optlib
@@ -105,13 +104,28 @@ EDGE_CONFIGS = [  # hand-picked corners HF handles in its own way
     dict(name="polynomial", lr=0.1, warmup=0, total=30, specific={"power": 0.0}),
     dict(name="polynomial", lr=0.1, warmup=40, total=20, specific={}),  # T < w
     dict(name="inverse_sqrt", lr=0.1, warmup=0, total=None, specific={}),  # timescale 10_000
-    dict(name="cosine_warmup_with_min_lr", lr=0.1, warmup=1, total=50,
-         specific={"min_lr_rate": 0.1, "warmup_lr_rate": 0.2}),
+    dict(
+        name="cosine_warmup_with_min_lr",
+        lr=0.1,
+        warmup=1,
+        total=50,
+        specific={"min_lr_rate": 0.1, "warmup_lr_rate": 0.2},
+    ),
     dict(name="cosine_warmup_with_min_lr", lr=0.1, warmup=0, total=50, specific={"min_lr": 0.01}),
-    dict(name="warmup_stable_decay", lr=0.1, warmup=0, total=100,
-         specific={"num_decay_steps": 0, "min_lr_ratio": 0.1}),
-    dict(name="warmup_stable_decay", lr=0.1, warmup=20, total=100,
-         specific={"num_decay_steps": 30, "decay_type": "cosine", "num_cycles": 1.75}),
+    dict(
+        name="warmup_stable_decay",
+        lr=0.1,
+        warmup=0,
+        total=100,
+        specific={"num_decay_steps": 0, "min_lr_ratio": 0.1},
+    ),
+    dict(
+        name="warmup_stable_decay",
+        lr=0.1,
+        warmup=20,
+        total=100,
+        specific={"num_decay_steps": 30, "decay_type": "cosine", "num_cycles": 1.75},
+    ),
 ]
 CONFIGS = _random_configs() + EDGE_CONFIGS
 
@@ -185,19 +199,49 @@ LONG_CONFIGS = [
     dict(name="linear", lr=3e-4, warmup=1000, total=LONG_HORIZON, specific={}),
     dict(name="cosine", lr=3e-4, warmup=1000, total=LONG_HORIZON, specific={}),
     dict(name="cosine", lr=3e-4, warmup=0, total=LONG_HORIZON // 3, specific={"num_cycles": 1.5}),
-    dict(name="cosine_with_restarts", lr=3e-4, warmup=10, total=LONG_HORIZON,
-         specific={"num_cycles": 4}),
-    dict(name="polynomial", lr=3e-4, warmup=1000, total=LONG_HORIZON,
-         specific={"lr_end": 1e-6, "power": 2.0}),
+    dict(
+        name="cosine_with_restarts",
+        lr=3e-4,
+        warmup=10,
+        total=LONG_HORIZON,
+        specific={"num_cycles": 4},
+    ),
+    dict(
+        name="polynomial",
+        lr=3e-4,
+        warmup=1000,
+        total=LONG_HORIZON,
+        specific={"lr_end": 1e-6, "power": 2.0},
+    ),
     dict(name="inverse_sqrt", lr=3e-4, warmup=1000, total=None, specific={}),
-    dict(name="cosine_with_min_lr", lr=3e-4, warmup=1000, total=LONG_HORIZON,
-         specific={"min_lr_rate": 0.1}),
-    dict(name="cosine_warmup_with_min_lr", lr=3e-4, warmup=0, total=LONG_HORIZON,
-         specific={"min_lr": 3e-5}),
-    dict(name="warmup_stable_decay", lr=3e-4, warmup=1000, total=LONG_HORIZON,
-         specific={"num_decay_steps": LONG_HORIZON // 2, "decay_type": "linear"}),
-    dict(name="warmup_stable_decay", lr=3e-4, warmup=1000, total=LONG_HORIZON,
-         specific={"num_decay_steps": LONG_HORIZON - 2000, "decay_type": "1-sqrt"}),
+    dict(
+        name="cosine_with_min_lr",
+        lr=3e-4,
+        warmup=1000,
+        total=LONG_HORIZON,
+        specific={"min_lr_rate": 0.1},
+    ),
+    dict(
+        name="cosine_warmup_with_min_lr",
+        lr=3e-4,
+        warmup=0,
+        total=LONG_HORIZON,
+        specific={"min_lr": 3e-5},
+    ),
+    dict(
+        name="warmup_stable_decay",
+        lr=3e-4,
+        warmup=1000,
+        total=LONG_HORIZON,
+        specific={"num_decay_steps": LONG_HORIZON // 2, "decay_type": "linear"},
+    ),
+    dict(
+        name="warmup_stable_decay",
+        lr=3e-4,
+        warmup=1000,
+        total=LONG_HORIZON,
+        specific={"num_decay_steps": LONG_HORIZON - 2000, "decay_type": "1-sqrt"},
+    ),
 ]
 
 
@@ -235,7 +279,9 @@ def test_hf_function_names_and_keywords_match_transformers(name):
     function = FUNCTIONS[name]
     theirs = inspect.signature(getattr(hf_optimization, function)).parameters
     ours = inspect.signature(getattr(optlib, function)).parameters
-    expected = [(p.name, p.default) for p in theirs.values() if p.name not in ("optimizer", "last_epoch")]
+    expected = [
+        (p.name, p.default) for p in theirs.values() if p.name not in ("optimizer", "last_epoch")
+    ]
     assert list(ours)[0] == "learning_rate"
     assert [(p.name, p.default) for p in list(ours.values())[1:]] == expected
     entry = optlib.registry.scheduler_entry(name)
@@ -254,14 +300,20 @@ def test_get_scheduler_missing_argument_errors_like_transformers(name, missing):
     }.get(name, {})
     optimizer = make_torch_optimizer(0.1)
     try:
-        transformers.get_scheduler(name, optimizer, scheduler_specific_kwargs=dict(specific), **arguments)
+        transformers.get_scheduler(
+            name, optimizer, scheduler_specific_kwargs=dict(specific), **arguments
+        )
     except ValueError as error:
         message = str(error)
-        fragment = message[message.index("requires"):] if "requires" in message else message
+        fragment = message[message.index("requires") :] if "requires" in message else message
         with pytest.raises(ValueError, match=fragment.replace("`", ".").split(",")[0]):
-            optlib.get_scheduler(name, learning_rate=0.1, scheduler_specific_kwargs=specific, **arguments)
+            optlib.get_scheduler(
+                name, learning_rate=0.1, scheduler_specific_kwargs=specific, **arguments
+            )
     else:  # HF builds it (the argument is not needed): so does optlib
-        optlib.get_scheduler(name, learning_rate=0.1, scheduler_specific_kwargs=specific, **arguments)
+        optlib.get_scheduler(
+            name, learning_rate=0.1, scheduler_specific_kwargs=specific, **arguments
+        )
 
 
 @pytest.mark.parametrize("name", HF_NAMES)
@@ -285,7 +337,9 @@ def test_get_scheduler_accepts_hf_scheduler_type_enum_and_flat_keywords():
         num_cycles=2,
     )
     reference = torch_trace(
-        lambda opt: hf_optimization.get_cosine_with_hard_restarts_schedule_with_warmup(opt, 5, 60, 2),
+        lambda opt: hf_optimization.get_cosine_with_hard_restarts_schedule_with_warmup(
+            opt, 5, 60, 2
+        ),
         0.1,
         80,
     )
@@ -295,7 +349,9 @@ def test_get_scheduler_accepts_hf_scheduler_type_enum_and_flat_keywords():
 def test_learning_rate_may_be_a_schedule_multiplied_like_chained_lambdas():
     base = optlib.get_linear_schedule_with_warmup(0.2, 0, 100)
     schedule = optlib.get_cosine_schedule_with_warmup(base, 10, 100)
-    product = optlib_trace(base, 120) * optlib_trace(optlib.get_cosine_schedule_with_warmup(1.0, 10, 100), 120)
+    product = optlib_trace(base, 120) * optlib_trace(
+        optlib.get_cosine_schedule_with_warmup(1.0, 10, 100), 120
+    )
     np.testing.assert_allclose(optlib_trace(schedule, 120), product, rtol=1e-6, atol=1e-9)
 
 
@@ -333,29 +389,104 @@ def test_invalid_arguments_raise_value_error_where_transformers_does(
 OPTLIB_RAISES = [  # inputs HF accepts but that fail later or give nonsense: raised at construction
     (optlib.get_linear_schedule_with_warmup, (0.1, -1, 100), {}, ValueError, "num_warmup_steps"),
     (optlib.get_cosine_schedule_with_warmup, (0.1, 10, -5), {}, ValueError, "num_training_steps"),
-    (optlib.get_linear_schedule_with_warmup, (0.1, 10, 2**31), {}, ValueError, "num_training_steps"),
+    (
+        optlib.get_linear_schedule_with_warmup,
+        (0.1, 10, 2**31),
+        {},
+        ValueError,
+        "num_training_steps",
+    ),
     (optlib.get_linear_schedule_with_warmup, (0.1, 2.5, 100), {}, TypeError, "num_warmup_steps"),
     (optlib.get_constant_schedule, (-0.1,), {}, ValueError, "learning_rate"),
-    (optlib.get_polynomial_decay_schedule_with_warmup, (0.1, 10, 10), {}, ValueError, "num_training_steps"),
-    (optlib.get_polynomial_decay_schedule_with_warmup, (0.1, 10, 100), {"power": -1.0}, ValueError, "power"),
-    (optlib.get_polynomial_decay_schedule_with_warmup, (0.1, 10, 100), {"lr_end": -1e-3}, ValueError, "lr_end"),
+    (
+        optlib.get_polynomial_decay_schedule_with_warmup,
+        (0.1, 10, 10),
+        {},
+        ValueError,
+        "num_training_steps",
+    ),
+    (
+        optlib.get_polynomial_decay_schedule_with_warmup,
+        (0.1, 10, 100),
+        {"power": -1.0},
+        ValueError,
+        "power",
+    ),
+    (
+        optlib.get_polynomial_decay_schedule_with_warmup,
+        (0.1, 10, 100),
+        {"lr_end": -1e-3},
+        ValueError,
+        "lr_end",
+    ),
     (optlib.get_inverse_sqrt_schedule, (0.1, 10), {"timescale": 0}, ValueError, "timescale"),
-    (optlib.get_cosine_with_min_lr_schedule_with_warmup, (0.1, 10, 100), {"min_lr": 0.2}, ValueError, "min_lr"),
-    (optlib.get_cosine_with_min_lr_schedule_with_warmup, (0.0, 10, 100), {"min_lr": 0.0}, ValueError, "learning_rate"),
-    (optlib.get_cosine_with_min_lr_schedule_with_warmup, (0.1, 10, 100), {"min_lr_rate": 1.5}, ValueError, "min_lr_rate"),
-    (optlib.get_cosine_with_min_lr_schedule_with_warmup_lr_rate, (0.1, 10, 100),
-     {"min_lr_rate": 0.1, "warmup_lr_rate": -0.5}, ValueError, "warmup_lr_rate"),
-    (optlib.get_cosine_with_hard_restarts_schedule_with_warmup, (0.1, 10, 100), {"num_cycles": -2}, ValueError, "num_cycles"),
-    (optlib.get_wsd_schedule, (0.1, 10, 100), {"num_training_steps": 50}, ValueError, "num_decay_steps"),
-    (optlib.get_wsd_schedule, (0.1, 10, 20), {"num_stable_steps": 5, "min_lr_ratio": 2.0}, ValueError, "min_lr_ratio"),
-    (optlib.get_wsd_schedule, (0.1, 10, 20), {"num_stable_steps": 5, "warmup_type": "foo"}, ValueError, "warmup_type"),
+    (
+        optlib.get_cosine_with_min_lr_schedule_with_warmup,
+        (0.1, 10, 100),
+        {"min_lr": 0.2},
+        ValueError,
+        "min_lr",
+    ),
+    (
+        optlib.get_cosine_with_min_lr_schedule_with_warmup,
+        (0.0, 10, 100),
+        {"min_lr": 0.0},
+        ValueError,
+        "learning_rate",
+    ),
+    (
+        optlib.get_cosine_with_min_lr_schedule_with_warmup,
+        (0.1, 10, 100),
+        {"min_lr_rate": 1.5},
+        ValueError,
+        "min_lr_rate",
+    ),
+    (
+        optlib.get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+        (0.1, 10, 100),
+        {"min_lr_rate": 0.1, "warmup_lr_rate": -0.5},
+        ValueError,
+        "warmup_lr_rate",
+    ),
+    (
+        optlib.get_cosine_with_hard_restarts_schedule_with_warmup,
+        (0.1, 10, 100),
+        {"num_cycles": -2},
+        ValueError,
+        "num_cycles",
+    ),
+    (
+        optlib.get_wsd_schedule,
+        (0.1, 10, 100),
+        {"num_training_steps": 50},
+        ValueError,
+        "num_decay_steps",
+    ),
+    (
+        optlib.get_wsd_schedule,
+        (0.1, 10, 20),
+        {"num_stable_steps": 5, "min_lr_ratio": 2.0},
+        ValueError,
+        "min_lr_ratio",
+    ),
+    (
+        optlib.get_wsd_schedule,
+        (0.1, 10, 20),
+        {"num_stable_steps": 5, "warmup_type": "foo"},
+        ValueError,
+        "warmup_type",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    "factory,args,kwargs,error,fragment", OPTLIB_RAISES, ids=[f"{r[0].__name__}-{r[4]}-{i}" for i, r in enumerate(OPTLIB_RAISES)]
+    "factory,args,kwargs,error,fragment",
+    OPTLIB_RAISES,
+    ids=[f"{r[0].__name__}-{r[4]}-{i}" for i, r in enumerate(OPTLIB_RAISES)],
 )
-def test_invalid_arguments_raise_at_construction_naming_the_parameter(factory, args, kwargs, error, fragment):
+def test_invalid_arguments_raise_at_construction_naming_the_parameter(
+    factory, args, kwargs, error, fragment
+):
     with pytest.raises(error, match=fragment):
         factory(*args, **kwargs)
 
@@ -364,7 +495,9 @@ def test_wsd_with_both_totals_warns_and_uses_stable_steps_like_transformers():
     with pytest.warns(UserWarning, match="num_stable_steps will be used"):
         schedule = optlib.get_wsd_schedule(0.1, 10, 20, num_training_steps=1000, num_stable_steps=5)
     reference = torch_trace(
-        lambda opt: hf_optimization.get_wsd_schedule(opt, 10, 20, num_training_steps=1000, num_stable_steps=5),
+        lambda opt: hf_optimization.get_wsd_schedule(
+            opt, 10, 20, num_training_steps=1000, num_stable_steps=5
+        ),
         0.1,
         60,
     )

@@ -24,7 +24,12 @@ from optlib.registry import get_scheduler
         (v.check_int, ("T_0", 3.0), TypeError, "T_0 must be an integer, got 3.0"),
         (v.check_int, ("T_0", 0), None, None),
         (v.check_interval, ("beta1", 1.0, 0.0, 1.0), None, None),
-        (v.check_choice, ("mode", "mean", ("min", "max")), ValueError, "mode must be one of 'min', 'max'"),
+        (
+            v.check_choice,
+            ("mode", "mean", ("min", "max")),
+            ValueError,
+            "mode must be one of 'min', 'max'",
+        ),
         (v.check_callable, ("lr_lambda", 3), TypeError, "lr_lambda must be callable"),
         (v.check_learning_rate, (-0.1,), ValueError, "learning_rate must be >= 0"),
     ],
@@ -63,7 +68,7 @@ def _run(tx, params, steps):
 
 
 def test_scale_by_learning_rate_applies_schedule_of_count_and_records_next_rate():
-    schedule = lambda count: 1.0 / (1.0 + count)  # noqa: E731
+    schedule = lambda count: 1.0 / (1.0 + count)
     tx = optlib.scale_by_learning_rate(schedule)
     updates, state = _run(tx, {"w": jnp.ones(2)}, 3)
     applied = [float(u["w"][0]) for u in updates]

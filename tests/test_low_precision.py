@@ -22,8 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from reliability_cases import OPTIMIZER_CASES, case_ids, init_params, make_batches, train_step
+from reliability_cases import OPTIMIZER_CASES, init_params, make_batches, train_step
 
 STEPS = 1000
 DTYPES = (jnp.bfloat16, jnp.float16)
@@ -70,21 +69,24 @@ def train(tx, params, batches):
 
 # Every optimizer once (Nesterov, AMSGrad and the second metric-driven rate change no dtype
 # handling; each row adds to the compile), Adafactor both ways, one metric-driven rate.
-CASES = [case for case in OPTIMIZER_CASES
-         if case.name not in ("sgd_nesterov", "adam_amsgrad", "sgd_greedy_lr")]
+CASES = [
+    case
+    for case in OPTIMIZER_CASES
+    if case.name not in ("sgd_nesterov", "adam_amsgrad", "sgd_greedy_lr")
+]
 
 
 def check_run(label: str, dtype, params, state, losses) -> None:
     """No NaN/Inf, parameters in ``dtype``, float32 statistics, no blow-up."""
     losses = np.asarray(losses, np.float32)
-    assert np.all(np.isfinite(losses)), f"{label}: non-finite loss at step " \
-        f"{int(np.flatnonzero(~np.isfinite(losses))[0])}"
+    assert np.all(np.isfinite(losses)), (
+        f"{label}: non-finite loss at step {int(np.flatnonzero(~np.isfinite(losses))[0])}"
+    )
     for leaf in jax.tree.leaves(params):
         assert leaf.dtype == dtype, label
         assert bool(jnp.all(jnp.isfinite(leaf))), f"{label}: non-finite parameters"
     not_float32 = {
-        path: dtype_ for path, dtype_ in state_float_dtypes(state).items()
-        if dtype_ != jnp.float32
+        path: dtype_ for path, dtype_ in state_float_dtypes(state).items() if dtype_ != jnp.float32
     }
     assert not not_float32, f"{label}: state not in float32: {not_float32}"
     assert losses[-1] <= losses[0], f"{label}: loss went from {losses[0]} to {losses[-1]}"
@@ -99,9 +101,12 @@ def test_1000_steps_in_bf16_and_fp16_with_every_optimizer():
         for case in CASES
     }
     # inputs are arguments (as constants XLA would fold them)
-    results = jax.jit(lambda inputs: {
-        name: [train(optimizers[name], *pair) for pair in pairs] for name, pairs in inputs.items()
-    })(inputs)
+    results = jax.jit(
+        lambda inputs: {
+            name: [train(optimizers[name], *pair) for pair in pairs]
+            for name, pairs in inputs.items()
+        }
+    )(inputs)
     assert sorted(results) == sorted(case.name for case in CASES)
     failures = []
     for name, runs in results.items():

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from parity import assert_trace_close, make_torch_optimizer, torch
 
 import optlib
@@ -94,8 +93,10 @@ def _both_paths(update, state, metrics):
         report_used = optlib.current_learning_rate(by_report)
         by_report = optlib.report_metric(by_report, metric)
         return (by_value, by_report), (
-            -updates, optlib.current_learning_rate(by_value),
-            report_used, optlib.current_learning_rate(by_report),
+            -updates,
+            optlib.current_learning_rate(by_value),
+            report_used,
+            optlib.current_learning_rate(by_report),
         )
 
     return jax.lax.scan(body, (state, state), metrics)[1]
@@ -149,7 +150,9 @@ def registry_case(name: str, seed: int, scheduler: str, **kwargs: Any) -> Case:
             scheduler, optimizer, num_warmup_steps=5, scheduler_specific_kwargs=kwargs
         ),
         lambda: optlib.get_scheduler(
-            scheduler, learning_rate=LEARNING_RATE, num_warmup_steps=5,
+            scheduler,
+            learning_rate=LEARNING_RATE,
+            num_warmup_steps=5,
             scheduler_specific_kwargs=kwargs,
         ),
         metrics,
@@ -159,33 +162,100 @@ def registry_case(name: str, seed: int, scheduler: str, **kwargs: Any) -> Case:
 CASES = [
     torch_case("plateau_defaults", 0),
     torch_case("plateau_min_rel_patience3", 1, patience=3),
-    torch_case("plateau_min_abs_cooldown", 2, threshold_mode="abs", threshold=0.02, patience=2,
-               cooldown=3),
-    torch_case("plateau_max_rel_min_lr", 3, mode="max", threshold=1e-3, patience=2, cooldown=1,
-               factor=0.5, min_lr=0.003),
-    torch_case("plateau_max_abs_patience0", 4, mode="max", threshold_mode="abs", threshold=1e-3,
-               patience=0, factor=0.7),
+    torch_case(
+        "plateau_min_abs_cooldown", 2, threshold_mode="abs", threshold=0.02, patience=2, cooldown=3
+    ),
+    torch_case(
+        "plateau_max_rel_min_lr",
+        3,
+        mode="max",
+        threshold=1e-3,
+        patience=2,
+        cooldown=1,
+        factor=0.5,
+        min_lr=0.003,
+    ),
+    torch_case(
+        "plateau_max_abs_patience0",
+        4,
+        mode="max",
+        threshold_mode="abs",
+        threshold=1e-3,
+        patience=0,
+        factor=0.7,
+    ),
     torch_case("plateau_eps_skips_small_reductions", 5, factor=0.5, patience=1, eps=0.02),
     torch_case("plateau_factor0_drops_to_min_lr", 6, factor=0.0, patience=4, min_lr=0.01),
     greedy_case("greedy_defaults", 10),
-    greedy_case("greedy_cooldown_warmup_rel", 11, patience=2, cooldown=3, warmup=2,
-                threshold_mode="rel", threshold=1e-3, min_lr=0.01),
-    greedy_case("greedy_max_bounds", 12, mode="max", patience=1, warmup=3, factor=0.8,
-                min_lr=0.02, max_lr=0.2),
-    greedy_case("greedy_smooth_window5", 13, smooth=True, window_size=5, patience=2, factor=0.9,
-                min_lr=0.01),
-    greedy_case("greedy_smooth_window20_max_rel", 14, smooth=True, window_size=20, mode="max",
-                threshold_mode="rel", threshold=1e-4, patience=1, cooldown=2, min_lr=0.01),
-    greedy_case("greedy_reset_at_min", 15, patience=1, factor=0.5, min_lr=0.03, reset_start=3,
-                cooldown=1),
-    greedy_case("greedy_smooth_nan_then_reset", 16, nans=1, smooth=True, window_size=5,
-                patience=2, factor=0.5, min_lr=0.02, reset_start=2),
-    greedy_case("greedy_nan_eps", 17, nans=5, patience=0, factor=0.9, eps=5e-3, min_lr=0.01,
-                max_lr=0.5),
-    registry_case("hf_get_scheduler_reduce_lr_on_plateau", 20, "reduce_lr_on_plateau",
-                  patience=2, factor=0.5, cooldown=1),
-    registry_case("hf_get_scheduler_greedy", 21, "greedy", patience=1, smooth=True,
-                  window_size=20, min_lr=0.01),
+    greedy_case(
+        "greedy_cooldown_warmup_rel",
+        11,
+        patience=2,
+        cooldown=3,
+        warmup=2,
+        threshold_mode="rel",
+        threshold=1e-3,
+        min_lr=0.01,
+    ),
+    greedy_case(
+        "greedy_max_bounds",
+        12,
+        mode="max",
+        patience=1,
+        warmup=3,
+        factor=0.8,
+        min_lr=0.02,
+        max_lr=0.2,
+    ),
+    greedy_case(
+        "greedy_smooth_window5", 13, smooth=True, window_size=5, patience=2, factor=0.9, min_lr=0.01
+    ),
+    greedy_case(
+        "greedy_smooth_window20_max_rel",
+        14,
+        smooth=True,
+        window_size=20,
+        mode="max",
+        threshold_mode="rel",
+        threshold=1e-4,
+        patience=1,
+        cooldown=2,
+        min_lr=0.01,
+    ),
+    greedy_case(
+        "greedy_reset_at_min", 15, patience=1, factor=0.5, min_lr=0.03, reset_start=3, cooldown=1
+    ),
+    greedy_case(
+        "greedy_smooth_nan_then_reset",
+        16,
+        nans=1,
+        smooth=True,
+        window_size=5,
+        patience=2,
+        factor=0.5,
+        min_lr=0.02,
+        reset_start=2,
+    ),
+    greedy_case(
+        "greedy_nan_eps", 17, nans=5, patience=0, factor=0.9, eps=5e-3, min_lr=0.01, max_lr=0.5
+    ),
+    registry_case(
+        "hf_get_scheduler_reduce_lr_on_plateau",
+        20,
+        "reduce_lr_on_plateau",
+        patience=2,
+        factor=0.5,
+        cooldown=1,
+    ),
+    registry_case(
+        "hf_get_scheduler_greedy",
+        21,
+        "greedy",
+        patience=1,
+        smooth=True,
+        window_size=20,
+        min_lr=0.01,
+    ),
 ]
 
 
@@ -197,8 +267,9 @@ def test_learning_rates_match_reference_through_value_and_report_metric(case):
     for path, (ours_used, ours_after) in optlib_traces(case.ours(), case.metrics).items():
         for label, ours, reference in (("used", ours_used, used), ("after", ours_after, after)):
             errors.append(
-                assert_trace_close(ours, reference, rtol=RTOL, atol_peak=0.0,
-                                   label=f"{case.name} {path} {label}")
+                assert_trace_close(
+                    ours, reference, rtol=RTOL, atol_peak=0.0, label=f"{case.name} {path} {label}"
+                )
             )
     MEASURED[case.name] = max(errors)
     print(f"{case.name}: max rel. error {MEASURED[case.name]:.2e} over {len(case.metrics)} steps")
@@ -214,7 +285,9 @@ def test_learning_rates_match_reference_to_float64_under_x64(case, x64):
     traces = optlib_traces(case.ours(), case.metrics.astype(np.float64))
     for path, (ours_used, ours_after) in traces.items():
         assert_trace_close(ours_used, used, rtol=1e-12, atol_peak=0.0, label=f"{case.name} {path}")
-        assert_trace_close(ours_after, after, rtol=1e-12, atol_peak=0.0, label=f"{case.name} {path}")
+        assert_trace_close(
+            ours_after, after, rtol=1e-12, atol_peak=0.0, label=f"{case.name} {path}"
+        )
 
 
 def test_registry_maps_torch_names_to_the_same_scheduler():
@@ -227,20 +300,27 @@ def test_registry_maps_torch_names_to_the_same_scheduler():
         _, after = reference_trace(lambda opt: reference(opt, **kwargs), metrics)
         tx = optlib.get_scheduler(name, learning_rate=LEARNING_RATE, **kwargs)
         assert isinstance(tx, optax.GradientTransformationExtraArgs)
-        assert_trace_close(optlib_traces(tx, metrics)["report_metric"][1], after, rtol=RTOL,
-                           atol_peak=0.0, label=name)
+        assert_trace_close(
+            optlib_traces(tx, metrics)["report_metric"][1],
+            after,
+            rtol=RTOL,
+            atol_peak=0.0,
+            label=name,
+        )
 
 
 def test_registry_rejects_what_the_references_reject():
     with pytest.raises(TypeError, match="num_warmup_steps"):
         optlib.get_scheduler("ReduceLROnPlateau", learning_rate=0.1, num_warmup_steps=3)
     with pytest.raises(TypeError, match="warmup"):  # GreedyLR's own warmup, not ReduceLROnPlateau's
-        optlib.get_scheduler("reduce_lr_on_plateau", learning_rate=0.1,
-                             scheduler_specific_kwargs={"warmup": 2})
+        optlib.get_scheduler(
+            "reduce_lr_on_plateau", learning_rate=0.1, scheduler_specific_kwargs={"warmup": 2}
+        )
     optimizer = make_torch_optimizer(LEARNING_RATE)
     with pytest.raises(TypeError):
-        transformers.get_scheduler("reduce_lr_on_plateau", optimizer,
-                                   scheduler_specific_kwargs={"warmup": 2})
+        transformers.get_scheduler(
+            "reduce_lr_on_plateau", optimizer, scheduler_specific_kwargs={"warmup": 2}
+        )
 
 
 def _report_only(state, metrics):
@@ -306,8 +386,9 @@ def _plateau(learning_rate=LEARNING_RATE):
 
 CONTAINERS = {
     "chain": lambda: optax.chain(optax.scale_by_adam(), _plateau()),
-    "named_chain": lambda: optax.named_chain(("adam", optax.scale_by_adam()),
-                                             ("plateau", _plateau())),
+    "named_chain": lambda: optax.named_chain(
+        ("adam", optax.scale_by_adam()), ("plateau", _plateau())
+    ),
     "partition": lambda: optax.partition(
         {"scheduled": optax.chain(optax.scale_by_adam(), _plateau()), "fixed": optax.sgd(0.5)},
         {"a": "scheduled", "b": "fixed"},
@@ -352,11 +433,13 @@ def test_report_metric_and_value_reach_the_scheduler_inside(container):
         return jax.lax.scan(body, (opt_state, opt_state), metrics)
 
     (by_report, _), rates = run(tx.init(params), jnp.asarray(metrics))
-    assert_trace_close(np.asarray(rates[0]), after, rtol=RTOL, atol_peak=0.0,
-                       label=f"{container} report_metric")
+    assert_trace_close(
+        np.asarray(rates[0]), after, rtol=RTOL, atol_peak=0.0, label=f"{container} report_metric"
+    )
     if forwards_value:
-        assert_trace_close(np.asarray(rates[1]), after, rtol=RTOL, atol_peak=0.0,
-                           label=f"{container} value")
+        assert_trace_close(
+            np.asarray(rates[1]), after, rtol=RTOL, atol_peak=0.0, label=f"{container} value"
+        )
     # the stepped state still drives an update (structure unchanged)
     jax.jit(tx.update)(params, by_report, params)
 
@@ -374,7 +457,9 @@ def test_report_metric_rejects_a_non_scalar_metric():
 
 def test_hyperparameters_live_in_the_state():
     """report_metric needs no transform: a state alone carries what its step needs."""
-    state = optlib.greedy_lr(0.2, factor=0.5, patience=3, mode="max", smooth=True, window_size=7).init(None)
+    state = optlib.greedy_lr(
+        0.2, factor=0.5, patience=3, mode="max", smooth=True, window_size=7
+    ).init(None)
     assert float(state.config.factor) == 0.5 and int(state.config.patience) == 3
     assert bool(state.config.maximize) and bool(state.config.smooth)
     assert state.window.shape == (7,)
@@ -390,8 +475,7 @@ def test_warmup_schedule_chained_before_plateau_multiplies_the_rates():
     metrics = metric_sequence(60, steps=150, nans=2)
     optimizer = make_torch_optimizer(LEARNING_RATE)
     warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor, total_iters=warmup_steps)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=2, factor=0.5,
-                                                         eps=0.0)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=2, factor=0.5, eps=0.0)
     used, after = [], []
     for metric in metrics:
         used.append(optimizer.param_groups[0]["lr"])
@@ -423,8 +507,9 @@ def test_warmup_schedule_chained_before_plateau_multiplies_the_rates():
 
 SCHEDULERS = {
     "reduce_lr_on_plateau": lambda: optlib.reduce_lr_on_plateau(0.5, patience=3, factor=0.5),
-    "greedy_lr": lambda: optlib.greedy_lr(0.5, patience=2, smooth=True, window_size=6,
-                                          min_lr=1e-3, reset_start=2),
+    "greedy_lr": lambda: optlib.greedy_lr(
+        0.5, patience=2, smooth=True, window_size=6, min_lr=1e-3, reset_start=2
+    ),
 }
 
 
@@ -494,8 +579,10 @@ def test_state_survives_orbax_checkpoint_mid_run(scheduler, tmp_path):
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp_path / "ckpt", {"params": half_params, "opt_state": half_state})
     checkpointer.wait_until_finished()
-    target = {"params": jax.eval_shape(lambda: params),
-              "opt_state": jax.eval_shape(tx.init, params)}
+    target = {
+        "params": jax.eval_shape(lambda: params),
+        "opt_state": jax.eval_shape(tx.init, params),
+    }
     restored = checkpointer.restore(tmp_path / "ckpt", target)
     checkpointer.close()
 
@@ -527,28 +614,79 @@ def _greedy_reference(**kwargs):
 
 
 BAD_ARGS = [
-    BadArgs("plateau_factor_1", _plateau_reference, optlib.reduce_lr_on_plateau, {"factor": 1.0}, ValueError),
-    BadArgs("plateau_factor_2", _plateau_reference, optlib.reduce_lr_on_plateau, {"factor": 2.0}, ValueError),
-    BadArgs("plateau_mode", _plateau_reference, optlib.reduce_lr_on_plateau, {"mode": "avg"}, ValueError),
-    BadArgs("plateau_threshold_mode", _plateau_reference, optlib.reduce_lr_on_plateau,
-            {"threshold_mode": "pct"}, ValueError),
-    BadArgs("plateau_min_lr_list", _plateau_reference, optlib.reduce_lr_on_plateau,
-            {"min_lr": [0.1, 0.2]}, (TypeError, ValueError)),
-    BadArgs("plateau_negative_patience", None, optlib.reduce_lr_on_plateau, {"patience": -1}, ValueError),
-    BadArgs("plateau_negative_cooldown", None, optlib.reduce_lr_on_plateau, {"cooldown": -2}, ValueError),
-    BadArgs("plateau_negative_factor", None, optlib.reduce_lr_on_plateau, {"factor": -0.5}, ValueError),
-    BadArgs("plateau_negative_min_lr", None, optlib.reduce_lr_on_plateau, {"min_lr": -1e-3}, ValueError),
-    BadArgs("plateau_float_patience", None, optlib.reduce_lr_on_plateau, {"patience": 2.5}, TypeError),
+    BadArgs(
+        "plateau_factor_1",
+        _plateau_reference,
+        optlib.reduce_lr_on_plateau,
+        {"factor": 1.0},
+        ValueError,
+    ),
+    BadArgs(
+        "plateau_factor_2",
+        _plateau_reference,
+        optlib.reduce_lr_on_plateau,
+        {"factor": 2.0},
+        ValueError,
+    ),
+    BadArgs(
+        "plateau_mode", _plateau_reference, optlib.reduce_lr_on_plateau, {"mode": "avg"}, ValueError
+    ),
+    BadArgs(
+        "plateau_threshold_mode",
+        _plateau_reference,
+        optlib.reduce_lr_on_plateau,
+        {"threshold_mode": "pct"},
+        ValueError,
+    ),
+    BadArgs(
+        "plateau_min_lr_list",
+        _plateau_reference,
+        optlib.reduce_lr_on_plateau,
+        {"min_lr": [0.1, 0.2]},
+        (TypeError, ValueError),
+    ),
+    BadArgs(
+        "plateau_negative_patience", None, optlib.reduce_lr_on_plateau, {"patience": -1}, ValueError
+    ),
+    BadArgs(
+        "plateau_negative_cooldown", None, optlib.reduce_lr_on_plateau, {"cooldown": -2}, ValueError
+    ),
+    BadArgs(
+        "plateau_negative_factor", None, optlib.reduce_lr_on_plateau, {"factor": -0.5}, ValueError
+    ),
+    BadArgs(
+        "plateau_negative_min_lr", None, optlib.reduce_lr_on_plateau, {"min_lr": -1e-3}, ValueError
+    ),
+    BadArgs(
+        "plateau_float_patience", None, optlib.reduce_lr_on_plateau, {"patience": 2.5}, TypeError
+    ),
     BadArgs("greedy_factor_1", _greedy_reference, optlib.greedy_lr, {"factor": 1.0}, ValueError),
     BadArgs("greedy_mode", _greedy_reference, optlib.greedy_lr, {"mode": "avg"}, ValueError),
-    BadArgs("greedy_threshold_mode", _greedy_reference, optlib.greedy_lr,
-            {"threshold_mode": "pct"}, ValueError),
-    BadArgs("greedy_min_lr_above_max_lr", None, optlib.greedy_lr, {"min_lr": 0.5, "max_lr": 0.1}, ValueError),
+    BadArgs(
+        "greedy_threshold_mode",
+        _greedy_reference,
+        optlib.greedy_lr,
+        {"threshold_mode": "pct"},
+        ValueError,
+    ),
+    BadArgs(
+        "greedy_min_lr_above_max_lr",
+        None,
+        optlib.greedy_lr,
+        {"min_lr": 0.5, "max_lr": 0.1},
+        ValueError,
+    ),
     BadArgs("greedy_factor_0", None, optlib.greedy_lr, {"factor": 0.0}, ValueError),
     BadArgs("greedy_negative_patience", None, optlib.greedy_lr, {"patience": -1}, ValueError),
     BadArgs("greedy_negative_cooldown", None, optlib.greedy_lr, {"cooldown": -1}, ValueError),
     BadArgs("greedy_negative_warmup", None, optlib.greedy_lr, {"warmup": -1}, ValueError),
-    BadArgs("greedy_window_size_0", None, optlib.greedy_lr, {"window_size": 0, "smooth": True}, ValueError),
+    BadArgs(
+        "greedy_window_size_0",
+        None,
+        optlib.greedy_lr,
+        {"window_size": 0, "smooth": True},
+        ValueError,
+    ),
     BadArgs("greedy_negative_reset_start", None, optlib.greedy_lr, {"reset_start": -1}, ValueError),
     BadArgs("greedy_verbose_not_bool", None, optlib.greedy_lr, {"verbose": "yes"}, TypeError),
 ]

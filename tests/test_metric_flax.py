@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from parity import assert_trace_close, torch
 
 import optlib
@@ -34,15 +33,18 @@ SIZE = 3
 
 SCHEDULERS = {
     "reduce_lr_on_plateau": (
-        lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=2, factor=0.5,
-                                                               cooldown=1),
+        lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, patience=2, factor=0.5, cooldown=1
+        ),
         lambda: optlib.reduce_lr_on_plateau(LEARNING_RATE, patience=2, factor=0.5, cooldown=1),
     ),
     "greedy_lr": (
-        lambda opt: transformers_optimization.GreedyLR(opt, patience=1, factor=0.7, min_lr=0.01,
-                                                       smooth=True, window_size=4),
-        lambda: optlib.greedy_lr(LEARNING_RATE, patience=1, factor=0.7, min_lr=0.01,
-                                 smooth=True, window_size=4),
+        lambda opt: transformers_optimization.GreedyLR(
+            opt, patience=1, factor=0.7, min_lr=0.01, smooth=True, window_size=4
+        ),
+        lambda: optlib.greedy_lr(
+            LEARNING_RATE, patience=1, factor=0.7, min_lr=0.01, smooth=True, window_size=4
+        ),
     ),
 }
 

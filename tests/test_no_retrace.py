@@ -33,8 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import optlib
 from reliability_cases import (
     INT32_MAX,
     OPTIMIZER_CASES,
@@ -48,6 +46,8 @@ from reliability_cases import (
     step_based_names,
     train_step,
 )
+
+import optlib
 
 STEPS = 1000
 BATCHES = split_batches(make_batches(jax.random.key(1), 8))
@@ -107,8 +107,9 @@ def test_training_step_compiles_once_over_1000_steps_and_counters_saturate(case)
     for index in range(4):
         params, state, _ = step(params, state, BATCHES[index])
         assert all(value >= 0 for value in counters(state).values()), counters(state)
-    steps_taken = {path: value for path, value in counters(state).items()
-                   if path.endswith(".count")}
+    steps_taken = {
+        path: value for path, value in counters(state).items() if path.endswith(".count")
+    }
     assert steps_taken and set(steps_taken.values()) == {INT32_MAX}, counters(state)
     assert_compiled_once(step, traces, initial, state)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params))
@@ -173,8 +174,9 @@ def test_report_metric_epoch_loop_compiles_once(scheduler):
     assert len(set(rates)) > 1  # the scheduler did step
 
 
-INJECTABLE = [case for case in OPTIMIZER_CASES if case.learning_rate is not None
-              and not case.metric_driven]
+INJECTABLE = [
+    case for case in OPTIMIZER_CASES if case.learning_rate is not None and not case.metric_driven
+]
 
 
 @pytest.mark.parametrize("case", INJECTABLE, ids=case_ids(INJECTABLE))

@@ -24,10 +24,7 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from parity import make_torch_optimizer, torch
-
-import optlib
 from reliability_cases import (
     OPTIMIZER_CASES,
     init_params,
@@ -35,6 +32,8 @@ from reliability_cases import (
     split_batches,
     train_step,
 )
+
+import optlib
 
 transformers_optimization = pytest.importorskip(
     "transformers.optimization", reason="GreedyLR parity needs transformers"
@@ -206,15 +205,22 @@ def test_apply_if_finite_skips_bad_batches_and_the_run_recovers_with_every_optim
 
     Every optimizer in one jitted step (one compile for all; each optimizer's part sees only
     its own parameters and state); every one is checked and every failing one reported."""
-    optimizers = {case.name: optax.apply_if_finite(case.make(), max_consecutive_errors=3)
-                  for case in OPTIMIZER_CASES}
+    optimizers = {
+        case.name: optax.apply_if_finite(case.make(), max_consecutive_errors=3)
+        for case in OPTIMIZER_CASES
+    }
 
     @jax.jit
     def step(params, states, batch):
-        out = {name: train_step(tx, params[name], states[name], batch)
-               for name, tx in optimizers.items()}
-        return ({name: o[0] for name, o in out.items()}, {name: o[1] for name, o in out.items()},
-                {name: o[2] for name, o in out.items()})
+        out = {
+            name: train_step(tx, params[name], states[name], batch)
+            for name, tx in optimizers.items()
+        }
+        return (
+            {name: o[0] for name, o in out.items()},
+            {name: o[1] for name, o in out.items()},
+            {name: o[2] for name, o in out.items()},
+        )
 
     params = init_params(jax.random.key(0))
     initial_params = {name: params for name in optimizers}
@@ -238,7 +244,11 @@ def test_apply_if_finite_skips_bad_batches_and_the_run_recovers_with_every_optim
         try:
             check_skips_and_recovers(
                 [tuple(part[name] for part in entry) for entry in trace],
-                p[name], s[name], p_ref[name], s_ref[name])
+                p[name],
+                s[name],
+                p_ref[name],
+                s_ref[name],
+            )
         except AssertionError as error:
             failures.append(f"{name}: {error}")
     assert not failures, "\n".join(failures)

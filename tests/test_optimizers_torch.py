@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from parity import torch
 
 import optlib
@@ -81,10 +80,10 @@ def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False, 
     ``optax.MultiSteps``); otherwise the one micro-batch. ``metrics[k]`` (optional) is passed
     as ``value=`` to every update of step ``k`` (metric-driven schedulers).
     """
-    cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}  # noqa: E731
+    cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}
     a, b, noise = cast(problem.a), cast(problem.b), cast(problem.noise)
     steps = next(iter(noise.values())).shape[0]
-    extra = (lambda m: {"value": m}) if metrics is not None else (lambda m: {})  # noqa: E731
+    extra = (lambda m: {"value": m}) if metrics is not None else (lambda m: {})
     metrics = jnp.zeros(steps) if metrics is None else jnp.asarray(metrics)
 
     def micro_step(carry, c, metric):
@@ -122,7 +121,7 @@ def torch_trajectory(
     params = {
         k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in problem.params.items()
     }
-    t = lambda x: torch.tensor(x, dtype=dtype)  # noqa: E731
+    t = lambda x: torch.tensor(x, dtype=dtype)
     a, b = ({k: t(v) for k, v in tree.items()} for tree in (problem.a, problem.b))
     noise = {k: t(v) for k, v in problem.noise.items()}
     optimizer = make_optimizer(params)
@@ -194,8 +193,10 @@ CASES = [
     ("Adam", {"lr": 0.02, "amsgrad": True, "weight_decay": 0.01, "maximize": True}),
     ("Adam", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("AdamW", {}),
-    ("AdamW", {"lr": 0.05, "betas": (0.5, 0.9), "weight_decay": 0.1, "amsgrad": True,
-               "maximize": True}),
+    (
+        "AdamW",
+        {"lr": 0.05, "betas": (0.5, 0.9), "weight_decay": 0.1, "amsgrad": True, "maximize": True},
+    ),
     ("Adagrad", {}),
     ("Adagrad", {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1}),
     ("Adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3, "maximize": True}),
@@ -206,8 +207,10 @@ CASES = [
     ("Adadelta", {"lr": 0.5, "rho": 0.5, "eps": 1e-4, "weight_decay": 0.1, "maximize": True}),
     ("NAdam", {}),
     ("NAdam", {"lr": 0.05, "momentum_decay": 0.1, "weight_decay": 0.1, "maximize": True}),
-    ("NAdam", {"lr": 0.05, "betas": (0.8, 0.95), "weight_decay": 0.1,
-               "decoupled_weight_decay": True}),
+    (
+        "NAdam",
+        {"lr": 0.05, "betas": (0.8, 0.95), "weight_decay": 0.1, "decoupled_weight_decay": True},
+    ),
 ]
 
 # One float32 configuration per optimizer, exercising its main options.
@@ -287,8 +290,11 @@ def test_schedule_drives_lr_like_lambda_lr_and_current_learning_rate_reads_it(ca
 
 
 CYCLING_CASES = [  # SGD and Adam also run under torch's own OneCycleLR below
-    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05},
-     _cycled_momentum),
+    (
+        "SGD",
+        {"lr": 0.05, "momentum": 0.9, "dampening": 0.2, "weight_decay": 0.05},
+        _cycled_momentum,
+    ),
     ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3}, _momentum_off_for_three_steps),
     ("NAdam", {"weight_decay": 0.1}, _cycled_momentum),
     ("RMSprop", {"momentum": 0.5, "centered": True}, _cycled_momentum),
@@ -402,9 +408,7 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(
-    "case", INVALID, ids=[_case_id(c[:2]) for c in INVALID]
-)
+@pytest.mark.parametrize("case", INVALID, ids=[_case_id(c[:2]) for c in INVALID])
 def test_invalid_hyperparameter_raises_like_torch(case):
     name, kwargs, parameter = case
     torch_cls, optlib_fn = OPTIMIZERS[name]
@@ -467,7 +471,9 @@ def test_sgd_momentum_first_step_copy_keeps_signed_zeros_like_torch(nesterov, sc
     tx = optlib.sgd(0.5, momentum=momentum, nesterov=nesterov)
     params = jnp.asarray(values)
     state = tx.init(params)
-    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    step = jax.jit(
+        lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p))
+    )
     for g in grad_sequence:
         param.grad = torch.tensor(g)
         reference.step()

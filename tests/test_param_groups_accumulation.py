@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from parity import torch
 from test_optimizers_torch import (
     RTOL_F64,
@@ -68,10 +67,16 @@ def test_two_group_adamw_with_cosine_annealing_matches_torch(x64):
 
 def test_decay_labels_split_weights_from_biases_and_scalars():
     params = {
-        "w": jnp.ones((2, 3)), "conv": jnp.ones((2, 2, 3)), "b": jnp.ones(3), "s": jnp.ones([])
+        "w": jnp.ones((2, 3)),
+        "conv": jnp.ones((2, 2, 3)),
+        "b": jnp.ones(3),
+        "s": jnp.ones([]),
     }
     assert optlib.decay_labels(params) == {
-        "w": "decay", "conv": "decay", "b": "no_decay", "s": "no_decay"
+        "w": "decay",
+        "conv": "decay",
+        "b": "no_decay",
+        "s": "no_decay",
     }
 
 

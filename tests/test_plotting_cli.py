@@ -8,13 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-
 from parity import optlib_trace
 
 import optlib
 from optlib.__main__ import _parse_keywords, main
 
-matplotlib = pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'optlib[plot]'")
+matplotlib = pytest.importorskip(
+    "matplotlib", reason="plots need matplotlib: pip install 'optlib[plot]'"
+)
 matplotlib.use("Agg")
 from matplotlib import image as mpimg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -69,7 +70,19 @@ def test_cli_list_prints_every_registered_name_with_its_reference(capsys):
     [
         (["plot", "no_such_schedule"], "Unknown scheduler name 'no_such_schedule'"),
         (["plot", "linear", "--num-warmup-steps", "5"], "requires `num_training_steps`"),
-        (["plot", "cosine", "--num-warmup-steps", "5", "--num-training-steps", "50", "--kw", "bogus=1"], "bogus"),
+        (
+            [
+                "plot",
+                "cosine",
+                "--num-warmup-steps",
+                "5",
+                "--num-training-steps",
+                "50",
+                "--kw",
+                "bogus=1",
+            ],
+            "bogus",
+        ),
         (["plot", "reduce_lr_on_plateau"], "metric-driven"),
         (["plot", "constant", "--kw", "linear:power=2"], "not plotted"),
         (["plot", "constant", "--kw", "power"], "key=value"),
@@ -83,7 +96,9 @@ def test_cli_errors_exit_non_zero_with_a_clear_message(argv, fragment, tmp_path,
 
 
 def test_cli_keywords_are_python_literals_scoped_by_name():
-    parsed = _parse_keywords(["num_cycles=1.5", "cosine:power=2", "wsd:decay_type=1-sqrt", "x=[1, 2]"])
+    parsed = _parse_keywords(
+        ["num_cycles=1.5", "cosine:power=2", "wsd:decay_type=1-sqrt", "x=[1, 2]"]
+    )
     assert parsed == {
         None: {"num_cycles": 1.5, "x": [1, 2]},
         "cosine": {"power": 2},
@@ -97,7 +112,9 @@ def test_plot_schedule_draws_each_schedule_values_on_given_axes():
         optlib.linear_decay(1e-3, 1e-4, 80, num_hold_steps=20),
     ]
     ax = Figure().subplots()
-    assert optlib.plot_schedule(schedules, steps=120, labels=["cosine", "linear_decay"], ax=ax) is ax
+    assert (
+        optlib.plot_schedule(schedules, steps=120, labels=["cosine", "linear_decay"], ax=ax) is ax
+    )
     for line, schedule in zip(ax.get_lines(), schedules):
         np.testing.assert_array_equal(line.get_xdata(), np.arange(120))
         np.testing.assert_allclose(line.get_ydata(), optlib_trace(schedule, 120))
@@ -106,14 +123,18 @@ def test_plot_schedule_draws_each_schedule_values_on_given_axes():
 
 def test_plot_schedule_saves_to_path(tmp_path):
     path = tmp_path / "one.png"
-    ax = optlib.plot_schedule(optlib.get_inverse_sqrt_schedule(1.0, 10), steps=[0, 5, 10, 50, 200], path=str(path))
+    ax = optlib.plot_schedule(
+        optlib.get_inverse_sqrt_schedule(1.0, 10), steps=[0, 5, 10, 50, 200], path=str(path)
+    )
     assert list(ax.get_lines()[0].get_xdata()) == [0, 5, 10, 50, 200]
     _assert_png(str(path))
 
 
 def test_plot_schedule_rejects_mismatched_labels_and_metric_driven_schedulers():
     with pytest.raises(ValueError, match="one label per schedule"):
-        optlib.plot_schedule([optlib.get_constant_schedule(1.0)], labels=["a", "b"], ax=Figure().subplots())
+        optlib.plot_schedule(
+            [optlib.get_constant_schedule(1.0)], labels=["a", "b"], ax=Figure().subplots()
+        )
     plateau = optlib.get_scheduler("reduce_lr_on_plateau", learning_rate=0.1)
     with pytest.raises(TypeError, match="metric-driven"):
         optlib.plot_schedule(plateau, ax=Figure().subplots())

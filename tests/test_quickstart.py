@@ -17,8 +17,12 @@ import pytest
 
 import optlib
 
-pytest.importorskip("matplotlib", reason="the quickstart writes a PNG (pip install -e '.[examples]')")
-pytest.importorskip("tqdm", reason="the quickstart shows a progress bar (pip install -e '.[examples]')")
+pytest.importorskip(
+    "matplotlib", reason="the quickstart writes a PNG (pip install -e '.[examples]')"
+)
+pytest.importorskip(
+    "tqdm", reason="the quickstart shows a progress bar (pip install -e '.[examples]')"
+)
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -35,10 +39,20 @@ def test_quickstart_trains_logs_the_rate_and_writes_the_png(tmp_path, capsys):
     quickstart = load_example("quickstart")
     output = tmp_path / "curves" / "quickstart.png"
     learning_rate = 1e-2
-    history = quickstart.main([
-        "--samples", "2000", "--epochs", "8", "--warmup-epochs", "1",
-        "--learning-rate", str(learning_rate), "-o", str(output),
-    ])
+    history = quickstart.main(
+        [
+            "--samples",
+            "2000",
+            "--epochs",
+            "8",
+            "--warmup-epochs",
+            "1",
+            "--learning-rate",
+            str(learning_rate),
+            "-o",
+            str(output),
+        ]
+    )
 
     accuracy = history["val_accuracy"]
     assert accuracy[-1] > accuracy[0] + 0.15, accuracy
@@ -78,8 +92,9 @@ def test_current_learning_rate_reads_inject_hyperparams():
         if step == 0:
             np.testing.assert_allclose(-updates["w"][0], schedule(0), rtol=1e-5)
         np.testing.assert_allclose(state.hyperparams["learning_rate"], schedule(step), rtol=1e-6)
-        np.testing.assert_allclose(optlib.current_learning_rate(state),
-                                   state.hyperparams["learning_rate"], rtol=0)
+        np.testing.assert_allclose(
+            optlib.current_learning_rate(state), state.hyperparams["learning_rate"], rtol=0
+        )
 
     constant = optax.inject_hyperparams(optlib.adam)(learning_rate=0.1)
     state = constant.init(params)

@@ -28,13 +28,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from parity import ATOL_PEAK_F32, RTOL_F32, assert_trace_close, torch_trace
-
-import optlib
 from reliability_cases import INT32_MAX, step_based_names
 from test_extras import CosineAnnealingWarmUpRestarts, document_linear_decay
 from test_torch_schedules import build_optlib, build_torch
+
+import optlib
 
 transformers = pytest.importorskip("transformers", reason="HF parity needs transformers")
 
@@ -56,8 +55,11 @@ fractions = st.floats(0.0, 1.0)
 
 def _unit_lambdas():
     # operators only: one function serves torch (a Python int) and jax (a traced int)
-    return [lambda e: 1.0 / (1.0 + 0.05 * e), lambda e: (e % 7) / 7.0,
-            lambda e: 0.5 + 0.5 / (1.0 + e)]
+    return [
+        lambda e: 1.0 / (1.0 + 0.05 * e),
+        lambda e: (e % 7) / 7.0,
+        lambda e: 0.5 + 0.5 / (1.0 + e),
+    ]
 
 
 def _multipliers():
@@ -70,35 +72,51 @@ def _multipliers():
 def _decaying(name: str, horizon: int = HORIZON) -> st.SearchStrategy:
     """Configurations of the schedulers whose factor stays in ``[0, 1]``."""
     return {
-        "StepLR": st.fixed_dictionaries(
-            dict(step_size=st.integers(1, 100), gamma=unit_gammas)),
+        "StepLR": st.fixed_dictionaries(dict(step_size=st.integers(1, 100), gamma=unit_gammas)),
         "MultiStepLR": st.fixed_dictionaries(
-            dict(milestones=st.lists(st.integers(0, horizon + 10), max_size=6), gamma=unit_gammas)),
+            dict(milestones=st.lists(st.integers(0, horizon + 10), max_size=6), gamma=unit_gammas)
+        ),
         "ExponentialLR": st.fixed_dictionaries(dict(gamma=st.floats(0.9, 1.0))),
         "LinearLR": st.fixed_dictionaries(
-            dict(start_factor=st.floats(0.01, 1.0), end_factor=fractions,
-                 total_iters=st.integers(1, horizon + 50))),
+            dict(
+                start_factor=st.floats(0.01, 1.0),
+                end_factor=fractions,
+                total_iters=st.integers(1, horizon + 50),
+            )
+        ),
         "ConstantLR": st.fixed_dictionaries(
-            dict(factor=st.floats(0.05, 1.0), total_iters=st.integers(0, horizon + 50))),
+            dict(factor=st.floats(0.05, 1.0), total_iters=st.integers(0, horizon + 50))
+        ),
         "PolynomialLR": st.fixed_dictionaries(
-            dict(total_iters=st.integers(1, horizon + 50), power=st.floats(0.0, 4.0))),
+            dict(total_iters=st.integers(1, horizon + 50), power=st.floats(0.0, 4.0))
+        ),
         "CosineAnnealingLR": st.fixed_dictionaries(
-            dict(T_max=st.integers(1, horizon + 50), eta_min=st.just(0.0))),
+            dict(T_max=st.integers(1, horizon + 50), eta_min=st.just(0.0))
+        ),
     }[name]
 
 
-DECAYING = ("StepLR", "MultiStepLR", "ExponentialLR", "LinearLR", "ConstantLR",
-            "PolynomialLR", "CosineAnnealingLR")  # the cosine last
+DECAYING = (
+    "StepLR",
+    "MultiStepLR",
+    "ExponentialLR",
+    "LinearLR",
+    "ConstantLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+)  # the cosine last
 
 
 @st.composite
 def cyclic_configs(draw) -> dict:
     config = dict(
-        base_lr=draw(st.floats(1e-4, 0.05)), max_lr=draw(st.floats(1e-4, 1.0)),
+        base_lr=draw(st.floats(1e-4, 0.05)),
+        max_lr=draw(st.floats(1e-4, 1.0)),
         step_size_up=draw(st.integers(1, 60)),
         step_size_down=draw(st.none() | st.integers(0, 60)),
         mode=draw(st.sampled_from(["triangular", "triangular2", "exp_range"])),
-        gamma=draw(st.floats(0.98, 1.0)), cycle_momentum=draw(st.booleans()),
+        gamma=draw(st.floats(0.98, 1.0)),
+        cycle_momentum=draw(st.booleans()),
     )
     if draw(st.booleans()):
         config["scale_fn"] = draw(st.sampled_from(_unit_lambdas()))
@@ -109,15 +127,22 @@ def cyclic_configs(draw) -> dict:
 @st.composite
 def one_cycle_configs(draw) -> dict:
     config = dict(
-        max_lr=draw(st.floats(0.01, 1.0)), total_steps=draw(st.integers(2, HORIZON + 50)),
+        max_lr=draw(st.floats(0.01, 1.0)),
+        total_steps=draw(st.integers(2, HORIZON + 50)),
         pct_start=draw(st.floats(0.05, 0.95)),
         anneal_strategy=draw(st.sampled_from(["cos", "linear"])),
-        three_phase=draw(st.booleans()), div_factor=draw(st.floats(0.5, 50.0)),
-        final_div_factor=draw(st.floats(1.0, 1e4)), cycle_momentum=draw(st.booleans()),
+        three_phase=draw(st.booleans()),
+        div_factor=draw(st.floats(0.5, 50.0)),
+        final_div_factor=draw(st.floats(1.0, 1e4)),
+        cycle_momentum=draw(st.booleans()),
     )
     try:
-        optlib.one_cycle_lr(max_lr=config["max_lr"], total_steps=config["total_steps"],
-                            pct_start=config["pct_start"], three_phase=config["three_phase"])
+        optlib.one_cycle_lr(
+            max_lr=config["max_lr"],
+            total_steps=config["total_steps"],
+            pct_start=config["pct_start"],
+            three_phase=config["three_phase"],
+        )
     except ValueError:  # a zero-length phase: torch divides by zero there
         assume(False)
     return config
@@ -134,22 +159,28 @@ def composite_configs(draw, name: str) -> dict:
     names = draw(st.lists(st.sampled_from(candidates), min_size=count, max_size=count))
     subs = [(sub, draw(_decaying(sub))) for sub in names]
     if name == "SequentialLR":
-        milestones = sorted(draw(st.lists(st.integers(0, HORIZON), min_size=count - 1,
-                                          max_size=count - 1)))
+        milestones = sorted(
+            draw(st.lists(st.integers(0, HORIZON), min_size=count - 1, max_size=count - 1))
+        )
         return {"schedulers": subs, "milestones": milestones}
     return {"schedulers": subs}
 
 
 def torch_configs(name: str) -> st.SearchStrategy:
     if name in DECAYING:
-        return _decaying(name) if name != "CosineAnnealingLR" else st.fixed_dictionaries(
-            dict(T_max=st.integers(1, HORIZON + 50), eta_min=st.floats(0.0, 0.2)))
+        return (
+            _decaying(name)
+            if name != "CosineAnnealingLR"
+            else st.fixed_dictionaries(
+                dict(T_max=st.integers(1, HORIZON + 50), eta_min=st.floats(0.0, 0.2))
+            )
+        )
     return {
         "LambdaLR": st.fixed_dictionaries(dict(lr_lambda=st.sampled_from(_unit_lambdas()))),
-        "MultiplicativeLR": st.fixed_dictionaries(
-            dict(lr_lambda=st.sampled_from(_multipliers()))),
+        "MultiplicativeLR": st.fixed_dictionaries(dict(lr_lambda=st.sampled_from(_multipliers()))),
         "CosineAnnealingWarmRestarts": st.fixed_dictionaries(
-            dict(T_0=st.integers(1, 60), T_mult=st.integers(1, 4), eta_min=st.floats(0.0, 0.2))),
+            dict(T_0=st.integers(1, 60), T_mult=st.integers(1, 4), eta_min=st.floats(0.0, 0.2))
+        ),
         "CyclicLR": cyclic_configs(),
         "OneCycleLR": one_cycle_configs(),
         "SequentialLR": composite_configs("SequentialLR"),
@@ -176,9 +207,18 @@ def torch_bounds(name: str, lr: float, config: dict) -> tuple[float, float]:
 
 # --------------------------------------------------------------------- HF configurations
 
-HF_NAMES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
-            "polynomial", "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-            "warmup_stable_decay")
+HF_NAMES = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
 
 
 @st.composite
@@ -238,8 +278,9 @@ def draw_steps(data, horizon: int) -> list[int]:
 EVERYWHERE = list(range(HORIZON + 60)) + FAR  # one shape: eager ops compile once per schedule type
 
 
-def assert_properties(schedule, reference_trace, steps, low, high, *, bounded_until=None,
-                      far=True, label=""):
+def assert_properties(
+    schedule, reference_trace, steps, low, high, *, bounded_until=None, far=True, label=""
+):
     """Finite everywhere (up to the horizon and far out), in ``[low, high]`` (at steps below
     ``bounded_until``, if given), and equal to the reference at every step up to the
     largest drawn one."""
@@ -255,8 +296,9 @@ def assert_properties(schedule, reference_trace, steps, low, high, *, bounded_un
         f"{[everywhere[i] for i in outside[:5]]}: {values[outside[:5]]}"
     )
     last = max(steps) + 1
-    assert_trace_close(values[:last], reference_trace[:last], rtol=RTOL_F32,
-                       atol_peak=ATOL_PEAK_F32, label=label)
+    assert_trace_close(
+        values[:last], reference_trace[:last], rtol=RTOL_F32, atol_peak=ATOL_PEAK_F32, label=label
+    )
 
 
 def _quietly(function, *args, **kwargs):
@@ -265,12 +307,23 @@ def _quietly(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
-TORCH_NAMES = ("StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR",
-               "LambdaLR", "MultiplicativeLR", "ConstantLR", "PolynomialLR",
-               "CosineAnnealingWarmRestarts", "CyclicLR", "OneCycleLR", "SequentialLR",
-               "ChainedScheduler")
-EXTRA_NAMES = ("cosine_annealing_warm_up_restarts", "CosineAnnealingWarmUpRestarts",
-               "linear_decay")
+TORCH_NAMES = (
+    "StepLR",
+    "MultiStepLR",
+    "ExponentialLR",
+    "CosineAnnealingLR",
+    "LinearLR",
+    "LambdaLR",
+    "MultiplicativeLR",
+    "ConstantLR",
+    "PolynomialLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "OneCycleLR",
+    "SequentialLR",
+    "ChainedScheduler",
+)
+EXTRA_NAMES = ("cosine_annealing_warm_up_restarts", "CosineAnnealingWarmUpRestarts", "linear_decay")
 
 
 def test_every_step_based_schedule_has_a_property_test():
@@ -290,8 +343,16 @@ def test_torch_schedule_properties(name):
         # OneCycleLR: at step total_steps torch extrapolates its last phase one step beyond
         # the path (optlib matches, then holds that value where torch would raise)
         bounded_until = config["total_steps"] if name == "OneCycleLR" else None
-        assert_properties(schedule, reference, steps, low, high, bounded_until=bounded_until,
-                          far=name != "MultiplicativeLR", label=f"{name} lr={lr} {config}")
+        assert_properties(
+            schedule,
+            reference,
+            steps,
+            low,
+            high,
+            bounded_until=bounded_until,
+            far=name != "MultiplicativeLR",
+            label=f"{name} lr={lr} {config}",
+        )
 
     check()
 
@@ -310,14 +371,20 @@ def test_hf_schedule_properties(name):
             )
 
         reference = _quietly(torch_trace, make, lr, max(steps) + 1)
-        schedule = _quietly(optlib.get_scheduler, name, learning_rate=lr, **standard,
-                            scheduler_specific_kwargs=specific)
+        schedule = _quietly(
+            optlib.get_scheduler,
+            name,
+            learning_rate=lr,
+            **standard,
+            scheduler_specific_kwargs=specific,
+        )
         values = np.asarray(jax.vmap(schedule)(jnp.asarray(EVERYWHERE, jnp.int32)), np.float64)
         warmup = standard.get("num_warmup_steps", 0)
         floor = hf_floor(name, lr, specific)
         assert np.all(values[warmup:] >= floor * (1 - BOUND_SLACK) - 1e-30), f"{name}: below floor"
-        assert_properties(schedule, reference, steps, 0.0, lr, label=f"{name} lr={lr} "
-                          f"{standard} {specific}")
+        assert_properties(
+            schedule, reference, steps, 0.0, lr, label=f"{name} lr={lr} {standard} {specific}"
+        )
 
     check()
 
@@ -325,8 +392,13 @@ def test_hf_schedule_properties(name):
 @st.composite
 def warm_up_restarts_configs(draw) -> dict:
     first = draw(st.integers(1, 60))
-    return dict(T_0=first, T_mult=draw(st.integers(1, 3)), eta_max=draw(st.floats(0.0, 0.2)),
-                T_up=draw(st.integers(0, first - 1)), gamma=draw(fractions))
+    return dict(
+        T_0=first,
+        T_mult=draw(st.integers(1, 3)),
+        eta_max=draw(st.floats(0.0, 0.2)),
+        T_up=draw(st.integers(0, first - 1)),
+        gamma=draw(fractions),
+    )
 
 
 @pytest.mark.parametrize("name", EXTRA_NAMES[:2])
@@ -335,28 +407,50 @@ def test_warm_up_restarts_properties(name):
     @given(base=st.floats(0.0, 0.01), config=warm_up_restarts_configs(), data=st.data())
     def check(base, config, data):
         steps = draw_steps(data, HORIZON)
-        reference = _quietly(torch_trace, lambda opt: CosineAnnealingWarmUpRestarts(opt, **config),
-                             base, max(steps) + 1)
+        reference = _quietly(
+            torch_trace,
+            lambda opt: CosineAnnealingWarmUpRestarts(opt, **config),
+            base,
+            max(steps) + 1,
+        )
         schedule = optlib.get_scheduler(name, learning_rate=base, **config)
-        assert_properties(schedule, reference, steps, 0.0, max(base, config["eta_max"]),
-                          label=f"{name} base={base} {config}")
+        assert_properties(
+            schedule,
+            reference,
+            steps,
+            0.0,
+            max(base, config["eta_max"]),
+            label=f"{name} base={base} {config}",
+        )
 
     check()
 
 
 def test_linear_decay_properties():
     @HYPOTHESIS
-    @given(initial=learning_rates, final=st.floats(0.0, 1.0), total=st.integers(1, HORIZON),
-           data=st.data())
+    @given(
+        initial=learning_rates,
+        final=st.floats(0.0, 1.0),
+        total=st.integers(1, HORIZON),
+        data=st.data(),
+    )
     def check(initial, final, total, data):
         hold = data.draw(st.integers(0, total))
         steps = draw_steps(data, HORIZON)
         reference = document_linear_decay(initial, final, total, hold, max(steps) + 1)
         schedule = optlib.get_scheduler(
-            "linear_decay", learning_rate=initial, num_training_steps=total,
+            "linear_decay",
+            learning_rate=initial,
+            num_training_steps=total,
             scheduler_specific_kwargs={"final_learning_rate": final, "num_hold_steps": hold},
         )
-        assert_properties(schedule, reference, steps, min(initial, final), max(initial, final),
-                          label=f"linear_decay {initial} {final} {total} {hold}")
+        assert_properties(
+            schedule,
+            reference,
+            steps,
+            min(initial, final),
+            max(initial, final),
+            label=f"linear_decay {initial} {final} {total} {hold}",
+        )
 
     check()

@@ -132,9 +132,7 @@ def test_bfgs_needs_at_most_1_5x_the_iterations_of_scipy_on_rosenbrock(x64, dime
     assert int(state[0].count) == steps
 
 
-@pytest.mark.parametrize(
-    "dimension, hessian", [(2, "dense"), (10, "dense"), (10, "cg")]
-)
+@pytest.mark.parametrize("dimension, hessian", [(2, "dense"), (10, "dense"), (10, "cg")])
 def test_newton_with_line_search_converges_on_rosenbrock(x64, dimension, hessian):
     start = standard_start(dimension)
     reference = scipy_optimize.minimize(

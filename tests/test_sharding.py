@@ -42,8 +42,7 @@ example = load_example("sharded_train")
 # (mean over the last axis) and column statistics (mean over the second-to-last axis).
 EXPECTED_SPECS = {
     "embed": {"full": P("data", "model"), "row": P("data"), "col": P("model")},
-    "experts": {"full": P(None, "data", "model"), "row": P(None, "data"),
-                "col": P(None, "model")},
+    "experts": {"full": P(None, "data", "model"), "row": P(None, "data"), "col": P(None, "model")},
     "bias": {"full": P("model")},
 }
 
@@ -130,8 +129,10 @@ def test_factored_statistics_are_split_over_the_mesh_not_replicated(mesh, data):
     host_params, _ = data
     params = jax.tree.map(example.put, host_params, example.param_shardings(mesh))
     tx = optlib.adafactor()
-    state = jax.jit(tx.init, out_shardings=optlib.state_shardings(
-        tx, host_params, example.param_shardings(mesh)))(params)
+    state = jax.jit(
+        tx.init,
+        out_shardings=optlib.state_shardings(tx, host_params, example.param_shardings(mesh)),
+    )(params)
     factored = state[0]
     for field, shape in (("exp_avg_sq_row", (4, 16)), ("exp_avg_sq_col", (4, 12))):
         leaf = getattr(factored, field)["experts"]
@@ -152,7 +153,9 @@ def test_second_order_state_is_created_in_place(make, mesh, data):
     params = jax.tree.map(example.put, host_params, param_sh)
     state = jax.jit(tx.init, out_shardings=shardings)(params)
     reference = tx.init(jax.tree.map(jnp.asarray, host_params))
-    for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(reference)):
+    for (path, leaf), ref in zip(
+        jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(reference)
+    ):
         _, spec = expected_spec(path, leaf)
         if leaf.ndim and spec == P():  # BFGS's flat inverse Hessian and last params/gradient
             assert leaf.sharding.is_fully_replicated

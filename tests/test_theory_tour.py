@@ -46,8 +46,19 @@ def test_tour_prints_all_twelve_optimizers_and_writes_a_png(tour, tmp_path, caps
     output = tmp_path / "plots" / "tour.png"
     steps, second_order_steps = 150, 40
 
-    assert tour.main(["-o", str(output), "--steps", str(steps),
-                      "--second-order-steps", str(second_order_steps)]) == 0
+    assert (
+        tour.main(
+            [
+                "-o",
+                str(output),
+                "--steps",
+                str(steps),
+                "--second-order-steps",
+                str(second_order_steps),
+            ]
+        )
+        == 0
+    )
 
     printed = capsys.readouterr().out
     rows = table_rows(printed, tour.LABELS)

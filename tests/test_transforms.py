@@ -7,14 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from parity import torch
 
 import optlib
 
 SHAPES = {"scalar": (), "vector": (5,), "matrix": (3, 4), "tensor": (2, 3, 2)}
-OPTIMIZERS = [optlib.sgd, optlib.adam, optlib.adamw, optlib.adagrad, optlib.rmsprop,
-              optlib.adadelta, optlib.nadam]
+OPTIMIZERS = [
+    optlib.sgd,
+    optlib.adam,
+    optlib.adamw,
+    optlib.adagrad,
+    optlib.rmsprop,
+    optlib.adadelta,
+    optlib.nadam,
+]
 
 
 def _grads(seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -44,13 +50,13 @@ def _optlib_clip(grads: dict, tx, dtype=jnp.float64):
 
 CLIP_NORM_CASES = [
     # (max_norm, norm_type, gradient scale)
-    (0.5, 2.0, 1.0),      # clipped
-    (100.0, 2.0, 1.0),    # not clipped: torch multiplies by exactly 1
+    (0.5, 2.0, 1.0),  # clipped
+    (100.0, 2.0, 1.0),  # not clipped: torch multiplies by exactly 1
     (1.0, 1.0, 1.0),
     (0.3, float("inf"), 1.0),
     (0.3, "inf", 1.0),
     (0.7, 3.0, 1.0),
-    (1e-4, 2.0, 1e-4),    # tiny norm: torch's +1e-6 matters
+    (1e-4, 2.0, 1e-4),  # tiny norm: torch's +1e-6 matters
 ]
 
 
@@ -84,7 +90,7 @@ def test_optax_clip_by_global_norm_misses_torchs_epsilon(x64):
     reference, _ = _torch_clip(grads, lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1e-4))
     optax_result, _ = _optlib_clip(grads, optax.clip_by_global_norm(1e-4))
     ours, _ = _optlib_clip(grads, optlib.clip_grad_norm(1e-4))
-    relative = lambda a: max(  # noqa: E731
+    relative = lambda a: max(
         np.max(np.abs(a[k] - reference[k])) / np.max(np.abs(reference[k])) for k in grads
     )
     assert relative(ours) < 1e-14

@@ -33,10 +33,12 @@ CASES = [
 
 def make_torch_model(dtype):
     torch.manual_seed(0)
-    return torch.nn.ModuleDict({
-        "backbone": torch.nn.Linear(4, 6),
-        "head": torch.nn.Linear(6, 2),
-    }).to(dtype)
+    return torch.nn.ModuleDict(
+        {
+            "backbone": torch.nn.Linear(4, 6),
+            "head": torch.nn.Linear(6, 2),
+        }
+    ).to(dtype)
 
 
 def forward_torch(model, x):
@@ -46,8 +48,10 @@ def forward_torch(model, x):
 def to_numpy(model):
     """``{"backbone": {"kernel", "bias"}, "head": {...}}`` (float64, kernels as (in, out))."""
     return {
-        name: {"kernel": layer.weight.detach().numpy().T.astype(np.float64),
-               "bias": layer.bias.detach().numpy().astype(np.float64)}
+        name: {
+            "kernel": layer.weight.detach().numpy().T.astype(np.float64),
+            "bias": layer.bias.detach().numpy().astype(np.float64),
+        }
         for name, layer in model.items()
     }
 
@@ -87,14 +91,20 @@ def torch_trajectory(optimizer_cls, kwargs, dtype):
 def frozen_optimizer(make, kwargs):
     labels = {"backbone": "frozen", "head": "head"}
     return optlib.param_groups(
-        {"head": make(HEAD_LR, **kwargs), "frozen": optax.set_to_zero()}, labels)
+        {"head": make(HEAD_LR, **kwargs), "frozen": optax.set_to_zero()}, labels
+    )
 
 
 def unfrozen_optimizer(make, kwargs):
     labels = {"backbone": "backbone", "head": "head"}
     return optlib.param_groups(
-        {"head": make(HEAD_LR, **kwargs), "backbone": make(BACKBONE_LR, **kwargs),
-         "frozen": optax.set_to_zero()}, labels)
+        {
+            "head": make(HEAD_LR, **kwargs),
+            "backbone": make(BACKBONE_LR, **kwargs),
+            "frozen": optax.set_to_zero(),
+        },
+        labels,
+    )
 
 
 def make_step(tx):
@@ -117,7 +127,9 @@ def group_count(state, group: str) -> int:
 
 
 # Every optimizer in float64 (tight), Adam in float32 as well.
-PARITY = [pytest.param(*case, np.float64, 1e-12, id=f"{case[0].__name__}-float64") for case in CASES]
+PARITY = [
+    pytest.param(*case, np.float64, 1e-12, id=f"{case[0].__name__}-float64") for case in CASES
+]
 PARITY.append(pytest.param(*CASES[1], np.float32, 1e-6, id="Adam-float32"))
 
 
@@ -132,12 +144,14 @@ def test_unfreezing_matches_torch_add_param_group(torch_cls, make, kwargs, dtype
         tx = frozen_optimizer(make, kwargs)
         opt_state = tx.init(params)
         assert not any("backbone" in path for path in state_paths(opt_state)), (
-            "frozen parameters must carry no optimizer state")
+            "frozen parameters must carry no optimizer state"
+        )
         step = make_step(tx)
         for index in range(STEPS):
             if index == UNFREEZE_AT:
-                for a, b in zip(jax.tree.leaves(params["backbone"]),
-                                jax.tree.leaves(initial["backbone"])):
+                for a, b in zip(
+                    jax.tree.leaves(params["backbone"]), jax.tree.leaves(initial["backbone"])
+                ):
                     np.testing.assert_array_equal(np.asarray(a), np.asarray(b, dtype))
                 tx = unfrozen_optimizer(make, kwargs)
                 opt_state = optlib.carry_over_state(tx, params, opt_state)
@@ -145,11 +159,16 @@ def test_unfreezing_matches_torch_add_param_group(torch_cls, make, kwargs, dtype
                 assert group_count(opt_state, "backbone") == 0  # fresh
                 step = make_step(tx)
             params, opt_state = step(params, opt_state, xs[index], ys[index])
-            for (path, ours), ref in zip(jax.tree_util.tree_leaves_with_path(params),
-                                         jax.tree.leaves(expected[index])):
+            for (path, ours), ref in zip(
+                jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(expected[index])
+            ):
                 np.testing.assert_allclose(
-                    np.asarray(ours, np.float64), ref, rtol=0, atol=atol,
-                    err_msg=f"step {index}: {jax.tree_util.keystr(path)}")
+                    np.asarray(ours, np.float64),
+                    ref,
+                    rtol=0,
+                    atol=atol,
+                    err_msg=f"step {index}: {jax.tree_util.keystr(path)}",
+                )
         assert group_count(opt_state, "backbone") == STEPS - UNFREEZE_AT
         assert group_count(opt_state, "head") == STEPS
 
@@ -187,6 +206,7 @@ def test_unfreeze_example_trains_the_backbone_only_after_unfreezing():
     before, after = history["state_size"]
     backbone = {"kernel": jnp.zeros((4, 32)), "bias": jnp.zeros(32)}
     assert after - before == example.state_size(optlib.adamw().init(backbone)), (
-        "unfreezing adds exactly one fresh AdamW state for the backbone")
+        "unfreezing adds exactly one fresh AdamW state for the backbone"
+    )
     loss = history["loss"]
     assert loss[-1] < loss[2], "unfreezing the backbone lowers the loss further"

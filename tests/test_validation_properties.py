@@ -31,10 +31,10 @@ import optax
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability_cases import schedule_kwargs
 
 import optlib
 from optlib.registry import scheduler_entry
-from reliability_cases import schedule_kwargs
 
 MAX_EXAMPLES = 25
 HYPOTHESIS = settings(
@@ -220,9 +220,7 @@ class Pair:
         return st.one_of(
             st.tuples(self.first.invalid(), st.just(self.valid[1])),
             st.tuples(st.just(self.valid[0]), self.second.invalid()),
-            st.sampled_from(
-                [None, 0.9, "ab", (self.valid[0],), self.valid + (self.valid[1],), ()]
-            ),
+            st.sampled_from([None, 0.9, "ab", (self.valid[0],), self.valid + (self.valid[1],), ()]),
         )
 
 
@@ -302,8 +300,15 @@ class Row:
 
 
 def row(function, baseline=None, overrides=None, not_checked=None, **domains) -> Row:
-    return Row(function.__name__, function, baseline or {}, domains, overrides or {},
-               function, not_checked or {})
+    return Row(
+        function.__name__,
+        function,
+        baseline or {},
+        domains,
+        overrides or {},
+        function,
+        not_checked or {},
+    )
 
 
 NORM_TYPE = positive(inf_ok=True, numeric_string_ok=True)
@@ -311,79 +316,189 @@ BETAS = Pair(beta(callable_ok=True), beta(), (0.9, 0.999))  # beta1 may be a sch
 MAXIMIZE = {"maximize": Bool()}
 
 OPTIMIZERS = [
-    row(optlib.sgd, learning_rate=LR, momentum=non_negative(callable_ok=True), dampening=unit(),
-        weight_decay=non_negative(), nesterov=Bool(), **MAXIMIZE,
-        baseline=dict(momentum=0.9)),
-    row(optlib.adam, learning_rate=LR, betas=BETAS, eps=non_negative(),
-        weight_decay=non_negative(), amsgrad=Bool(), decoupled_weight_decay=Bool(), **MAXIMIZE),
-    row(optlib.adamw, learning_rate=LR, betas=BETAS, eps=non_negative(),
-        weight_decay=non_negative(), amsgrad=Bool(), **MAXIMIZE),
-    row(optlib.adagrad, learning_rate=LR, lr_decay=non_negative(), weight_decay=non_negative(),
-        initial_accumulator_value=non_negative(), eps=non_negative(), **MAXIMIZE),
-    row(optlib.rmsprop, learning_rate=LR, alpha=unit(), eps=non_negative(),
-        weight_decay=non_negative(), momentum=non_negative(callable_ok=True), centered=Bool(),
-        **MAXIMIZE),
-    row(optlib.adadelta, learning_rate=LR, rho=unit(), eps=non_negative(),
-        weight_decay=non_negative(), **MAXIMIZE),
-    row(optlib.nadam, learning_rate=LR, betas=BETAS, eps=non_negative(),
-        weight_decay=non_negative(), momentum_decay=non_negative(),
-        decoupled_weight_decay=Bool(), **MAXIMIZE),
-    row(optlib.adafactor, baseline=dict(learning_rate=1e-3, relative_step=False),
-        learning_rate=LR, eps=Pair(non_negative(), non_negative(), (1e-30, 1e-3)),
-        clip_threshold=positive(inf_ok=True), decay_rate=Real(high=0.0),
-        beta1=beta(optional=True), weight_decay=non_negative(), scale_parameter=Bool(),
-        relative_step=Bool(), warmup_init=Bool(),
-        overrides={"relative_step": dict(learning_rate=None, relative_step=True),
-                   "warmup_init": dict(learning_rate=None, relative_step=True)}),
-    row(optlib.newton, learning_rate=LR, hessian=Choice(("auto", "dense", "cg")),
-        dense_max_size=Int(1), min_curvature=positive(), damping=non_negative(),
-        cg_tol=positive(), cg_maxiter=Int(1, optional=True), linesearch=Transform(optional=True)),
-    row(optlib.bfgs, learning_rate=LR, max_size=Int(1), scale_init_hess=Bool(),
-        linesearch=Transform(optional=True)),
+    row(
+        optlib.sgd,
+        learning_rate=LR,
+        momentum=non_negative(callable_ok=True),
+        dampening=unit(),
+        weight_decay=non_negative(),
+        nesterov=Bool(),
+        **MAXIMIZE,
+        baseline=dict(momentum=0.9),
+    ),
+    row(
+        optlib.adam,
+        learning_rate=LR,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        amsgrad=Bool(),
+        decoupled_weight_decay=Bool(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.adamw,
+        learning_rate=LR,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        amsgrad=Bool(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.adagrad,
+        learning_rate=LR,
+        lr_decay=non_negative(),
+        weight_decay=non_negative(),
+        initial_accumulator_value=non_negative(),
+        eps=non_negative(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.rmsprop,
+        learning_rate=LR,
+        alpha=unit(),
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        momentum=non_negative(callable_ok=True),
+        centered=Bool(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.adadelta,
+        learning_rate=LR,
+        rho=unit(),
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.nadam,
+        learning_rate=LR,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        momentum_decay=non_negative(),
+        decoupled_weight_decay=Bool(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.adafactor,
+        baseline=dict(learning_rate=1e-3, relative_step=False),
+        learning_rate=LR,
+        eps=Pair(non_negative(), non_negative(), (1e-30, 1e-3)),
+        clip_threshold=positive(inf_ok=True),
+        decay_rate=Real(high=0.0),
+        beta1=beta(optional=True),
+        weight_decay=non_negative(),
+        scale_parameter=Bool(),
+        relative_step=Bool(),
+        warmup_init=Bool(),
+        overrides={
+            "relative_step": dict(learning_rate=None, relative_step=True),
+            "warmup_init": dict(learning_rate=None, relative_step=True),
+        },
+    ),
+    row(
+        optlib.newton,
+        learning_rate=LR,
+        hessian=Choice(("auto", "dense", "cg")),
+        dense_max_size=Int(1),
+        min_curvature=positive(),
+        damping=non_negative(),
+        cg_tol=positive(),
+        cg_maxiter=Int(1, optional=True),
+        linesearch=Transform(optional=True),
+    ),
+    row(
+        optlib.bfgs,
+        learning_rate=LR,
+        max_size=Int(1),
+        scale_init_hess=Bool(),
+        linesearch=Transform(optional=True),
+    ),
 ]
 
 TRANSFORMS = [
-    row(optlib.scale_by_learning_rate, learning_rate=LR, flip_sign=Bool(),
-        baseline=dict(learning_rate=0.1)),
+    row(
+        optlib.scale_by_learning_rate,
+        learning_rate=LR,
+        flip_sign=Bool(),
+        baseline=dict(learning_rate=0.1),
+    ),
     row(optlib.apply_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
-    row(optlib.scale_by_adagrad, lr_decay=non_negative(),
-        initial_accumulator_value=non_negative(), eps=non_negative()),
+    row(
+        optlib.scale_by_adagrad,
+        lr_decay=non_negative(),
+        initial_accumulator_value=non_negative(),
+        eps=non_negative(),
+    ),
     row(optlib.scale_by_rms, alpha=unit(), eps=non_negative(), centered=Bool()),
     row(optlib.scale_by_adadelta, rho=unit(), eps=non_negative()),
     row(optlib.scale_by_adam, betas=BETAS, eps=non_negative(), amsgrad=Bool()),
     row(optlib.scale_by_nadam, betas=BETAS, eps=non_negative(), momentum_decay=non_negative()),
-    row(optlib.trace_momentum, momentum=non_negative(callable_ok=True), dampening=unit(),
-        nesterov=Bool(), baseline=dict(momentum=0.9)),
+    row(
+        optlib.trace_momentum,
+        momentum=non_negative(callable_ok=True),
+        dampening=unit(),
+        nesterov=Bool(),
+        baseline=dict(momentum=0.9),
+    ),
     row(optlib.add_weight_decay, weight_decay=non_negative()),
     row(optlib.add_decoupled_weight_decay, weight_decay=non_negative()),
-    row(optlib.clip_grad_norm, max_norm=non_negative(), norm_type=NORM_TYPE,
-        error_if_nonfinite=Bool(), baseline=dict(max_norm=1.0)),
+    row(
+        optlib.clip_grad_norm,
+        max_norm=non_negative(),
+        norm_type=NORM_TYPE,
+        error_if_nonfinite=Bool(),
+        baseline=dict(max_norm=1.0),
+    ),
     row(optlib.clip_grad_value, clip_value=non_negative(), baseline=dict(clip_value=1.0)),
-    row(optlib.global_grad_norm, norm_type=NORM_TYPE,
+    row(
+        optlib.global_grad_norm,
+        norm_type=NORM_TYPE,
         baseline=dict(grads={"a": np.ones(3, np.float32)}),
-        not_checked={"grads": "any pytree of arrays"}),
+        not_checked={"grads": "any pytree of arrays"},
+    ),
     row(optlib.scale_by_factored_rms, eps=non_negative(), decay_rate=Real(high=0.0)),
     row(optlib.clip_by_update_rms, clip_threshold=positive(inf_ok=True)),
     row(optlib.scale_by_param_rms, eps=non_negative()),
     row(optlib.relative_step_size, warmup_init=Bool()),
     row(optlib.scale_by_relative_step_size, warmup_init=Bool()),
     row(optlib.ema_of_updates, decay=beta(), baseline=dict(decay=0.9)),
-    row(optlib.add_decayed_weights_scaled_by_learning_rate, weight_decay=non_negative(),
-        learning_rate=LR, param_scale_eps=non_negative(optional=True),
-        baseline=dict(weight_decay=0.1, learning_rate=0.1)),
-    row(optlib.scale_by_newton, hessian=Choice(("auto", "dense", "cg")), dense_max_size=Int(1),
-        min_curvature=positive(), damping=non_negative(), cg_tol=positive(),
-        cg_maxiter=Int(1, optional=True)),
+    row(
+        optlib.add_decayed_weights_scaled_by_learning_rate,
+        weight_decay=non_negative(),
+        learning_rate=LR,
+        param_scale_eps=non_negative(optional=True),
+        baseline=dict(weight_decay=0.1, learning_rate=0.1),
+    ),
+    row(
+        optlib.scale_by_newton,
+        hessian=Choice(("auto", "dense", "cg")),
+        dense_max_size=Int(1),
+        min_curvature=positive(),
+        damping=non_negative(),
+        cg_tol=positive(),
+        cg_maxiter=Int(1, optional=True),
+    ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
     row(optlib.in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
 ]
 
 OTHERS = [
-    row(optlib.per_epoch, schedule=Function(), steps_per_epoch=Int(1),
-        baseline=dict(schedule=_schedule, steps_per_epoch=10)),
-    row(optlib.param_groups, groups=Groups(),
+    row(
+        optlib.per_epoch,
+        schedule=Function(),
+        steps_per_epoch=Int(1),
+        baseline=dict(schedule=_schedule, steps_per_epoch=10),
+    ),
+    row(
+        optlib.param_groups,
+        groups=Groups(),
         baseline=dict(groups={"a": optax.identity()}, labels=lambda params: "a"),
-        not_checked={"labels": "any pytree of labels or a function (optax.partition)"}),
+        not_checked={"labels": "any pytree of labels or a function (optax.partition)"},
+    ),
 ]
 
 # Constructors of the public API deliberately left out (not constructors, or plain records).
@@ -400,88 +515,172 @@ NOT_CONSTRUCTORS = {
 def _scheduler_domains() -> dict[str, tuple[dict, dict]]:
     """``{factory name: (domains, overrides)}``; ``learning_rate`` is tested for each."""
     cosine_floor = dict(min_lr=unit(), min_lr_rate=unit())
-    floor_overrides = {"min_lr_rate": dict(min_lr=None, min_lr_rate=0.1),
-                       "min_lr": dict(min_lr=1e-3, min_lr_rate=None)}
+    floor_overrides = {
+        "min_lr_rate": dict(min_lr=None, min_lr_rate=0.1),
+        "min_lr": dict(min_lr=1e-3, min_lr_rate=None),
+    }
     plateau = dict(
-        mode=Choice(("min", "max")), threshold=non_negative(),
-        threshold_mode=Choice(("rel", "abs")), patience=Int(0), cooldown=Int(0),
-        min_lr=non_negative(), eps=non_negative(),
+        mode=Choice(("min", "max")),
+        threshold=non_negative(),
+        threshold_mode=Choice(("rel", "abs")),
+        patience=Int(0),
+        cooldown=Int(0),
+        min_lr=non_negative(),
+        eps=non_negative(),
     )
     return {
         "step_lr": (dict(step_size=Int(1), gamma=positive()), {}),
         "multi_step_lr": (dict(milestones=IntList(0), gamma=positive()), {}),
         "exponential_lr": (dict(gamma=positive()), {}),
         "cosine_annealing_lr": (dict(T_max=Int(1), eta_min=non_negative()), {}),
-        "linear_lr": (dict(start_factor=Real(0.0, 1.0, low_closed=False), end_factor=unit(),
-                           total_iters=Int(1)), {}),
+        "linear_lr": (
+            dict(
+                start_factor=Real(0.0, 1.0, low_closed=False), end_factor=unit(), total_iters=Int(1)
+            ),
+            {},
+        ),
         "lambda_lr": (dict(lr_lambda=Function()), {}),
         "multiplicative_lr": (dict(lr_lambda=Function()), {}),
         "constant_lr": (dict(factor=unit(), total_iters=Int(0)), {}),
         "polynomial_lr": (dict(total_iters=Int(1), power=non_negative()), {}),
         "cosine_annealing_warm_restarts": (
-            dict(T_0=Int(1), T_mult=Int(1), eta_min=non_negative()), {}),
+            dict(T_0=Int(1), T_mult=Int(1), eta_min=non_negative()),
+            {},
+        ),
         "cyclic_lr": (
-            dict(base_lr=non_negative(), max_lr=non_negative(), step_size_up=Int(1),
-                 step_size_down=Int(0, optional=True),
-                 mode=Choice(("triangular", "triangular2", "exp_range")), gamma=positive(),
-                 scale_fn=Function(optional=True), scale_mode=Choice(("cycle", "iterations")),
-                 cycle_momentum=Bool(), base_momentum=non_negative(),
-                 max_momentum=non_negative()),
+            dict(
+                base_lr=non_negative(),
+                max_lr=non_negative(),
+                step_size_up=Int(1),
+                step_size_down=Int(0, optional=True),
+                mode=Choice(("triangular", "triangular2", "exp_range")),
+                gamma=positive(),
+                scale_fn=Function(optional=True),
+                scale_mode=Choice(("cycle", "iterations")),
+                cycle_momentum=Bool(),
+                base_momentum=non_negative(),
+                max_momentum=non_negative(),
+            ),
             # torch reads scale_mode only with a scale_fn (and ignores mode then)
-            {"scale_mode": dict(scale_fn=lambda x: 1.0)}),
+            {"scale_mode": dict(scale_fn=lambda x: 1.0)},
+        ),
         "one_cycle_lr": (
-            dict(max_lr=non_negative(), total_steps=Int(1, optional=True),
-                 epochs=Int(1), steps_per_epoch=Int(1), pct_start=unit(),
-                 anneal_strategy=Choice(("cos", "linear")), cycle_momentum=Bool(),
-                 base_momentum=non_negative(), max_momentum=non_negative(),
-                 div_factor=positive(), final_div_factor=positive(), three_phase=Bool()),
+            dict(
+                max_lr=non_negative(),
+                total_steps=Int(1, optional=True),
+                epochs=Int(1),
+                steps_per_epoch=Int(1),
+                pct_start=unit(),
+                anneal_strategy=Choice(("cos", "linear")),
+                cycle_momentum=Bool(),
+                base_momentum=non_negative(),
+                max_momentum=non_negative(),
+                div_factor=positive(),
+                final_div_factor=positive(),
+                three_phase=Bool(),
+            ),
             # torch reads epochs/steps_per_epoch only without total_steps
-            {"epochs": dict(total_steps=None, epochs=10, steps_per_epoch=10),
-             "steps_per_epoch": dict(total_steps=None, epochs=10, steps_per_epoch=10)}),
+            {
+                "epochs": dict(total_steps=None, epochs=10, steps_per_epoch=10),
+                "steps_per_epoch": dict(total_steps=None, epochs=10, steps_per_epoch=10),
+            },
+        ),
         "sequential_lr": (dict(schedulers=Schedules(), milestones=IntList(0)), {}),
         "chained_scheduler": (dict(schedulers=Schedules()), {}),
         "reduce_lr_on_plateau": (dict(plateau, factor=beta()), {}),
         "greedy_lr": (
-            dict(plateau, factor=Real(0.0, 1.0, low_closed=False, high_closed=False),
-                 warmup=Int(0), max_lr=non_negative(), verbose=Bool(), smooth=Bool(),
-                 window_size=Int(1), reset_start=Int(0)),
-            {}),
+            dict(
+                plateau,
+                factor=Real(0.0, 1.0, low_closed=False, high_closed=False),
+                warmup=Int(0),
+                max_lr=non_negative(),
+                verbose=Bool(),
+                smooth=Bool(),
+                window_size=Int(1),
+                reset_start=Int(0),
+            ),
+            {},
+        ),
         "get_constant_schedule": ({}, {}),
         "get_constant_schedule_with_warmup": (dict(num_warmup_steps=STEP_COUNT), {}),
         "get_linear_schedule_with_warmup": (
-            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT), {}),
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT),
+            {},
+        ),
         "get_cosine_schedule_with_warmup": (
-            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
-                 num_cycles=Real()), {}),
+            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT, num_cycles=Real()),
+            {},
+        ),
         "get_cosine_with_hard_restarts_schedule_with_warmup": (
-            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
-                 num_cycles=non_negative()), {}),
+            dict(
+                num_warmup_steps=STEP_COUNT,
+                num_training_steps=STEP_COUNT,
+                num_cycles=non_negative(),
+            ),
+            {},
+        ),
         "get_polynomial_decay_schedule_with_warmup": (
-            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
-                 lr_end=non_negative(), power=non_negative()), {}),
+            dict(
+                num_warmup_steps=STEP_COUNT,
+                num_training_steps=STEP_COUNT,
+                lr_end=non_negative(),
+                power=non_negative(),
+            ),
+            {},
+        ),
         "get_inverse_sqrt_schedule": (
-            dict(num_warmup_steps=STEP_COUNT, timescale=positive(optional=True)), {}),
+            dict(num_warmup_steps=STEP_COUNT, timescale=positive(optional=True)),
+            {},
+        ),
         "get_cosine_with_min_lr_schedule_with_warmup": (
-            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
-                 num_cycles=Real(), **cosine_floor), floor_overrides),
+            dict(
+                num_warmup_steps=STEP_COUNT,
+                num_training_steps=STEP_COUNT,
+                num_cycles=Real(),
+                **cosine_floor,
+            ),
+            floor_overrides,
+        ),
         "get_cosine_with_min_lr_schedule_with_warmup_lr_rate": (
-            dict(num_warmup_steps=STEP_COUNT, num_training_steps=STEP_COUNT,
-                 num_cycles=Real(), warmup_lr_rate=unit(optional=True), **cosine_floor),
-            floor_overrides),
+            dict(
+                num_warmup_steps=STEP_COUNT,
+                num_training_steps=STEP_COUNT,
+                num_cycles=Real(),
+                warmup_lr_rate=unit(optional=True),
+                **cosine_floor,
+            ),
+            floor_overrides,
+        ),
         "get_wsd_schedule": (
-            dict(num_warmup_steps=STEP_COUNT, num_decay_steps=STEP_COUNT,
-                 num_training_steps=STEP_COUNT, num_stable_steps=STEP_COUNT,
-                 warmup_type=Choice(("linear", "cosine", "1-sqrt")),
-                 decay_type=Choice(("linear", "cosine", "1-sqrt")),
-                 min_lr_ratio=unit(), num_cycles=Real()),
-            {"num_stable_steps": dict(num_training_steps=None, num_stable_steps=50),
-             "num_training_steps": dict(num_stable_steps=None)}),
+            dict(
+                num_warmup_steps=STEP_COUNT,
+                num_decay_steps=STEP_COUNT,
+                num_training_steps=STEP_COUNT,
+                num_stable_steps=STEP_COUNT,
+                warmup_type=Choice(("linear", "cosine", "1-sqrt")),
+                decay_type=Choice(("linear", "cosine", "1-sqrt")),
+                min_lr_ratio=unit(),
+                num_cycles=Real(),
+            ),
+            {
+                "num_stable_steps": dict(num_training_steps=None, num_stable_steps=50),
+                "num_training_steps": dict(num_stable_steps=None),
+            },
+        ),
         "cosine_annealing_warm_up_restarts": (
-            dict(T_0=Int(1), T_mult=Int(1), eta_max=non_negative(), T_up=Int(0),
-                 gamma=non_negative()), {}),
+            dict(
+                T_0=Int(1), T_mult=Int(1), eta_max=non_negative(), T_up=Int(0), gamma=non_negative()
+            ),
+            {},
+        ),
         "linear_decay": (
-            dict(final_learning_rate=non_negative(), num_training_steps=STEP_COUNT,
-                 num_hold_steps=STEP_COUNT), {}),
+            dict(
+                final_learning_rate=non_negative(),
+                num_training_steps=STEP_COUNT,
+                num_hold_steps=STEP_COUNT,
+            ),
+            {},
+        ),
     }
 
 
@@ -548,13 +747,12 @@ def assert_rejected(row_: Row, parameter: str, value: Any) -> None:
     except (ValueError, TypeError) as error:
         message = str(error)
         assert _names(message, parameter), (
-            f"{row_.name}({parameter}={shown}): message does not name {parameter!r}: "
-            f"{message!r}"
+            f"{row_.name}({parameter}={shown}): message does not name {parameter!r}: {message!r}"
         )
         assert _mentions(message, value), (
             f"{row_.name}({parameter}={shown}): message does not show the value: {message!r}"
         )
-    except Exception as error:  # noqa: BLE001 - any other exception is a bug too
+    except Exception as error:
         raise AssertionError(
             f"{row_.name}({parameter}={shown}) raised {type(error).__name__}: {error}"
         ) from error
@@ -587,48 +785,115 @@ def test_invalid_value_is_rejected_at_construction(row_, parameter, record_prope
 
 COUPLED = [
     ("sgd nesterov without momentum", optlib.sgd, dict(nesterov=True, momentum=0.0), "nesterov"),
-    ("sgd nesterov with dampening", optlib.sgd,
-     dict(nesterov=True, momentum=0.9, dampening=0.1), "nesterov"),
-    ("adafactor lr with relative_step", optlib.adafactor, dict(learning_rate=1e-3),
-     "learning_rate"),
-    ("adafactor warmup_init without relative_step", optlib.adafactor,
-     dict(learning_rate=1e-3, relative_step=False, warmup_init=True), "warmup_init"),
-    ("adagrad with a momentum-cycling lr", optlib.adagrad,
-     dict(learning_rate=optlib.one_cycle_lr(max_lr=0.1, total_steps=10)), "momentum"),
-    ("greedy min_lr > max_lr", optlib.greedy_lr,
-     dict(learning_rate=0.1, min_lr=0.5, max_lr=0.1), "min_lr"),
-    ("polynomial lr_end >= lr", optlib.get_polynomial_decay_schedule_with_warmup,
-     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, lr_end=0.1), "lr_end"),
-    ("cosine_with_min_lr both floors", optlib.get_cosine_with_min_lr_schedule_with_warmup,
-     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, min_lr=0.01,
-          min_lr_rate=0.1), "min_lr"),
-    ("cosine_with_min_lr no floor", optlib.get_cosine_with_min_lr_schedule_with_warmup,
-     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10), "min_lr"),
-    ("min_lr above the lr", optlib.get_cosine_with_min_lr_schedule_with_warmup,
-     dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, min_lr=0.2), "min_lr"),
-    ("wsd warmup + decay > total", optlib.get_wsd_schedule,
-     dict(learning_rate=0.1, num_warmup_steps=60, num_decay_steps=60, num_training_steps=100),
-     "num_training_steps"),
-    ("wsd without a length", optlib.get_wsd_schedule,
-     dict(learning_rate=0.1, num_warmup_steps=6, num_decay_steps=6), "num_stable_steps"),
-    ("linear_decay hold > total", optlib.linear_decay,
-     dict(learning_rate=0.1, final_learning_rate=0.0, num_training_steps=10, num_hold_steps=11),
-     "num_hold_steps"),
-    ("warm-up restarts T_up >= T_0", optlib.cosine_annealing_warm_up_restarts,
-     dict(learning_rate=0.0, T_0=5, T_up=5), "T_up"),
+    (
+        "sgd nesterov with dampening",
+        optlib.sgd,
+        dict(nesterov=True, momentum=0.9, dampening=0.1),
+        "nesterov",
+    ),
+    (
+        "adafactor lr with relative_step",
+        optlib.adafactor,
+        dict(learning_rate=1e-3),
+        "learning_rate",
+    ),
+    (
+        "adafactor warmup_init without relative_step",
+        optlib.adafactor,
+        dict(learning_rate=1e-3, relative_step=False, warmup_init=True),
+        "warmup_init",
+    ),
+    (
+        "adagrad with a momentum-cycling lr",
+        optlib.adagrad,
+        dict(learning_rate=optlib.one_cycle_lr(max_lr=0.1, total_steps=10)),
+        "momentum",
+    ),
+    (
+        "greedy min_lr > max_lr",
+        optlib.greedy_lr,
+        dict(learning_rate=0.1, min_lr=0.5, max_lr=0.1),
+        "min_lr",
+    ),
+    (
+        "polynomial lr_end >= lr",
+        optlib.get_polynomial_decay_schedule_with_warmup,
+        dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, lr_end=0.1),
+        "lr_end",
+    ),
+    (
+        "cosine_with_min_lr both floors",
+        optlib.get_cosine_with_min_lr_schedule_with_warmup,
+        dict(
+            learning_rate=0.1,
+            num_warmup_steps=0,
+            num_training_steps=10,
+            min_lr=0.01,
+            min_lr_rate=0.1,
+        ),
+        "min_lr",
+    ),
+    (
+        "cosine_with_min_lr no floor",
+        optlib.get_cosine_with_min_lr_schedule_with_warmup,
+        dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10),
+        "min_lr",
+    ),
+    (
+        "min_lr above the lr",
+        optlib.get_cosine_with_min_lr_schedule_with_warmup,
+        dict(learning_rate=0.1, num_warmup_steps=0, num_training_steps=10, min_lr=0.2),
+        "min_lr",
+    ),
+    (
+        "wsd warmup + decay > total",
+        optlib.get_wsd_schedule,
+        dict(learning_rate=0.1, num_warmup_steps=60, num_decay_steps=60, num_training_steps=100),
+        "num_training_steps",
+    ),
+    (
+        "wsd without a length",
+        optlib.get_wsd_schedule,
+        dict(learning_rate=0.1, num_warmup_steps=6, num_decay_steps=6),
+        "num_stable_steps",
+    ),
+    (
+        "linear_decay hold > total",
+        optlib.linear_decay,
+        dict(learning_rate=0.1, final_learning_rate=0.0, num_training_steps=10, num_hold_steps=11),
+        "num_hold_steps",
+    ),
+    (
+        "warm-up restarts T_up >= T_0",
+        optlib.cosine_annealing_warm_up_restarts,
+        dict(learning_rate=0.0, T_0=5, T_up=5),
+        "T_up",
+    ),
     ("one_cycle without a length", optlib.one_cycle_lr, dict(max_lr=0.1), "total_steps"),
-    ("one_cycle zero-length phase", optlib.one_cycle_lr,
-     dict(max_lr=0.1, total_steps=10, pct_start=0.1), "pct_start"),
-    ("constant_lr factor 0 with total_iters", optlib.constant_lr,
-     dict(learning_rate=0.1, factor=0.0, total_iters=3), "factor"),
-    ("sequential_lr milestones count", optlib.sequential_lr,
-     dict(learning_rate=0.1, schedulers=[optlib.step_lr(0.1, step_size=2)], milestones=[3]),
-     "milestones"),
+    (
+        "one_cycle zero-length phase",
+        optlib.one_cycle_lr,
+        dict(max_lr=0.1, total_steps=10, pct_start=0.1),
+        "pct_start",
+    ),
+    (
+        "constant_lr factor 0 with total_iters",
+        optlib.constant_lr,
+        dict(learning_rate=0.1, factor=0.0, total_iters=3),
+        "factor",
+    ),
+    (
+        "sequential_lr milestones count",
+        optlib.sequential_lr,
+        dict(learning_rate=0.1, schedulers=[optlib.step_lr(0.1, step_size=2)], milestones=[3]),
+        "milestones",
+    ),
 ]
 
 
-@pytest.mark.parametrize("label, factory, kwargs, parameter", COUPLED,
-                         ids=[case[0] for case in COUPLED])
+@pytest.mark.parametrize(
+    "label, factory, kwargs, parameter", COUPLED, ids=[case[0] for case in COUPLED]
+)
 def test_invalid_combination_is_rejected(label, factory, kwargs, parameter):
     with pytest.raises((ValueError, TypeError)) as error:
         factory(**kwargs)
@@ -707,14 +972,26 @@ def test_every_public_constructor_is_in_a_table():
     tabled = {row_.build.__name__ for row_ in OPTIMIZERS + TRANSFORMS + OTHERS}
     factories = {scheduler_entry(name).factory.__name__ for name in optlib.scheduler_names()}
     public = set()
-    for module in (optlib.optimizers, optlib.transforms, optlib.schedules, optlib.metric,
-                   optlib.param_groups):
+    for module in (
+        optlib.optimizers,
+        optlib.transforms,
+        optlib.schedules,
+        optlib.metric,
+        optlib.param_groups,
+    ):
         for name in getattr(module, "__all__", None) or dir(module):
             value = getattr(module, name, None)
             if inspect.isfunction(value) and not name.startswith("_"):
                 public.add(name)
     hf_aliases = {name for name in public if name.startswith("get_")}  # the registry's HF rows
-    missing = public - tabled - factories - hf_aliases - set(NOT_CONSTRUCTORS) - {
-        "report_metric"  # steps a state; not a constructor (tested in test_metric.py)
-    }
+    missing = (
+        public
+        - tabled
+        - factories
+        - hf_aliases
+        - set(NOT_CONSTRUCTORS)
+        - {
+            "report_metric"  # steps a state; not a constructor (tested in test_metric.py)
+        }
+    )
     assert not missing, f"public constructors without a validation row: {sorted(missing)}"

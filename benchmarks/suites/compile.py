@@ -55,7 +55,9 @@ def run(context: Context) -> dict:
                     "all_totals_s": [sum(pair) for pair in pairs],
                 }
             row["optlib_over_optax"] = row["optlib"]["total_s"] / row["optax"]["total_s"]
-            row["paired"] = paired_ratio(row["optlib"]["all_totals_s"], row["optax"]["all_totals_s"])
+            row["paired"] = paired_ratio(
+                row["optlib"]["all_totals_s"], row["optax"]["all_totals_s"]
+            )
             rows.append(row)
             context.log(
                 f"  optlib {row['optlib']['total_s']:.2f} s, optax {row['optax']['total_s']:.2f} s"

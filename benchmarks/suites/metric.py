@@ -136,7 +136,7 @@ def run(context: Context) -> dict:
             + ", ".join(
                 f"{row['variant']} {row['overhead'] * 100:+.1f}% "
                 f"({row['host_transfers_per_step']:.0f} transfers)"
-                for row in rows[-len(steppers):]
+                for row in rows[-len(steppers) :]
             )
         )
         del steppers

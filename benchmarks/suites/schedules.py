@@ -158,7 +158,5 @@ def run(context: Context) -> dict:
                 "constant_step_ns": constant["median_s"] / num_steps * 1e9,
             }
         )
-    context.log(
-        "  " + ", ".join(f"{row['name']} {row['ns_per_step']:.0f} ns" for row in rows)
-    )
+    context.log("  " + ", ".join(f"{row['name']} {row['ns_per_step']:.0f} ns" for row in rows))
     return {"steps_per_loop": num_steps, "rows": rows, "skipped": skipped}

@@ -101,7 +101,9 @@ def run(context: Context) -> dict:
                 for impl in ("optlib", "optax")
             }
             optlib_time = times["optlib"]["median_s"]
-            optlib_vs_optax = paired_ratio(times["optlib"]["samples_s"], times["optax"]["samples_s"])
+            optlib_vs_optax = paired_ratio(
+                times["optlib"]["samples_s"], times["optax"]["samples_s"]
+            )
             control = paired_ratio(times["optax_again"]["samples_s"], times["optax"]["samples_s"])
             row = {
                 "problem": problem.name,
@@ -128,7 +130,9 @@ def run(context: Context) -> dict:
                     impl: xla_bytes[impl] / bytes_per_update[impl] for impl in xla_bytes
                 },
                 "program_bandwidth": {
-                    impl: _bandwidth_fraction(xla_bytes[impl], times[impl]["median_s"], copy_bandwidth)
+                    impl: _bandwidth_fraction(
+                        xla_bytes[impl], times[impl]["median_s"], copy_bandwidth
+                    )
                     for impl in xla_bytes
                 },
                 "optlib_over_optax": optlib_vs_optax["ratio"],

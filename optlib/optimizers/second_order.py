@@ -62,8 +62,9 @@ def _in_statistics_dtype(linesearch: optax.GradientTransformation) -> optax.Grad
         return linesearch.init(widen(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        wide = {key: widen(arg) if key in ("value", "grad") else arg
-                for key, arg in extra_args.items()}
+        wide = {
+            key: widen(arg) if key in ("value", "grad") else arg for key, arg in extra_args.items()
+        }
         wide_params = None if params is None else widen(params)
         steps, state = linesearch.update(widen(updates), state, wide_params, **wide)
         like = updates if params is None else params

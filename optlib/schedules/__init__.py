@@ -1,6 +1,6 @@
 """Layer 1: schedules, pure jit-traceable functions of the update count."""
 
-from optlib.schedules._core import *  # noqa: F401,F403
-from optlib.schedules.torch import *  # noqa: F401,F403
-from optlib.schedules.hf import *  # noqa: F401,F403
-from optlib.schedules.extras import *  # noqa: F401,F403
+from optlib.schedules._core import *  # noqa: F403
+from optlib.schedules.extras import *  # noqa: F403
+from optlib.schedules.hf import *  # noqa: F403
+from optlib.schedules.torch import *  # noqa: F403

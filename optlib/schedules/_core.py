@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-
 import jax.numpy as jnp
 import optax
 
@@ -62,5 +61,3 @@ def per_epoch(schedule: Callable, steps_per_epoch: int) -> Callable:
     if isinstance(schedule, MomentumSchedule):
         return MomentumSchedule(on_epochs(schedule.learning_rate), on_epochs(schedule.momentum))
     return on_epochs(schedule)
-
-

@@ -242,7 +242,7 @@ def chain_schedules(learning_rate: float, schedulers):
     elif len(members) == 1:
         value = members[0].schedule
     elif not cosines:
-        value = lambda step: base * math.prod(rule.factor(step) for rule in rules)  # noqa: E731
+        value = lambda step: base * math.prod(rule.factor(step) for rule in rules)
     elif len(cosines) > 1:
         raise ValueError(
             "ChainedScheduler: two CosineAnnealingLR with no later LambdaLR / CyclicLR / "

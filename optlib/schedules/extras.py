@@ -16,6 +16,7 @@ Both follow Hugging Face's calling convention in ``optlib.get_scheduler`` (famil
 from __future__ import annotations
 
 import math
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -171,9 +172,7 @@ _WARM_UP_RESTARTS_REFERENCE = (
     "'[OptimizationTheory] CH04. Gradient based Optimizations')"
 )
 for _name in ("cosine_annealing_warm_up_restarts", "CosineAnnealingWarmUpRestarts"):
-    register(
-        _name, cosine_annealing_warm_up_restarts, _WARM_UP_RESTARTS_REFERENCE, family="optlib"
-    )
+    register(_name, cosine_annealing_warm_up_restarts, _WARM_UP_RESTARTS_REFERENCE, family="optlib")
 register(
     "linear_decay",
     linear_decay,

@@ -261,7 +261,9 @@ def get_constant_schedule_with_warmup(learning_rate: Any, num_warmup_steps: int)
     num_warmup_steps = check_step_count("num_warmup_steps", num_warmup_steps)
     return _scaled(
         learning_rate,
-        _with_linear_warmup(num_warmup_steps, lambda step: jnp.ones(jnp.shape(step), float_dtype())),
+        _with_linear_warmup(
+            num_warmup_steps, lambda step: jnp.ones(jnp.shape(step), float_dtype())
+        ),
     )
 
 

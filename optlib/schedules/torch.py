@@ -47,12 +47,12 @@ from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (
     INT32_MAX,
     Absolute,
-    count_reached,
     CosineAnnealing,
     Scaled,
     TorchSchedule,
-    div_mod,
     cosine_anneal,
+    count_reached,
+    div_mod,
     minus,
     power,
     reached,
@@ -305,9 +305,7 @@ def constant_lr(
     return TorchSchedule("ConstantLR", base, rule)
 
 
-def polynomial_lr(
-    learning_rate: float, total_iters: int = 5, power: float = 1.0
-) -> TorchSchedule:
+def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0) -> TorchSchedule:
     """Decays the lr polynomially to 0 in ``total_iters`` steps
     (torch.optim.lr_scheduler.PolynomialLR).
 

@@ -126,9 +126,7 @@ def clip_grad_norm(
         del params
         total_norm = global_grad_norm(updates, norm_type).astype(state.total_norm.dtype)
         if error_if_nonfinite:
-            jax.debug.callback(
-                _raise_if_nonfinite, jnp.isfinite(total_norm), total_norm, norm_type
-            )
+            jax.debug.callback(_raise_if_nonfinite, jnp.isfinite(total_norm), total_norm, norm_type)
         coef = jnp.minimum(max_norm / (total_norm + _NORM_EPS), 1.0)
         updates = jax.tree.map(lambda g: (g.astype(coef.dtype) * coef).astype(g.dtype), updates)
         return updates, ClipGradNormState(total_norm)

@@ -436,9 +436,7 @@ def ema_of_updates(decay: float) -> optax.GradientTransformation:
     average = optax.ema(decay, debias=False)
 
     def init_fn(params):
-        return average.init(
-            jax.tree.map(lambda p: jnp.zeros(p.shape, _compute_dtype(p)), params)
-        )
+        return average.init(jax.tree.map(lambda p: jnp.zeros(p.shape, _compute_dtype(p)), params))
 
     def update_fn(updates, state, params=None):
         del params
@@ -509,4 +507,3 @@ def add_decayed_weights_scaled_by_learning_rate(
         return updates, AddDecayedWeightsScaledByLearningRateState(safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
-

@@ -481,9 +481,8 @@ def scale_by_nadam(
             exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
             exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
             denom = jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps
-            u = (
-                cast(grad_coefficient, dtype) * (g32 / denom)
-                + cast(average_coefficient, dtype) * (exp_avg / denom)
+            u = cast(grad_coefficient, dtype) * (g32 / denom) + cast(average_coefficient, dtype) * (
+                exp_avg / denom
             )
             return cast(u, g.dtype), exp_avg, exp_avg_sq
 

@@ -222,9 +222,7 @@ def scale_by_newton(
         flat_params = flat_params.astype(statistics_dtype(flat_params.dtype))
         gradient, _ = ravel_pytree(updates)
         gradient = gradient.astype(flat_params.dtype)
-        use_dense = hessian == "dense" or (
-            hessian == "auto" and flat_params.size <= dense_max_size
-        )
+        use_dense = hessian == "dense" or (hessian == "auto" and flat_params.size <= dense_max_size)
         if use_dense:
             direction = _modified_newton_dense(
                 jax.hessian(objective)(flat_params), gradient, min_curvature, damping
