@@ -47,7 +47,7 @@ def carry_over_state(tx: optax.GradientTransformation, params: Any, old_state: A
     """``tx.init(params)`` with every leaf that ``old_state`` already has copied from it.
 
     A leaf is carried over when ``old_state`` has a leaf at the same key path (e.g.
-    ``.inner_states['head'].inner_state[2].exp_avg['head']['kernel']``) with the same shape and
+    ``.inner_states['head'].inner_state['adam'].exp_avg['head']['kernel']``) with the same shape and
     dtype; every other leaf (a new parameter group, a parameter that was frozen, a resized
     layer) keeps its fresh initial value. Leaves of ``old_state`` that ``tx`` no longer has are
     dropped. Static parts of the state (its tree structure) come from ``tx``. Pure and

@@ -8,6 +8,7 @@ evaluated at ``0..n-1`` in one jitted, vmapped call, so each configuration compi
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 torch = pytest.importorskip(
@@ -25,6 +27,10 @@ torch = pytest.importorskip(
 RTOL_F32 = 2e-5
 ATOL_PEAK_F32 = 1e-6
 RTOL_F64 = 1e-12
+# Optimizer trajectories (parameters after every step): the chains reproduce torch's
+# arithmetic, so float64 errors are round-off (~1e-15); 1e-10 also catches a misplaced eps.
+OPTIMIZER_RTOL_F64 = 1e-10
+OPTIMIZER_RTOL_F32 = 1e-4
 
 
 def make_torch_optimizer(
@@ -97,3 +103,132 @@ def assert_trace_close(
         )
     scale = np.maximum(np.abs(reference), 1e-300)
     return float(np.max(error / scale)) if reference.size else 0.0
+
+
+SHAPES = {"scalar": (), "vector": (5,), "matrix": (3, 4), "tensor": (2, 3, 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers: the shared problem and the two loops.
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Initial params, loss coefficients and a noise sequence ``noise[k][t]`` (float64)."""
+
+    params: dict
+    a: dict
+    b: dict
+    noise: dict  # leaf -> (steps, micro_batches, *shape)
+    sign: float = 1.0
+
+    @property
+    def micro_batches(self) -> int:
+        return next(iter(self.noise.values())).shape[1]
+
+
+def make_problem(steps: int, *, seed: int = 0, sign: float = 1.0, micro_batches: int = 1):
+    rng = np.random.default_rng(seed)
+    return Problem(
+        params={k: rng.uniform(-1.5, 1.5, s) for k, s in SHAPES.items()},
+        a={k: rng.uniform(0.5, 1.5, s) for k, s in SHAPES.items()},
+        b={k: rng.normal(0.0, 0.5, s) for k, s in SHAPES.items()},
+        noise={k: rng.normal(0.0, 0.5, (steps, micro_batches, *s)) for k, s in SHAPES.items()},
+        sign=sign,
+    )
+
+
+def gradient(p, a, b, c, sign):
+    """``sign * d/dp (a p^4/4 + b p^2/2 + c p)``; the same expression for jax and torch."""
+    return sign * (a * p * p * p + b * p + c)
+
+
+def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False, metrics=None):
+    """Params after every optimizer step (one jitted scan); and the final optimizer state.
+
+    With ``accumulate``, each step feeds the micro-batch gradients one by one (for
+    ``optax.MultiSteps``); otherwise the one micro-batch. ``metrics[k]`` (optional) is passed
+    as ``value=`` to every update of step ``k`` (metric-driven schedulers).
+    """
+    cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}
+    a, b, noise = cast(problem.a), cast(problem.b), cast(problem.noise)
+    steps = next(iter(noise.values())).shape[0]
+    extra = (lambda m: {"value": m}) if metrics is not None else (lambda m: {})
+    metrics = jnp.zeros(steps) if metrics is None else jnp.asarray(metrics)
+
+    def micro_step(carry, c, metric):
+        params, state = carry
+        grads = {k: gradient(params[k], a[k], b[k], c[k], problem.sign) for k in params}
+        updates, state = tx.update(grads, state, params, **extra(metric))
+        return optax.apply_updates(params, updates), state
+
+    def step(carry, xs):
+        c_step, metric = xs
+        if accumulate:
+            carry, _ = jax.lax.scan(lambda cr, c: (micro_step(cr, c, metric), None), carry, c_step)
+        else:
+            carry = micro_step(carry, {k: v[0] for k, v in c_step.items()}, metric)
+        return carry, carry[0]
+
+    @jax.jit
+    def run(params):
+        (_, state), trajectory = jax.lax.scan(step, (params, tx.init(params)), (noise, metrics))
+        return trajectory, state
+
+    trajectory, state = run(cast(problem.params))
+    return {k: np.asarray(v, np.float64) for k, v in trajectory.items()}, state
+
+
+def torch_trajectory(
+    make_optimizer, problem: Problem, dtype, *, before_step=None, scheduler=None, metrics=None
+):
+    """The same loop in torch: ``p.grad = mean of the micro-batch gradients; opt.step()``.
+
+    ``make_optimizer(params_by_name)`` builds the optimizer; ``before_step(opt, k)`` may set
+    group hyperparameters; ``scheduler(opt)`` (optional) is stepped after each step, with
+    ``metrics[k]`` if given.
+    """
+    params = {
+        k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in problem.params.items()
+    }
+    t = lambda x: torch.tensor(x, dtype=dtype)
+    a, b = ({k: t(v) for k, v in tree.items()} for tree in (problem.a, problem.b))
+    noise = {k: t(v) for k, v in problem.noise.items()}
+    optimizer = make_optimizer(params)
+    sched = scheduler(optimizer) if scheduler else None
+    steps = next(iter(noise.values())).shape[0]
+    trajectory = {k: [] for k in params}
+    for step in range(steps):
+        if before_step:
+            before_step(optimizer, step)
+        with torch.no_grad():
+            for k, p in params.items():
+                p.grad = torch.zeros_like(p)
+                k_micro = problem.micro_batches
+                for i in range(k_micro):  # (loss / k).backward() per micro-batch
+                    p.grad += gradient(p, a[k], b[k], noise[k][step, i], problem.sign) / k_micro
+        optimizer.step()
+        if sched:
+            sched.step(*([] if metrics is None else [float(metrics[step])]))
+        for k, p in params.items():
+            trajectory[k].append(p.detach().numpy().astype(np.float64).copy())
+    return {k: np.stack(v) for k, v in trajectory.items()}, optimizer, sched
+
+
+def max_relative_error(ours: dict, reference: dict) -> float:
+    """max over steps and leaves of ``||ours - ref||_inf / ||ref||_inf``."""
+    worst = 0.0
+    for k, ref in reference.items():
+        ref = ref.reshape(ref.shape[0], -1)
+        diff = np.abs(ours[k].reshape(ref.shape) - ref).max(axis=1)
+        scale = np.maximum(np.abs(ref).max(axis=1), 1e-300)
+        assert np.all(np.isfinite(ref)), f"reference diverged in leaf {k}"
+        worst = max(worst, float(np.max(diff / scale)))
+    return worst
+
+
+def torch_kwargs_to_optlib(kwargs: dict) -> dict:
+    kwargs = dict(kwargs)
+    if "lr" in kwargs:
+        kwargs["learning_rate"] = kwargs.pop("lr")
+    return kwargs

@@ -129,7 +129,7 @@ def test_bfgs_needs_at_most_1_5x_the_iterations_of_scipy_on_rosenbrock(x64, dime
     # x_1 = -1; either basin is a valid answer), with a positive-definite Hessian.
     assert float(rosenbrock(found)) <= reference.fun + 1e-9
     assert np.linalg.eigvalsh(scipy_optimize.rosen_hess(np.asarray(found))).min() > 0
-    assert int(state[0].count) == steps
+    assert int(state["bfgs"].count) == steps
 
 
 @pytest.mark.parametrize("dimension, hessian", [(2, "dense"), (10, "dense"), (10, "cg")])
@@ -153,7 +153,7 @@ def test_newton_with_line_search_converges_on_rosenbrock(x64, dimension, hessian
     # The same local minimum as scipy's trust-region Newton (the global one in 2-D, the
     # one near x_1 = -1 in 10-D).
     np.testing.assert_allclose(np.asarray(found), reference.x, atol=1e-5)
-    assert int(state[0].fallbacks) == 0
+    assert int(state["newton"].fallbacks) == 0
     assert steps <= 2 * reference.nit, (steps, reference.nit)
 
 
@@ -232,7 +232,7 @@ def test_state_is_a_checkpointable_pytree_of_arrays(solver_factory):
     leaves, treedef = jax.tree.flatten(state)
     assert all(isinstance(leaf, jax.Array) for leaf in leaves)
     assert all(leaf.dtype != jnp.float64 for leaf in leaves)
-    assert state[0].count.dtype == jnp.int32
+    assert next(iter(state.values())).count.dtype == jnp.int32
     rebuilt = jax.tree.unflatten(treedef, leaves)
     template = solver_factory().init(params)
     restored = flax.serialization.from_bytes(template, flax.serialization.to_bytes(rebuilt))

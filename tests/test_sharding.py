@@ -133,7 +133,7 @@ def test_factored_statistics_are_split_over_the_mesh_not_replicated(mesh, data):
         tx.init,
         out_shardings=optlib.state_shardings(tx, host_params, example.param_shardings(mesh)),
     )(params)
-    factored = state[0]
+    factored = state["factored_rms"]
     for field, shape in (("exp_avg_sq_row", (4, 16)), ("exp_avg_sq_col", (4, 12))):
         leaf = getattr(factored, field)["experts"]
         assert leaf.shape == shape

@@ -13,6 +13,7 @@ from optlib._validation import (
     check_learning_rate,
     check_non_negative,
 )
+from optlib.optimizers._links import named_chain
 from optlib.transforms.factored import (
     _check_clip_threshold,
     _check_decay_rate,
@@ -140,17 +141,20 @@ def adafactor(
     else:
         scale_by_step_size = apply_learning_rate(learning_rate)
         step_size = learning_rate
-    return optax.chain(
-        scale_by_factored_rms(eps=eps_sq, decay_rate=decay_rate),
-        clip_by_update_rms(clip_threshold),
+    return named_chain(
+        ("factored_rms", scale_by_factored_rms(eps=eps_sq, decay_rate=decay_rate)),
+        ("clip", clip_by_update_rms(clip_threshold)),
         # HF folds the parameter scale into its lr, so it comes before beta1 and the decay.
-        scale_by_param_rms(eps_scale) if scale_parameter else optax.identity(),
-        scale_by_step_size,
-        ema_of_updates(beta1) if beta1 is not None else optax.identity(),
-        add_decayed_weights_scaled_by_learning_rate(
-            weight_decay, step_size, param_scale_eps=eps_scale if scale_parameter else None
+        ("param_scale", scale_by_param_rms(eps_scale)) if scale_parameter else None,
+        ("learning_rate", scale_by_step_size),
+        ("momentum", ema_of_updates(beta1)) if beta1 is not None else None,
+        (
+            "decoupled_weight_decay",
+            add_decayed_weights_scaled_by_learning_rate(
+                weight_decay, step_size, param_scale_eps=eps_scale if scale_parameter else None
+            ),
         )
         # An array weight_decay (optax.inject_hyperparams) may be traced: keep the transform.
         if isinstance(weight_decay, jax.Array) or weight_decay
-        else optax.identity(),
+        else None,
     )

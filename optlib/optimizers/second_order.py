@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import statistics_dtype
-from optlib.transforms.learning_rate import apply_learning_rate
+from optlib.optimizers._links import learning_rate_link, named_chain
+from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.second_order import scale_by_bfgs, scale_by_newton
 
 __all__ = ["bfgs", "newton"]
@@ -91,7 +92,7 @@ def _strongly_typed_init(transform: optax.GradientTransformation) -> optax.Gradi
 
 
 def newton(
-    learning_rate=1.0,
+    learning_rate: LearningRate = 1.0,
     *,
     hessian: str = "auto",
     dense_max_size: int = 1000,
@@ -141,22 +142,23 @@ def newton(
       An ``optax.GradientTransformationExtraArgs``; call
       ``update(grads, state, params, value=f(params), grad=grads, value_fn=f)``.
     """
-    return optax.chain(
-        scale_by_newton(
-            hessian,
-            dense_max_size=dense_max_size,
-            min_curvature=min_curvature,
-            damping=damping,
-            cg_tol=cg_tol,
-            cg_maxiter=cg_maxiter,
-        ),
-        apply_learning_rate(learning_rate),
-        _check_linesearch(linesearch),
+    newton_step = scale_by_newton(
+        hessian,
+        dense_max_size=dense_max_size,
+        min_curvature=min_curvature,
+        damping=damping,
+        cg_tol=cg_tol,
+        cg_maxiter=cg_maxiter,
+    )
+    return named_chain(
+        ("newton", newton_step),
+        learning_rate_link(learning_rate),
+        ("linesearch", _check_linesearch(linesearch)),
     )
 
 
 def bfgs(
-    learning_rate=1.0,
+    learning_rate: LearningRate = 1.0,
     *,
     max_size: int = 10_000,
     scale_init_hess: bool = False,
@@ -194,8 +196,8 @@ def bfgs(
       An ``optax.GradientTransformationExtraArgs``; call
       ``update(grads, state, params, value=f(params), grad=grads, value_fn=f)``.
     """
-    return optax.chain(
-        scale_by_bfgs(max_size=max_size, scale_init_hess=scale_init_hess),
-        apply_learning_rate(learning_rate),
-        _check_linesearch(linesearch),
+    return named_chain(
+        ("bfgs", scale_by_bfgs(max_size=max_size, scale_init_hess=scale_init_hess)),
+        learning_rate_link(learning_rate),
+        ("linesearch", _check_linesearch(linesearch)),
     )

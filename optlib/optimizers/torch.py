@@ -17,57 +17,31 @@ from __future__ import annotations
 
 import optax
 
-from optlib._validation import check_bool
-from optlib.schedules._core import MomentumSchedule
-from optlib.transforms.learning_rate import apply_learning_rate
+from optlib.optimizers._links import (
+    cycled_betas,
+    learning_rate_link,
+    maximize_link,
+    momentum_from,
+    named_chain,
+    reject_momentum_schedule,
+    weight_decay_links,
+)
+from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.moments import (
-    check_betas,
     scale_by_adadelta,
     scale_by_adagrad,
     scale_by_adam,
     scale_by_nadam,
     scale_by_rms,
 )
-from optlib.transforms.momentum import check_momentum, momentum_from, trace_momentum
-from optlib.transforms.regularization import (
-    add_decoupled_weight_decay,
-    add_weight_decay,
-    negate_gradients,
-)
+from optlib.transforms.momentum import check_momentum, trace_momentum
+from optlib.transforms.regularization import add_weight_decay
 
 __all__ = ["adadelta", "adagrad", "adam", "adamw", "nadam", "rmsprop", "sgd"]
 
 
-def _maximize(maximize: bool) -> optax.GradientTransformation:
-    return negate_gradients() if check_bool("maximize", maximize) else optax.identity()
-
-
-def _split_weight_decay(weight_decay: float, decoupled: bool) -> tuple[float, float]:
-    """``(coupled, decoupled)`` coefficients: the one not in use is 0 (a no-op)."""
-    if check_bool("decoupled_weight_decay", decoupled):
-        return 0.0, weight_decay
-    return weight_decay, 0.0
-
-
-def _cycled_betas(learning_rate, betas) -> tuple:
-    """``betas`` checked as torch does, with ``betas[0]`` from a ``MomentumSchedule``."""
-    beta1, beta2 = check_betas(betas)
-    return momentum_from(learning_rate, beta1), beta2
-
-
-def _reject_momentum_schedule(learning_rate, name: str) -> None:
-    """torch's ``cycle_momentum`` raises for optimizers with neither momentum nor betas."""
-    if isinstance(learning_rate, MomentumSchedule):
-        raise ValueError(
-            f"{name} has no momentum or beta1 for a momentum-cycling learning_rate to drive "
-            "(torch: 'optimizer must support momentum or beta1 with `cycle_momentum` option "
-            "enabled'); build the schedule with cycle_momentum=False or pass "
-            "learning_rate.learning_rate"
-        )
-
-
 def sgd(
-    learning_rate=1e-3,
+    learning_rate: LearningRate = 1e-3,
     momentum: float = 0.0,
     dampening: float = 0.0,
     weight_decay: float = 0.0,
@@ -98,16 +72,16 @@ def sgd(
       An ``optax.GradientTransformation``.
     """
     check_momentum(momentum, dampening, nesterov)
-    return optax.chain(
-        _maximize(maximize),
-        add_weight_decay(weight_decay),
-        trace_momentum(momentum_from(learning_rate, momentum), dampening, nesterov),
-        apply_learning_rate(learning_rate),
+    return named_chain(
+        maximize_link(maximize),
+        ("weight_decay", add_weight_decay(weight_decay)),
+        ("momentum", trace_momentum(momentum_from(learning_rate, momentum), dampening, nesterov)),
+        learning_rate_link(learning_rate),
     )
 
 
 def adam(
-    learning_rate=1e-3,
+    learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -136,18 +110,18 @@ def adam(
     Returns:
       An ``optax.GradientTransformation``.
     """
-    coupled, decoupled = _split_weight_decay(weight_decay, decoupled_weight_decay)
-    return optax.chain(
-        _maximize(maximize),
-        add_weight_decay(coupled),
-        scale_by_adam(_cycled_betas(learning_rate, betas), eps, amsgrad),
-        add_decoupled_weight_decay(decoupled),
-        apply_learning_rate(learning_rate),
+    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay)
+    return named_chain(
+        maximize_link(maximize),
+        coupled,
+        ("adam", scale_by_adam(cycled_betas(learning_rate, betas), eps, amsgrad)),
+        decoupled,
+        learning_rate_link(learning_rate),
     )
 
 
 def adamw(
-    learning_rate=1e-3,
+    learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
@@ -187,7 +161,7 @@ def adamw(
 
 
 def adagrad(
-    learning_rate=1e-2,
+    learning_rate: LearningRate = 1e-2,
     lr_decay: float = 0.0,
     weight_decay: float = 0.0,
     initial_accumulator_value: float = 0.0,
@@ -219,17 +193,17 @@ def adagrad(
       ValueError: for bad values, or a momentum-cycling ``learning_rate`` (Adagrad has no
         momentum; torch's ``cycle_momentum`` raises too).
     """
-    _reject_momentum_schedule(learning_rate, "adagrad")
-    return optax.chain(
-        _maximize(maximize),
-        add_weight_decay(weight_decay),
-        scale_by_adagrad(lr_decay, initial_accumulator_value, eps),
-        apply_learning_rate(learning_rate),
+    reject_momentum_schedule(learning_rate, "adagrad")
+    return named_chain(
+        maximize_link(maximize),
+        ("weight_decay", add_weight_decay(weight_decay)),
+        ("adagrad", scale_by_adagrad(lr_decay, initial_accumulator_value, eps)),
+        learning_rate_link(learning_rate),
     )
 
 
 def rmsprop(
-    learning_rate=1e-2,
+    learning_rate: LearningRate = 1e-2,
     alpha: float = 0.99,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -262,17 +236,17 @@ def rmsprop(
       An ``optax.GradientTransformation``.
     """
     check_momentum(momentum)
-    return optax.chain(
-        _maximize(maximize),
-        add_weight_decay(weight_decay),
-        scale_by_rms(alpha, eps, centered),
-        trace_momentum(momentum_from(learning_rate, momentum)),
-        apply_learning_rate(learning_rate),
+    return named_chain(
+        maximize_link(maximize),
+        ("weight_decay", add_weight_decay(weight_decay)),
+        ("rms", scale_by_rms(alpha, eps, centered)),
+        ("momentum", trace_momentum(momentum_from(learning_rate, momentum))),
+        learning_rate_link(learning_rate),
     )
 
 
 def adadelta(
-    learning_rate=1.0,
+    learning_rate: LearningRate = 1.0,
     rho: float = 0.9,
     eps: float = 1e-6,
     weight_decay: float = 0.0,
@@ -296,17 +270,17 @@ def adadelta(
     Raises:
       ValueError: for bad values, or a momentum-cycling ``learning_rate``.
     """
-    _reject_momentum_schedule(learning_rate, "adadelta")
-    return optax.chain(
-        _maximize(maximize),
-        add_weight_decay(weight_decay),
-        scale_by_adadelta(rho, eps),
-        apply_learning_rate(learning_rate),
+    reject_momentum_schedule(learning_rate, "adadelta")
+    return named_chain(
+        maximize_link(maximize),
+        ("weight_decay", add_weight_decay(weight_decay)),
+        ("adadelta", scale_by_adadelta(rho, eps)),
+        learning_rate_link(learning_rate),
     )
 
 
 def nadam(
-    learning_rate=2e-3,
+    learning_rate: LearningRate = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -334,11 +308,11 @@ def nadam(
     Returns:
       An ``optax.GradientTransformation``.
     """
-    coupled, decoupled = _split_weight_decay(weight_decay, decoupled_weight_decay)
-    return optax.chain(
-        _maximize(maximize),
-        add_weight_decay(coupled),
-        scale_by_nadam(_cycled_betas(learning_rate, betas), eps, momentum_decay),
-        add_decoupled_weight_decay(decoupled),
-        apply_learning_rate(learning_rate),
+    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay)
+    return named_chain(
+        maximize_link(maximize),
+        coupled,
+        ("nadam", scale_by_nadam(cycled_betas(learning_rate, betas), eps, momentum_decay)),
+        decoupled,
+        learning_rate_link(learning_rate),
     )

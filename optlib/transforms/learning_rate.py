@@ -14,11 +14,24 @@ from optlib._state_tree import register_learning_rate_state
 from optlib._validation import check_bool, check_learning_rate
 
 __all__ = [
+    "LearningRate",
     "ScaleByLearningRateState",
     "apply_learning_rate",
     "learning_rate_at",
     "scale_by_learning_rate",
 ]
+
+
+LearningRate = float | optax.Schedule | optax.GradientTransformation
+"""What an optimizer's ``learning_rate`` may be.
+
+* a float (torch's ``lr``);
+* an ``optax.Schedule`` of the update count, including a ``MomentumSchedule`` (torch's
+  ``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True``, whose ``.momentum`` then drives
+  the optimizer's momentum or ``betas[0]``);
+* a metric-driven learning-rate transform (``optlib.reduce_lr_on_plateau(...)``,
+  ``optlib.greedy_lr(...)``), which scales the updates by ``-lr`` itself.
+"""
 
 
 def learning_rate_at(learning_rate: float | optax.Schedule, count: jax.Array) -> jax.Array:
@@ -90,7 +103,7 @@ def scale_by_learning_rate(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def apply_learning_rate(learning_rate) -> optax.GradientTransformation:
+def apply_learning_rate(learning_rate: LearningRate) -> optax.GradientTransformation:
     """The step that multiplies updates by ``-lr``, whatever ``learning_rate`` is.
 
     Every optlib optimizer ends with this, so its ``learning_rate`` may be:

@@ -10,31 +10,10 @@ import optax
 
 from optlib._numerics import cast, safe_increment, statistics_dtype
 from optlib._validation import check_bool, check_interval, check_non_negative
-from optlib.schedules._core import MomentumSchedule
 from optlib.transforms.learning_rate import learning_rate_at
 from optlib.transforms.moments import map_leaves
 
-__all__ = ["TraceMomentumState", "momentum_from", "trace_momentum"]
-
-
-def momentum_from(learning_rate, momentum):
-    """The momentum (or ``beta1``) an optimizer uses, given its ``learning_rate``.
-
-    torch's ``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True`` overwrite the
-    optimizer's ``momentum`` (SGD, RMSprop) or ``betas[0]`` (Adam family) at every scheduler
-    step. optlib's equivalent is a ``MomentumSchedule`` passed as ``learning_rate``: its
-    ``.momentum`` schedule then replaces the constructor's value, exactly as in torch.
-
-    Args:
-      learning_rate: the optimizer's ``learning_rate`` (float, schedule, transform).
-      momentum: the constructor's momentum / ``beta1`` (float or schedule).
-
-    Returns:
-      ``learning_rate.momentum`` for a ``MomentumSchedule``, else ``momentum``.
-    """
-    if isinstance(learning_rate, MomentumSchedule):
-        return learning_rate.momentum
-    return momentum
+__all__ = ["TraceMomentumState", "check_momentum", "trace_momentum"]
 
 
 def check_momentum(momentum, dampening: float = 0.0, nesterov: bool = False) -> tuple:

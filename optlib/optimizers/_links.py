@@ -1,0 +1,115 @@
+"""The links that optimizer chains share, and the named chain that holds them.
+
+Every optlib optimizer is ``named_chain(link, link, ...)``: ``optax.named_chain`` of
+``(name, transform)`` pairs, so its state is a mapping and each statistic is reachable by
+name (``opt_state["adam"].mu``, ``opt_state["learning_rate"].count``) instead of by position.
+A link that an option switches off (``maximize=False``, the unused kind of weight decay) is
+``None`` and leaves no placeholder in the state. Names used across optimizers:
+
+* ``"maximize"``: ``negate_gradients()`` (torch's ``maximize=True``), first;
+* ``"weight_decay"``: coupled L2 on the gradient, before any statistics;
+* the algorithm's own statistics (``"adam"``, ``"momentum"``, ``"adagrad"``, ...);
+* ``"decoupled_weight_decay"``: decay added to the finished update;
+* ``"learning_rate"``: ``apply_learning_rate``, last.
+
+Only Python-level switches (bools, ``None``) remove a link; a numeric hyperparameter never
+does, since ``optax.inject_hyperparams`` passes it as an array and the state's structure
+must not depend on its value.
+"""
+
+from __future__ import annotations
+
+import optax
+
+from optlib._validation import check_bool
+from optlib.schedules import MomentumSchedule
+from optlib.transforms.learning_rate import LearningRate, apply_learning_rate
+from optlib.transforms.moments import check_betas
+from optlib.transforms.regularization import (
+    add_decoupled_weight_decay,
+    add_weight_decay,
+    negate_gradients,
+)
+
+__all__ = [
+    "Link",
+    "cycled_betas",
+    "learning_rate_link",
+    "maximize_link",
+    "momentum_from",
+    "named_chain",
+    "reject_momentum_schedule",
+    "weight_decay_links",
+]
+
+Link = tuple[str, optax.GradientTransformation]
+"""One named step of an optimizer's chain."""
+
+
+def named_chain(*links: Link | None) -> optax.GradientTransformationExtraArgs:
+    """``optax.named_chain`` of the links that are not ``None``.
+
+    optax's ``named_chain`` already does the chaining (and passes extra arguments such as
+    ``value`` to every link); this only drops the links an option switched off.
+    """
+    return optax.named_chain(*(link for link in links if link is not None))
+
+
+def maximize_link(maximize: bool) -> Link | None:
+    """torch's ``maximize=True`` (negate the gradient first), or no link."""
+    return ("maximize", negate_gradients()) if check_bool("maximize", maximize) else None
+
+
+def weight_decay_links(
+    weight_decay: float, decoupled_weight_decay: bool
+) -> tuple[Link | None, Link | None]:
+    """``(coupled, decoupled)`` weight-decay links; the kind not in use is ``None``.
+
+    The coupled link goes before the statistics (torch's ``grad + weight_decay * p``), the
+    decoupled one right before the learning rate (torch's ``p * (1 - lr * weight_decay)``).
+    """
+    if check_bool("decoupled_weight_decay", decoupled_weight_decay):
+        return None, ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay))
+    return ("weight_decay", add_weight_decay(weight_decay)), None
+
+
+def learning_rate_link(learning_rate: LearningRate) -> Link:
+    """The last link: multiply by ``-lr`` (see ``apply_learning_rate``)."""
+    return ("learning_rate", apply_learning_rate(learning_rate))
+
+
+def momentum_from(learning_rate: LearningRate, momentum):
+    """The momentum (or ``beta1``) an optimizer uses, given its ``learning_rate``.
+
+    torch's ``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True`` overwrite the
+    optimizer's ``momentum`` (SGD, RMSprop) or ``betas[0]`` (Adam family) at every scheduler
+    step. optlib's equivalent is a ``MomentumSchedule`` passed as ``learning_rate``: its
+    ``.momentum`` schedule then replaces the constructor's value, exactly as in torch.
+
+    Args:
+      learning_rate: the optimizer's ``learning_rate``.
+      momentum: the constructor's momentum / ``beta1`` (float or schedule).
+
+    Returns:
+      ``learning_rate.momentum`` for a ``MomentumSchedule``, else ``momentum``.
+    """
+    if isinstance(learning_rate, MomentumSchedule):
+        return learning_rate.momentum
+    return momentum
+
+
+def cycled_betas(learning_rate: LearningRate, betas) -> tuple:
+    """``betas`` checked as torch does, with ``betas[0]`` from a ``MomentumSchedule``."""
+    beta1, beta2 = check_betas(betas)
+    return momentum_from(learning_rate, beta1), beta2
+
+
+def reject_momentum_schedule(learning_rate: LearningRate, name: str) -> None:
+    """torch's ``cycle_momentum`` raises for optimizers with neither momentum nor betas."""
+    if isinstance(learning_rate, MomentumSchedule):
+        raise ValueError(
+            f"{name} has no momentum or beta1 for a momentum-cycling learning_rate to drive "
+            "(torch: 'optimizer must support momentum or beta1 with `cycle_momentum` option "
+            "enabled'); build the schedule with cycle_momentum=False or pass "
+            "learning_rate.learning_rate"
+        )
