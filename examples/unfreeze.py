@@ -19,7 +19,8 @@ optlib: parameter groups by label; the frozen group's updates are zero and it ke
                              {"backbone": "backbone", "head": "head"})
     opt_state = optlib.carry_over_state(tx, params, opt_state)   # head state kept, backbone fresh
 
-then the step is jitted again for the new ``tx`` (one more compilation, once). The backbone starts with zero moments and its own step count, the head keeps its moments and
+then the step is jitted again for the new ``tx`` (one more compilation, once). The backbone
+starts with zero moments and its own step count, the head keeps its moments and
 count: exactly torch's per-parameter state (tests/test_unfreeze.py checks it against torch).
 
 Run: ``python examples/unfreeze.py`` (a few seconds).

@@ -1,18 +1,42 @@
 """optlib: PyTorch- and Hugging Face-exact optimizers and LR schedules as Optax pieces.
 
 Public names are re-exported flat from here, like optax: ``optlib.step_lr``,
-``optlib.get_scheduler``, ``optlib.adam``, ``optlib.scale_by_adagrad``, ...
+``optlib.get_scheduler``, ``optlib.adam``, ``optlib.scale_by_adagrad``, ... Three layers,
+each also importable on its own: ``optlib.schedules`` (pure functions of the step),
+``optlib.transforms`` (chainable ``GradientTransformation``s) and ``optlib.optimizers``
+(reference-named chains); the rest are integrations built on them.
 """
 
+from optlib import optimizers, schedules, transforms
+from optlib._freezing import carry_over_state
+from optlib._param_groups import decay_labels, param_groups
+from optlib._partition import register_state_partition
+from optlib._plotting import plot_schedule
+from optlib._registry import get_scheduler, scheduler_names
+from optlib._sharding import state_shardings
 from optlib._state_tree import current_learning_rate, register_learning_rate_state
-from optlib.freezing import carry_over_state
-from optlib.metric import *  # noqa: F403
-from optlib.optimizers import *  # noqa: F403
-from optlib.param_groups import *  # noqa: F403
-from optlib.plotting import plot_schedule
-from optlib.registry import get_scheduler, scheduler_names
-from optlib.schedules import *  # noqa: F403
-from optlib.sharding import register_state_partition, state_shardings
-from optlib.transforms import *  # noqa: F403
+from optlib.optimizers import *  # exactly optimizers.__all__
+from optlib.schedules import *  # exactly schedules.__all__
+from optlib.transforms import *  # exactly transforms.__all__
 
 __version__ = "0.1.0"
+
+_INTEGRATIONS = [
+    # names -> schedules (torch class names, transformers SchedulerType values)
+    "get_scheduler",
+    "scheduler_names",
+    # reading and stepping states
+    "current_learning_rate",
+    "register_learning_rate_state",
+    # param groups, freezing and unfreezing
+    "carry_over_state",
+    "decay_labels",
+    "param_groups",
+    # sharding
+    "register_state_partition",
+    "state_shardings",
+    # plotting
+    "plot_schedule",
+]
+
+__all__ = [*schedules.__all__, *transforms.__all__, *optimizers.__all__, *_INTEGRATIONS]

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from optlib.registry import get_scheduler, scheduler_entry, scheduler_names
+from optlib._registry import get_scheduler, scheduler_entry, scheduler_names
 
 
 def _literal(text: str) -> Any:
@@ -37,7 +37,7 @@ def _parse_keywords(items: Sequence[str]) -> dict[str | None, dict[str, Any]]:
         key, equals, value = item.partition("=")
         if not equals or not key:
             raise ValueError(f"--kw expects key=value or NAME:key=value, got {item!r}")
-        scope, colon, key = key.rpartition(":") if ":" in key else (None, "", key)
+        scope, _, key = key.rpartition(":") if ":" in key else (None, "", key)
         scoped.setdefault(scope or None, {})[key.strip()] = _literal(value.strip())
     return scoped
 
@@ -68,7 +68,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from optlib.plotting import plot_schedule
+    from optlib._plotting import plot_schedule
 
     keywords = _parse_keywords(args.kw)
     unknown_scopes = set(keywords) - {None} - set(args.names)

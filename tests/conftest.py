@@ -13,7 +13,7 @@ if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES_FLAG}=8".strip()
 
 import jax  # noqa: E402  (after XLA_FLAGS)
-import pytest
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # lets tests import the `parity` harness
 

@@ -279,7 +279,7 @@ def test_factored_statistics_have_hf_shapes_minus_the_reduced_axis(x64):
     for param in params:
         param.grad = torch.ones_like(param)
     optimizer.step()
-    state = optlib.adafactor().init(jax.tree.map(jnp.asarray, problem.params))[0]
+    state = optlib.adafactor().init(jax.tree.map(jnp.asarray, problem.params))["factored_rms"]
     for name, param in zip(names, params):
         hf_state = optimizer.state[param]
         if "exp_avg_sq_row" in hf_state:
@@ -329,9 +329,9 @@ def test_bfloat16_params_keep_float32_statistics_and_track_hf(name):
     ours, _, state = run_optlib(optlib_factory(case), problem, steps, jnp.bfloat16)
     assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(ours))
     assert all(np.isfinite(np.asarray(leaf, np.float32)).all() for leaf in jax.tree.leaves(ours))
-    factored, *rest = state
+    factored = state["factored_rms"]
     statistics = [factored.exp_avg_sq_row, factored.exp_avg_sq_col, factored.exp_avg_sq]
-    statistics += [s.ema for s in rest if isinstance(s, optax.EmaState)]
+    statistics += [s.ema for s in state.values() if isinstance(s, optax.EmaState)]
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(statistics))
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), problem.params)
     tx = optlib_factory(case)

@@ -231,7 +231,7 @@ def test_extras_are_reachable_by_name_with_their_references():
         "linear_decay",
     ):
         assert name in names
-        assert optlib.registry.scheduler_entry(name).family == "optlib"
+        assert optlib._registry.scheduler_entry(name).family == "optlib"
     with pytest.raises(ValueError, match="requires `num_training_steps`"):
         optlib.get_scheduler("linear_decay", learning_rate=0.1, final_learning_rate=0.0)
     with pytest.raises(TypeError, match="T_zero"):

@@ -282,9 +282,9 @@ def test_hf_function_names_and_keywords_match_transformers(name):
     expected = [
         (p.name, p.default) for p in theirs.values() if p.name not in ("optimizer", "last_epoch")
     ]
-    assert list(ours)[0] == "learning_rate"
+    assert next(iter(ours)) == "learning_rate"
     assert [(p.name, p.default) for p in list(ours.values())[1:]] == expected
-    entry = optlib.registry.scheduler_entry(name)
+    entry = optlib._registry.scheduler_entry(name)
     assert (entry.family, entry.reference) == ("hf", f"transformers.{function}")
 
 
@@ -357,7 +357,8 @@ def test_learning_rate_may_be_a_schedule_multiplied_like_chained_lambdas():
 
 # --------------------------------------------------------------------------- invalid arguments
 
-HF_RAISES = [  # (SchedulerType, warmup, total, specific, parameter our message names): HF raises too
+# (SchedulerType, warmup, total, specific, parameter our message names): HF raises too
+HF_RAISES = [
     ("polynomial", 10, 100, {"lr_end": 0.1}, "lr_end"),  # lr_end >= lr (lr = 0.1)
     ("polynomial", 10, 100, {"lr_end": 0.5}, "lr_end"),
     ("cosine_with_min_lr", 10, 100, {"min_lr": 0.01, "min_lr_rate": 0.1}, "min_lr_rate"),

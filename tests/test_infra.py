@@ -10,7 +10,7 @@ import pytest
 
 import optlib
 from optlib import _validation as v
-from optlib.registry import get_scheduler
+from optlib._registry import get_scheduler
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_current_learning_rate_is_jittable_and_errors_without_a_rate():
 
 
 def test_get_scheduler_rejects_unknown_name_listing_valid_ones():
-    with pytest.raises(ValueError, match="Unknown scheduler name 'nope'. Valid names: "):
+    with pytest.raises(ValueError, match=r"Unknown scheduler name 'nope'\. Valid names: "):
         get_scheduler("nope", learning_rate=0.1)
 
 
@@ -143,5 +143,5 @@ def test_get_scheduler_requires_learning_rate():
 
 def test_every_registered_name_has_a_reference():
     for name in optlib.scheduler_names():
-        entry = optlib.registry.scheduler_entry(name)
+        entry = optlib._registry.scheduler_entry(name)
         assert entry.reference and callable(entry.factory), name

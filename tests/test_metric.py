@@ -297,7 +297,7 @@ def test_registry_maps_torch_names_to_the_same_scheduler():
         ("ReduceLROnPlateau", torch.optim.lr_scheduler.ReduceLROnPlateau),
         ("GreedyLR", transformers_optimization.GreedyLR),
     ):
-        _, after = reference_trace(lambda opt: reference(opt, **kwargs), metrics)
+        _, after = reference_trace(lambda opt, cls=reference: cls(opt, **kwargs), metrics)
         tx = optlib.get_scheduler(name, learning_rate=LEARNING_RATE, **kwargs)
         assert isinstance(tx, optax.GradientTransformationExtraArgs)
         assert_trace_close(
@@ -719,5 +719,5 @@ def test_learning_rate_must_be_a_non_negative_number(factory):
 
 
 def test_wrapping_a_scheduler_whole_in_inject_hyperparams_explains_the_alternative():
-    with pytest.raises(TypeError, match="state.config"):
+    with pytest.raises(TypeError, match=r"state\.config"):
         optax.inject_hyperparams(optlib.reduce_lr_on_plateau)(learning_rate=0.1).init(jnp.zeros(2))

@@ -62,7 +62,7 @@ def test_cli_list_prints_every_registered_name_with_its_reference(capsys):
     listed = {line.split()[0]: line for line in lines}
     assert set(optlib.scheduler_names()) == set(listed)
     for name in (*HF_NAMES, "linear_decay", "CosineAnnealingWarmUpRestarts"):
-        assert optlib.registry.scheduler_entry(name).reference in listed[name]
+        assert optlib._registry.scheduler_entry(name).reference in listed[name]
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from parity import (
 )
 
 import optlib
-from optlib.registry import scheduler_entry
+from optlib._registry import scheduler_entry
 
 lr_scheduler = torch.optim.lr_scheduler
 STEPS = 320
@@ -760,7 +760,7 @@ def test_signature_is_torchs_with_learning_rate(name):
         if key not in ("self", "optimizer", "last_epoch", "verbose")
     }
     ours = inspect.signature(FUNCTIONS[name]).parameters
-    assert list(ours)[0] == "learning_rate"
+    assert next(iter(ours)) == "learning_rate"
     assert list(ours)[1:] == list(torch_params)
     for key, default in torch_params.items():
         expected = None if default is inspect.Parameter.empty else default
@@ -772,7 +772,7 @@ def test_get_scheduler_errors():
         optlib.get_scheduler("StepLR", learning_rate=0.1, step_size=3, bogus=1)
     with pytest.raises(TypeError, match="num_training_steps"):
         optlib.get_scheduler("StepLR", learning_rate=0.1, step_size=3, num_training_steps=10)
-    with pytest.raises(ValueError, match="Unknown scheduler name 'StepLr'.*StepLR"):
+    with pytest.raises(ValueError, match=r"Unknown scheduler name 'StepLr'.*StepLR"):
         optlib.get_scheduler("StepLr", learning_rate=0.1, step_size=3)
     with pytest.raises(ValueError, match="step_size"):
         optlib.get_scheduler("StepLR", learning_rate=0.1)

@@ -10,6 +10,7 @@ import pytest
 from parity import torch
 
 import optlib
+from optlib.optimizers._links import momentum_from
 
 SHAPES = {"scalar": (), "vector": (5,), "matrix": (3, 4), "tensor": (2, 3, 2)}
 OPTIMIZERS = [
@@ -210,5 +211,5 @@ def test_constant_zero_momentum_keeps_no_buffer_like_torch():
 
 def test_momentum_from_prefers_the_schedules_momentum():
     schedule = optlib.MomentumSchedule(lambda step: 0.1, lambda step: 0.8)
-    assert optlib.momentum_from(schedule, 0.9) is schedule.momentum
-    assert optlib.momentum_from(0.1, 0.9) == 0.9
+    assert momentum_from(schedule, 0.9) is schedule.momentum
+    assert momentum_from(0.1, 0.9) == 0.9

@@ -103,7 +103,7 @@ def run(context: Context) -> dict:
         refused = {name: 0 for name in steppers}
         warm = {name: 0 for name in steppers}
 
-        def guarded(name, stepper):
+        def guarded(name, stepper, warm=warm, refused=refused):
             if warm[name] < context.mode.warmup:  # compile and warm up outside the guard
                 warm[name] += 1
                 stepper()

@@ -146,7 +146,8 @@ def run(context: Context) -> dict:
             context.log(
                 f"  optlib {optlib_time * 1e3:.2f} ms, optax {times['optax']['median_s'] * 1e3:.2f}"
                 f" ms, torch {times.get('torch', {}).get('median_s', float('nan')) * 1e3:.2f} ms,"
-                f" roofline {row['roofline']['optlib']:.2f}, optlib/optax {row['optlib_over_optax']:.3f}"
+                f" roofline {row['roofline']['optlib']:.2f},"
+                f" optlib/optax {row['optlib_over_optax']:.3f}"
                 f" (A/A {control['ratio']:.3f})"
             )
             del steppers, copy

@@ -1,5 +1,21 @@
-"""Layer 3: reference-named optimizers, each one readable ``optax.chain``."""
+"""Layer 3: reference-named optimizers, each one readable ``optax.named_chain``."""
 
-from optlib.optimizers.adafactor import *  # noqa: F403
-from optlib.optimizers.second_order import *  # noqa: F403
-from optlib.optimizers.torch import *  # noqa: F403
+from optlib.optimizers.adafactor import adafactor
+from optlib.optimizers.second_order import bfgs, newton
+from optlib.optimizers.torch import adadelta, adagrad, adam, adamw, nadam, rmsprop, sgd
+
+__all__ = [
+    # torch.optim
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamw",
+    "nadam",
+    "rmsprop",
+    "sgd",
+    # transformers.optimization
+    "adafactor",
+    # second order (Newton's method, BFGS)
+    "bfgs",
+    "newton",
+]

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optlib._numerics import statistics_dtype
 from optlib.optimizers._links import learning_rate_link, named_chain
 from optlib.transforms.learning_rate import LearningRate
+from optlib.transforms.moments import in_statistics_dtype
 from optlib.transforms.second_order import scale_by_bfgs, scale_by_newton
 
 __all__ = ["bfgs", "newton"]
@@ -35,43 +35,13 @@ __all__ = ["bfgs", "newton"]
 def _check_linesearch(linesearch) -> optax.GradientTransformation:
     """The line search, or ``optax.identity()`` for ``None`` (fixed steps)."""
     if linesearch is None:
-        return _in_statistics_dtype(optax.identity())
+        return in_statistics_dtype(optax.identity(), cast_like_params=True)
     if not isinstance(linesearch, optax.GradientTransformation):
         raise TypeError(
             "linesearch must be an optax.GradientTransformationExtraArgs (e.g. "
             f"optax.scale_by_backtracking_linesearch(...)) or None, got {linesearch!r}"
         )
-    return _strongly_typed_init(_in_statistics_dtype(linesearch))
-
-
-def _in_statistics_dtype(linesearch: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``linesearch`` run on float32 copies for bf16/fp16 parameters; the final step is
-    returned in the parameters' dtype.
-
-    The preconditioners return float32 steps for bf16/fp16 parameters (a Newton or BFGS step
-    may exceed their range before the line search shortens it). The line search then
-    evaluates the objective at float32 points and keeps its value and gradient in float32
-    (optax's backtracking search cannot transpose a bf16 objective). For float32/float64
-    parameters nothing changes.
-    """
-    linesearch = optax.with_extra_args_support(linesearch)
-
-    def widen(tree):
-        return jax.tree.map(lambda x: jnp.asarray(x).astype(statistics_dtype(x.dtype)), tree)
-
-    def init_fn(params):
-        return linesearch.init(widen(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        wide = {
-            key: widen(arg) if key in ("value", "grad") else arg for key, arg in extra_args.items()
-        }
-        wide_params = None if params is None else widen(params)
-        steps, state = linesearch.update(widen(updates), state, wide_params, **wide)
-        like = updates if params is None else params
-        return jax.tree.map(lambda step, p: step.astype(p.dtype), steps, like), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return _strongly_typed_init(in_statistics_dtype(linesearch, cast_like_params=True))
 
 
 def _strongly_typed_init(transform: optax.GradientTransformation) -> optax.GradientTransformation:

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from optlib._numerics import float_dtype
+from optlib._registry import register
 from optlib._validation import check_int, check_non_negative
-from optlib.registry import register
 from optlib.schedules.hf import INT32_MAX, Schedule, _as_step, _ratio, _to_float, check_step_count
 
 __all__ = ["cosine_annealing_warm_up_restarts", "linear_decay"]

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from optlib._numerics import float_dtype
+from optlib._registry import register
 from optlib._validation import (
     check_choice,
     check_int,
@@ -51,7 +52,6 @@ from optlib._validation import (
     check_positive,
     check_real,
 )
-from optlib.registry import register
 
 __all__ = [
     "get_constant_schedule",
@@ -195,7 +195,7 @@ def _cosine_wave(step: jax.Array, start: int, period: int, num_cycles: float) ->
 
 
 def _floor_at(factor: jax.Array, min_rate: float) -> jax.Array:
-    """HF's ``max(0, factor * (1 - min_rate) + min_rate)``: rescales ``[0, 1]`` to ``[min_rate, 1]``."""
+    """HF's ``max(0, factor * (1 - min_rate) + min_rate)``: ``[0, 1]`` to ``[min_rate, 1]``."""
     return jnp.maximum(factor * (1.0 - min_rate) + min_rate, 0.0)
 
 
@@ -270,7 +270,9 @@ def get_constant_schedule_with_warmup(learning_rate: Any, num_warmup_steps: int)
 def get_linear_schedule_with_warmup(
     learning_rate: Any, num_warmup_steps: int, num_training_steps: int
 ) -> Schedule:
-    """Linear warm-up from 0, then linear decay to 0 (``transformers.get_linear_schedule_with_warmup``).
+    """Linear warm-up from 0, then linear decay to 0.
+
+    ``transformers.get_linear_schedule_with_warmup``.
 
     ``lr(k) = learning_rate * k / max(1, w)`` for ``k < w``, else
     ``learning_rate * max(0, (T - k) / max(1, T - w))``: 0 from ``T`` on.
@@ -592,7 +594,8 @@ def get_wsd_schedule(
         raise ValueError("Either num_training_steps or num_stable_steps must be specified.")
     if num_training_steps is not None and num_stable_steps is not None:
         warnings.warn(
-            "Both num_training_steps and num_stable_steps are specified. num_stable_steps will be used.",
+            "Both num_training_steps and num_stable_steps are specified. "
+            "num_stable_steps will be used.",
             stacklevel=2,
         )
     if warmup_type not in _WSD_SHAPES:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optlib._numerics import as_float
+from optlib._registry import register
 from optlib._validation import (
     check_bool,
     check_callable,
@@ -41,7 +42,6 @@ from optlib._validation import (
     check_non_negative,
     check_positive,
 )
-from optlib.registry import register
 from optlib.schedules._core import MomentumSchedule
 from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (

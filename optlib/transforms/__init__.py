@@ -1,9 +1,110 @@
 """Layer 2: small chainable ``GradientTransformation``s, each doing one job."""
 
-from optlib.transforms.clipping import *  # noqa: F403
-from optlib.transforms.factored import *  # noqa: F403
-from optlib.transforms.learning_rate import *  # noqa: F403
-from optlib.transforms.moments import *  # noqa: F403
-from optlib.transforms.momentum import *  # noqa: F403
-from optlib.transforms.regularization import *  # noqa: F403
-from optlib.transforms.second_order import *  # noqa: F403
+from optlib.transforms.clipping import (
+    ClipGradNormState,
+    clip_grad_norm,
+    clip_grad_value,
+    global_grad_norm,
+)
+from optlib.transforms.factored import (
+    ScaleByFactoredRmsState,
+    ScaleByParamRmsState,
+    ScaleByRelativeStepSizeState,
+    add_decayed_weights_scaled_by_learning_rate,
+    clip_by_update_rms,
+    ema_of_updates,
+    relative_step_size,
+    scale_by_factored_rms,
+    scale_by_param_rms,
+    scale_by_relative_step_size,
+)
+from optlib.transforms.learning_rate import (
+    LearningRate,
+    ScaleByLearningRateState,
+    apply_learning_rate,
+    scale_by_learning_rate,
+)
+from optlib.transforms.metric import (
+    GreedyLRConfig,
+    GreedyLRState,
+    PlateauConfig,
+    ReduceLROnPlateauState,
+    greedy_lr,
+    reduce_lr_on_plateau,
+    report_metric,
+)
+from optlib.transforms.moments import (
+    ScaleByAdagradState,
+    ScaleByAdamState,
+    ScaleByNadamState,
+    scale_by_adadelta,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_nadam,
+    scale_by_rms,
+)
+from optlib.transforms.momentum import TraceMomentumState, trace_momentum
+from optlib.transforms.regularization import (
+    add_decoupled_weight_decay,
+    add_weight_decay,
+    negate_gradients,
+)
+from optlib.transforms.second_order import (
+    ScaleByBfgsState,
+    ScaleByNewtonState,
+    scale_by_bfgs,
+    scale_by_newton,
+)
+
+__all__ = [
+    # the learning rate
+    "LearningRate",
+    "ScaleByLearningRateState",
+    "apply_learning_rate",
+    "scale_by_learning_rate",
+    # metric-driven learning rates (torch ReduceLROnPlateau, transformers GreedyLR)
+    "GreedyLRConfig",
+    "GreedyLRState",
+    "PlateauConfig",
+    "ReduceLROnPlateauState",
+    "greedy_lr",
+    "reduce_lr_on_plateau",
+    "report_metric",
+    # moment statistics (torch.optim)
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByNadamState",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_nadam",
+    "scale_by_rms",
+    # momentum
+    "TraceMomentumState",
+    "trace_momentum",
+    # weight decay and maximize
+    "add_decoupled_weight_decay",
+    "add_weight_decay",
+    "negate_gradients",
+    # clipping
+    "ClipGradNormState",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "global_grad_norm",
+    # factored statistics (Hugging Face Adafactor)
+    "ScaleByFactoredRmsState",
+    "ScaleByParamRmsState",
+    "ScaleByRelativeStepSizeState",
+    "add_decayed_weights_scaled_by_learning_rate",
+    "clip_by_update_rms",
+    "ema_of_updates",
+    "relative_step_size",
+    "scale_by_factored_rms",
+    "scale_by_param_rms",
+    "scale_by_relative_step_size",
+    # second order
+    "ScaleByBfgsState",
+    "ScaleByNewtonState",
+    "scale_by_bfgs",
+    "scale_by_newton",
+]

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import as_float, safe_increment, statistics_dtype
+from optlib._partition import register_state_partition, without_axis
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import (
     check_bool,
@@ -125,6 +126,13 @@ class ScaleByFactoredRmsState(NamedTuple):
     exp_avg_sq_row: optax.Updates
     exp_avg_sq_col: optax.Updates
     exp_avg_sq: optax.Updates
+
+
+register_state_partition(ScaleByFactoredRmsState, "exp_avg_sq_row", without_axis(-1))
+register_state_partition(ScaleByFactoredRmsState, "exp_avg_sq_col", without_axis(-2))
+register_state_partition(
+    ScaleByFactoredRmsState, "exp_avg_sq", lambda spec, ndim: spec if ndim < 2 else ()
+)
 
 
 def _is_factored(param: jax.Array) -> bool:

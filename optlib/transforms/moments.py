@@ -187,15 +187,22 @@ def scale_by_adagrad(
 # RMSprop and Adadelta: optax already computes torch's formulas; we add float32 statistics.
 
 
-def in_statistics_dtype(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+def in_statistics_dtype(
+    inner: optax.GradientTransformation, *, cast_like_params: bool = False
+) -> optax.GradientTransformationExtraArgs:
     """Runs ``inner`` on float32 (or wider) copies of the gradients and params.
 
     optax's transforms keep their statistics in the parameter dtype; for bf16/fp16 parameters
-    this wrapper makes them float32 (``statistics_dtype``), and casts the updates back to the
-    gradients' dtype. For float32/float64 parameters it changes nothing.
+    this wrapper makes them float32 (``statistics_dtype``): the updates, the params and the
+    ``value`` / ``grad`` extra arguments (a line search's objective value and gradient) are
+    widened, other extra arguments pass as they are. The results are cast back to the incoming
+    updates' dtype, or with ``cast_like_params`` to the parameters' (a line search that follows
+    a preconditioner whose steps are already float32). For float32/float64 parameters it
+    changes nothing.
 
     Args:
       inner: an ``optax.GradientTransformation`` whose statistics follow the input dtype.
+      cast_like_params: return the updates in the parameters' dtype (when ``params`` is given).
 
     Returns:
       The same transformation with float32-or-wider state.
@@ -203,19 +210,28 @@ def in_statistics_dtype(inner: optax.GradientTransformation) -> optax.GradientTr
 
     if not isinstance(inner, optax.GradientTransformation):
         raise TypeError(f"inner must be an optax.GradientTransformation, got {inner!r}")
+    inner = optax.with_extra_args_support(inner)
 
     def widen(tree):
-        return jax.tree.map(lambda x: cast(x, statistics_dtype(x.dtype)), tree)
+        def one(x):
+            x = jnp.asarray(x)
+            return cast(x, statistics_dtype(x.dtype))
+
+        return jax.tree.map(one, tree)
 
     def init_fn(params):
         return inner.init(widen(params))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
+        wide = {
+            key: widen(arg) if key in ("value", "grad") else arg for key, arg in extra_args.items()
+        }
         wide_params = None if params is None else widen(params)
-        new_updates, state = inner.update(widen(updates), state, wide_params)
-        return jax.tree.map(lambda new, old: cast(new, old.dtype), new_updates, updates), state
+        new_updates, state = inner.update(widen(updates), state, wide_params, **wide)
+        like = params if cast_like_params and params is not None else updates
+        return jax.tree.map(lambda new, old: cast(new, old.dtype), new_updates, like), state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def scale_by_rms(

@@ -1,7 +1,7 @@
 """``get_scheduler``: one factory for every schedule and metric-driven scheduler by name.
 
 The registry only maps names to the layer-1/2 callables defined in ``optlib.schedules`` and
-``optlib.metric``; each module registers its own rows with ``register`` when imported.
+``optlib.transforms.metric``; each module registers its own rows with ``register`` when imported.
 
 Two calling conventions meet here:
 

@@ -17,50 +17,14 @@ copy of the parameter tree, so a state leaf's path ends with its parameter's pat
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from optlib.transforms.factored import ScaleByFactoredRmsState
+from optlib._partition import field_rule, ruled_state_types
 
-__all__ = ["register_state_partition", "state_shardings"]
-
-# (state class, field name) -> rule(param partition spec as a full-length tuple, param ndim)
-# -> partition spec tuple for that field's leaf.
-SpecRule = Callable[[tuple, int], tuple]
-_FIELD_RULES: dict[tuple[type, str], SpecRule] = {}
-
-
-def register_state_partition(state_cls: type, field: str, rule: SpecRule) -> None:
-    """Declares how a state field's leaves shard relative to their parameter.
-
-    Args:
-      state_cls: the transform's state ``NamedTuple`` class.
-      field: the field whose leaves (a tree shaped like the params) the rule covers.
-      rule: ``(param_spec, param_ndim) -> leaf_spec``, both as tuples of mesh axis names (or
-        ``None``) with one entry per array axis.
-    """
-    _FIELD_RULES[(state_cls, field)] = rule
-
-
-def _without_axis(axis: int) -> SpecRule:
-    def rule(spec: tuple, ndim: int) -> tuple:
-        if ndim < 2:
-            return ()
-        kept = list(spec)
-        del kept[axis]
-        return tuple(kept)
-
-    return rule
-
-
-register_state_partition(ScaleByFactoredRmsState, "exp_avg_sq_row", _without_axis(-1))
-register_state_partition(ScaleByFactoredRmsState, "exp_avg_sq_col", _without_axis(-2))
-register_state_partition(
-    ScaleByFactoredRmsState, "exp_avg_sq", lambda spec, ndim: spec if ndim < 2 else ()
-)
+__all__ = ["state_shardings"]
 
 
 def _full_spec(sharding: NamedSharding, ndim: int) -> tuple:
@@ -135,14 +99,14 @@ def state_shardings(tx: Any, params: Any, param_shardings: Any) -> Any:
 
         return shard
 
-    ruled = tuple({cls for cls, _ in _FIELD_RULES})
+    ruled = ruled_state_types()
 
     def node(path, value):
         if not isinstance(value, ruled):
             return default(path, value)
         fields = {}
         for field in value._fields:
-            rule = _FIELD_RULES.get((type(value), field))
+            rule = field_rule(type(value), field)
             fn = by_rule(rule) if rule else default
             sub = getattr(value, field)
             fields[field] = jax.tree_util.tree_map_with_path(

@@ -34,6 +34,7 @@ import optax
 from flax import serialization as flax_serialization
 
 from optlib._numerics import float_dtype, safe_increment
+from optlib._registry import register
 from optlib._state_tree import find_states, map_states, register_learning_rate_state
 from optlib._validation import (
     check_bool,
@@ -42,7 +43,6 @@ from optlib._validation import (
     check_interval,
     check_non_negative,
 )
-from optlib.registry import register
 
 __all__ = [
     "GreedyLRConfig",
