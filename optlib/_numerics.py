@@ -5,10 +5,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["as_float", "cast", "float_dtype", "safe_increment", "statistics_dtype"]
+__all__ = [
+    "INT32_MAX",
+    "as_float",
+    "cast",
+    "ema",
+    "float_dtype",
+    "safe_increment",
+    "statistics_dtype",
+    "update_number",
+]
 
-
-_INT32_MAX = int(jnp.iinfo(jnp.int32).max)
+INT32_MAX = 2**31 - 1
+"""Where optax's (and optlib's) int32 update counts saturate."""
 
 
 def float_dtype() -> jnp.dtype:
@@ -47,4 +56,21 @@ def safe_increment(count: jax.Array) -> jax.Array:
     in a step makes XLA:CPU's compile of a large tree measurably slower (SGD with 300 leaves:
     +~0.15 s; see ``benchmarks``), while ``min`` and ``add`` are plain elementwise ops.
     """
-    return jnp.minimum(count, _INT32_MAX - 1) + 1
+    return jnp.minimum(count, INT32_MAX - 1) + 1
+
+
+def update_number(count: jax.Array) -> jax.Array:
+    """torch's / HF's 1-based ``step`` of the update made at optax count ``count``, as a float.
+
+    The increment is on the int32 count (exact) and saturates with it; the one rounding is the
+    conversion to the default float dtype.
+    """
+    return safe_increment(count).astype(float_dtype())
+
+
+def ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
+    """``decay * average + (1 - decay) * value``, torch's ``mul_(decay).add_(v, alpha=1-decay)``.
+
+    torch's ``lerp_`` (Adam's first moment) and ``addcmul_`` (``(1 - decay) * g * g``) round
+    the same average differently and keep their own forms where torch uses them."""
+    return decay * average + (1 - decay) * value

@@ -18,6 +18,7 @@ import optax
 __all__ = [
     "current_learning_rate",
     "find_states",
+    "is_learning_rate_state",
     "map_states",
     "register_learning_rate_state",
 ]
@@ -35,6 +36,11 @@ def register_learning_rate_state(cls: type[T]) -> type[T]:
         raise TypeError(f"{cls.__name__} has no learning_rate field")
     _LEARNING_RATE_STATES.append(cls)
     return cls
+
+
+def is_learning_rate_state(node: Any) -> bool:
+    """Whether ``node`` is the state of a transform that applies a learning rate."""
+    return isinstance(node, tuple(_LEARNING_RATE_STATES))
 
 
 def _is_instance(types: tuple[type, ...]) -> Callable[[Any], bool]:
@@ -86,16 +92,17 @@ def _learning_rate_of(node: Any) -> Any:
     group: they give a dict. ``inject_hyperparams`` gives its ``learning_rate`` hyperparameter
     only when the inner optimizer holds no optlib learning-rate state of its own.
     """
-    if isinstance(node, tuple(_LEARNING_RATE_STATES)):
+    if is_learning_rate_state(node):
         return jnp.asarray(node.learning_rate)
+    wrapper: Any = node  # optax's wrapper states, read by their fields
     if isinstance(node, _partition_types()):
-        groups = {key: _learning_rate_of(inner) for key, inner in node.inner_states.items()}
+        groups = {key: _learning_rate_of(inner) for key, inner in wrapper.inner_states.items()}
         groups = {key: rate for key, rate in groups.items() if rate is not _NOT_FOUND}
         return groups or _NOT_FOUND
     if isinstance(node, _inject_types()):
-        inner = _learning_rate_of(node.inner_state)
-        if inner is _NOT_FOUND and "learning_rate" in node.hyperparams:
-            return jnp.asarray(node.hyperparams["learning_rate"])
+        inner = _learning_rate_of(wrapper.inner_state)
+        if inner is _NOT_FOUND and "learning_rate" in wrapper.hyperparams:
+            return jnp.asarray(wrapper.hyperparams["learning_rate"])
         return inner
     if isinstance(node, dict):
         children = list(node.values())
@@ -124,6 +131,7 @@ def _learning_rate_of(node: Any) -> Any:
 
 
 def _is_pytree_node(node: Any) -> bool:
+    treedef: Any  # jax has no type for PyTreeDef
     leaves, treedef = jax.tree_util.tree_flatten(node, is_leaf=lambda x: x is not node)
     return not (treedef.num_leaves == 1 and leaves and leaves[0] is node)
 

@@ -25,6 +25,7 @@ __all__ = [
     "check_non_negative",
     "check_positive",
     "check_real",
+    "is_traced",
 ]
 
 
@@ -39,7 +40,7 @@ def _is_real(value: Any) -> bool:
     return shape == () and dtype is not None and getattr(dtype, "kind", "") in "fiu"
 
 
-def _is_traced(value: Any) -> bool:
+def is_traced(value: Any) -> bool:
     """A value under ``jit`` (e.g. a hyperparameter from ``optax.inject_hyperparams``)."""
     return isinstance(value, jax.core.Tracer)
 
@@ -49,7 +50,7 @@ def check_real(name: str, value: Any, *, allow_inf: bool = False) -> float:
 
     A traced value (inside ``jit``) cannot be inspected and is passed through unchanged.
     """
-    if _is_traced(value):
+    if is_traced(value):
         return value
     if not _is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
@@ -65,7 +66,7 @@ def check_real(name: str, value: Any, *, allow_inf: bool = False) -> float:
 def check_positive(name: str, value: Any) -> float:
     """``value > 0``."""
     number = check_real(name, value)
-    if _is_traced(number):
+    if is_traced(number):
         return number
     if number <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -75,7 +76,7 @@ def check_positive(name: str, value: Any) -> float:
 def check_non_negative(name: str, value: Any) -> float:
     """``value >= 0``."""
     number = check_real(name, value)
-    if _is_traced(number):
+    if is_traced(number):
         return number
     if number < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
@@ -93,7 +94,7 @@ def check_interval(
 ) -> float:
     """``value`` in the interval between ``low`` and ``high`` (closed or open ends)."""
     number = check_real(name, value)
-    if _is_traced(number):
+    if is_traced(number):
         return number
     above = number >= low if low_closed else number > low
     below = number <= high if high_closed else number < high

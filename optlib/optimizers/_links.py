@@ -22,8 +22,7 @@ from __future__ import annotations
 import optax
 
 from optlib._validation import check_bool
-from optlib.schedules import MomentumSchedule
-from optlib.transforms.learning_rate import LearningRate, apply_learning_rate
+from optlib.transforms.learning_rate import LearningRate, apply_learning_rate, resolve_learning_rate
 from optlib.transforms.moments import check_betas
 from optlib.transforms.regularization import (
     add_decoupled_weight_decay,
@@ -93,9 +92,8 @@ def momentum_from(learning_rate: LearningRate, momentum):
     Returns:
       ``learning_rate.momentum`` for a ``MomentumSchedule``, else ``momentum``.
     """
-    if isinstance(learning_rate, MomentumSchedule):
-        return learning_rate.momentum
-    return momentum
+    scheduled = resolve_learning_rate(learning_rate).momentum
+    return momentum if scheduled is None else scheduled
 
 
 def cycled_betas(learning_rate: LearningRate, betas) -> tuple:
@@ -106,7 +104,7 @@ def cycled_betas(learning_rate: LearningRate, betas) -> tuple:
 
 def reject_momentum_schedule(learning_rate: LearningRate, name: str) -> None:
     """torch's ``cycle_momentum`` raises for optimizers with neither momentum nor betas."""
-    if isinstance(learning_rate, MomentumSchedule):
+    if resolve_learning_rate(learning_rate).momentum is not None:
         raise ValueError(
             f"{name} has no momentum or beta1 for a momentum-cycling learning_rate to drive "
             "(torch: 'optimizer must support momentum or beta1 with `cycle_momentum` option "

@@ -90,7 +90,7 @@ def _check_base_lrs(kind: str, members: list[_Member], learning_rate: float) -> 
         schedule = member.schedule
         if schedule.initial_lr is not None:  # its values do not depend on the base lr
             continue
-        if not math.isclose(schedule.learning_rate, base, rel_tol=1e-12, abs_tol=0.0):
+        if not math.isclose(schedule.learning_rate, base, rel_tol=1e-12, abs_tol=0.0):  # type: ignore[arg-type]
             origin = "the optimizer" if first.initial_lr is None else f"{first.name} built first"
             raise ValueError(
                 f"{kind}: schedulers[{index}] ({schedule.name}) has learning_rate="
@@ -138,7 +138,7 @@ def sequence_schedules(learning_rate: float, schedulers, milestones: list[int]):
             # the scheduler's value alone.
             return lambda t: as_float(schedule(t - start))
         if rule.milestone_factor is not None:  # torch jumps to its closed form at epoch 0
-            scale = schedule.learning_rate * rule.milestone_factor
+            scale = schedule.learning_rate * rule.milestone_factor  # type: ignore[operator]
             return lambda t: as_float(scale * rule.partial(jnp.zeros_like(t), t - start))
         # No closed form: the milestone multiplies the lr the previous scheduler left.
         before = branches[bisect.bisect_right(milestones, start - 1)]  # built already
@@ -164,9 +164,9 @@ def sequence_schedules(learning_rate: float, schedulers, milestones: list[int]):
         if ran:
             j = ran[-1]
             last = min(ends[j] - 1 - starts[j], INT32_MAX)
-            return lambda t: jnp.full(jnp.shape(t), members[j].momentum(jnp.int32(last)))
+            return lambda t: jnp.full(jnp.shape(t), members[j].momentum(jnp.int32(last)))  # type: ignore[misc]
         j = max(j for j, member in enumerate(members) if member.momentum is not None)
-        return lambda t: jnp.full(jnp.shape(t), members[j].momentum(jnp.int32(0)))
+        return lambda t: jnp.full(jnp.shape(t), members[j].momentum(jnp.int32(0)))  # type: ignore[misc]
 
     def momentum(step):  # used only if a member cycles momentum (_with_momentum)
         return jax.lax.switch(segment_of(step), [momentum_branch(k) for k in segments], step)
@@ -183,7 +183,7 @@ def _apply_step(schedule: TorchSchedule, lr: jax.Array, step: jax.Array) -> jax.
     rule = schedule.rule
     if isinstance(rule, Scaled):
         return lr * rule.ratio(step)
-    return rule.apply(lr, step)  # CosineAnnealing
+    return rule.apply(lr, step)  # type: ignore[union-attr]  # only CosineAnnealing is left
 
 
 def _chain_after_absolute(members: list[_Member], last_absolute: int) -> Callable:
@@ -242,14 +242,14 @@ def chain_schedules(learning_rate: float, schedulers):
     elif len(members) == 1:
         value = members[0].schedule
     elif not cosines:
-        value = lambda step: base * math.prod(rule.factor(step) for rule in rules)
+        value = lambda step: base * math.prod(rule.factor(step) for rule in rules)  # type: ignore[union-attr, misc]
     elif len(cosines) > 1:
         raise ValueError(
             "ChainedScheduler: two CosineAnnealingLR with no later LambdaLR / CyclicLR / "
             "OneCycleLR / CosineAnnealingWarmRestarts have no closed form (each one's additive "
             "restart interleaves with the other's recursion); chain at most one."
         )
-    elif rules[cosines[0]].eta_min != 0:
+    elif rules[cosines[0]].eta_min != 0:  # type: ignore[union-attr]
         raise ValueError(
             "ChainedScheduler: a CosineAnnealingLR with eta_min != 0 chained with other "
             "schedulers has no closed form in the step: torch's recursion "

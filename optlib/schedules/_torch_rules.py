@@ -28,10 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optlib._numerics import as_float
-
-INT32_MAX = 2**31 - 1
-
+from optlib._numerics import INT32_MAX, as_float
 
 # ----------------------------------------------------------------------------- step arithmetic
 
@@ -246,5 +243,5 @@ class TorchSchedule:
         step = step_array(step)
         rule = self.rule
         if isinstance(rule, Scaled):
-            return self.learning_rate * as_float(rule.factor(step))
+            return self.learning_rate * as_float(rule.factor(step))  # type: ignore[operator]  # a Scaled rule always has a base lr
         return as_float(rule.value(step))

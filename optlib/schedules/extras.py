@@ -20,10 +20,10 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from optlib._numerics import float_dtype
+from optlib._numerics import INT32_MAX, as_float, float_dtype
 from optlib._registry import register
 from optlib._validation import check_int, check_non_negative
-from optlib.schedules.hf import INT32_MAX, Schedule, _as_step, _ratio, _to_float, check_step_count
+from optlib.schedules._steps import Schedule, check_step_count, hf_step, ratio
 
 __all__ = ["cosine_annealing_warm_up_restarts", "linear_decay"]
 
@@ -106,10 +106,10 @@ def cosine_annealing_warm_up_restarts(
     gamma = check_non_negative("gamma", gamma)
 
     def schedule(step):
-        cycle, t_cur, cosine_steps = _locate_in_cycle(_as_step(step), T_0, T_mult, T_up)
-        rise = eta_max * jnp.power(gamma, _to_float(cycle)) - base_lr
-        warming = rise * _ratio(t_cur, max(T_up, 1)) + base_lr
-        angle = math.pi * _to_float(t_cur - T_up) / cosine_steps
+        cycle, t_cur, cosine_steps = _locate_in_cycle(hf_step(step), T_0, T_mult, T_up)
+        rise = eta_max * jnp.power(gamma, as_float(cycle)) - base_lr
+        warming = rise * ratio(t_cur, max(T_up, 1)) + base_lr
+        angle = math.pi * as_float(t_cur - T_up) / cosine_steps
         annealing = base_lr + rise * (1.0 + jnp.cos(angle)) / 2.0
         return jnp.where(t_cur < T_up, warming, annealing)
 
@@ -158,9 +158,9 @@ def linear_decay(
     decay_steps = max(1, num_training_steps - num_hold_steps)
 
     def schedule(step):
-        step = _as_step(step)
+        step = hf_step(step)
         # the same line, written from its end so the steps left are counted exactly
-        line = final + (initial - final) * _ratio(num_training_steps - step, decay_steps)
+        line = final + (initial - final) * ratio(num_training_steps - step, decay_steps)
         value = jnp.where(step < num_hold_steps, initial, line)
         return jnp.where(step >= num_training_steps, final, value).astype(float_dtype())
 

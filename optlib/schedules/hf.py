@@ -41,17 +41,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from optlib._numerics import float_dtype
+from optlib._numerics import INT32_MAX, as_float, float_dtype
 from optlib._registry import register
 from optlib._validation import (
     check_choice,
-    check_int,
     check_interval,
     check_learning_rate,
     check_non_negative,
     check_positive,
     check_real,
 )
+from optlib.schedules._steps import Schedule, check_step_count, hf_step, ratio
 
 __all__ = [
     "get_constant_schedule",
@@ -66,23 +66,10 @@ __all__ = [
     "get_wsd_schedule",
 ]
 
-INT32_MAX = 2**31 - 1
 _WSD_SHAPES = ("linear", "cosine", "1-sqrt")
-
-Schedule = Callable[[Any], jax.Array]
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def check_step_count(name: str, value: Any) -> int:
-    """A number of steps: an integer in ``[0, 2**31 - 1]`` (optax's count is a saturating int32)."""
-    number = check_int(name, value, minimum=0)
-    if number > INT32_MAX:
-        raise ValueError(
-            f"{name} must be <= 2**31 - 1 (optax's update count is an int32), got {value!r}"
-        )
-    return number
 
 
 def _check_min_lr_rate(learning_rate: Any, min_lr: Any, min_lr_rate: Any) -> float:
@@ -107,26 +94,9 @@ def _check_min_lr_rate(learning_rate: Any, min_lr: Any, min_lr_rate: Any) -> flo
 # One place for each piece of math; the public functions below only combine them.
 
 
-def _as_step(step: Any) -> jax.Array:
-    """The update count as an integer array (a float count is floored)."""
-    step = jnp.asarray(step)
-    if not jnp.issubdtype(step.dtype, jnp.integer):
-        step = jnp.floor(step).astype(jnp.result_type(int))
-    return step
-
-
-def _to_float(value: Any) -> jax.Array:
-    return jnp.asarray(value).astype(float_dtype())
-
-
-def _ratio(numerator: jax.Array, denominator: int | float) -> jax.Array:
-    """``float(numerator) / float(denominator)`` with an exact integer ``numerator``."""
-    return _to_float(numerator) / denominator
-
-
 def _linear_warmup(step: jax.Array, num_warmup_steps: int) -> jax.Array:
     """HF's warm-up multiplier ``step / max(1, num_warmup_steps)``."""
-    return _ratio(step, max(1, num_warmup_steps))
+    return ratio(step, max(1, num_warmup_steps))
 
 
 def _add_mod(a: jax.Array, b: jax.Array, modulus: int) -> jax.Array:
@@ -180,10 +150,10 @@ def _cycle_phase(step: jax.Array, start: int, period: int, num_cycles: float) ->
         quotient = quotient + carry
         rest = jnp.where(carry, rest - period, rest)
     below_one = jnp.nextafter(jnp.asarray(1.0, float_dtype()), 0.0)
-    phase = jnp.minimum(_ratio(_multiply_mod(whole, rest, period), period), below_one)
+    phase = jnp.minimum(ratio(_multiply_mod(whole, rest, period), period), below_one)
     if frac:
-        quotient_part = frac * _to_float(quotient)
-        phase = phase + frac * _ratio(rest, period) + (quotient_part - jnp.floor(quotient_part))
+        quotient_part = frac * as_float(quotient)
+        phase = phase + frac * ratio(rest, period) + (quotient_part - jnp.floor(quotient_part))
         phase = phase - jnp.floor(phase)
     return phase
 
@@ -206,7 +176,7 @@ def _scaled(learning_rate: Any, lr_lambda: Callable[[jax.Array], jax.Array]) -> 
     """
 
     def schedule(step):
-        step = _as_step(step)
+        step = hf_step(step)
         factor = lr_lambda(step)
         base = learning_rate(step) if callable(learning_rate) else learning_rate
         return base * factor
@@ -291,7 +261,7 @@ def get_linear_schedule_with_warmup(
     decay_steps = max(1, num_training_steps - num_warmup_steps)
 
     def decay(step):
-        return jnp.maximum(_ratio(num_training_steps - step, decay_steps), 0.0)
+        return jnp.maximum(ratio(num_training_steps - step, decay_steps), 0.0)
 
     return _scaled(learning_rate, _with_linear_warmup(num_warmup_steps, decay))
 
@@ -411,8 +381,8 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
 
     def warmup(step):
         if warmup_lr_rate is None:
-            return _ratio(step + 1, max(1, num_warmup_steps))  # step + 1 <= w here: no overflow
-        ramp = _ratio(step, max(1, num_warmup_steps - 1))
+            return ratio(step + 1, max(1, num_warmup_steps))  # step + 1 <= w here: no overflow
+        ramp = ratio(step, max(1, num_warmup_steps - 1))
         return warmup_lr_rate + (1.0 - warmup_lr_rate) * ramp
 
     def lr_lambda(step):
@@ -446,11 +416,11 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
     check_learning_rate(learning_rate)
     num_warmup_steps = check_step_count("num_warmup_steps", num_warmup_steps)
     num_training_steps = check_step_count("num_training_steps", num_training_steps)
-    num_cycles = check_non_negative("num_cycles", num_cycles)
+    cycles = check_non_negative("num_cycles", num_cycles)
     period = max(1, num_training_steps - num_warmup_steps)
 
     def restarts(step):
-        phase = _cycle_phase(step, num_warmup_steps, period, num_cycles)
+        phase = _cycle_phase(step, num_warmup_steps, period, cycles)
         wave = jnp.maximum(0.5 * (1.0 + jnp.cos(math.pi * phase)), 0.0)
         return jnp.where(step - num_warmup_steps >= period, 0.0, wave)
 
@@ -499,7 +469,7 @@ def get_polynomial_decay_schedule_with_warmup(
     decay_steps = max(1, num_training_steps - num_warmup_steps)
 
     def decay(step):
-        remaining = jnp.clip(_ratio(num_training_steps - step, decay_steps), 0.0, 1.0)
+        remaining = jnp.clip(ratio(num_training_steps - step, decay_steps), 0.0, 1.0)
         polynomial = (lr_init - lr_end) * remaining**power + lr_end
         return jnp.where(step > num_training_steps, lr_end, polynomial) / lr_init
 
@@ -525,13 +495,13 @@ def get_inverse_sqrt_schedule(
     """
     check_learning_rate(learning_rate)
     num_warmup_steps = check_step_count("num_warmup_steps", num_warmup_steps)
-    if timescale is None:
-        timescale = num_warmup_steps or 10_000
-    timescale = check_positive("timescale", timescale)
+    scale = check_positive(
+        "timescale", num_warmup_steps or 10_000 if timescale is None else timescale
+    )
 
     def decay(step):
-        shifted = _to_float(jnp.maximum(step - num_warmup_steps, 0)) + timescale
-        return 1.0 / jnp.sqrt(shifted / timescale)
+        shifted = as_float(jnp.maximum(step - num_warmup_steps, 0)) + scale
+        return 1.0 / jnp.sqrt(shifted / scale)
 
     return _scaled(learning_rate, _with_linear_warmup(num_warmup_steps, decay))
 
@@ -623,8 +593,8 @@ def get_wsd_schedule(
         if decay_type == "cosine":
             return _cosine_wave(step, decay_start, decay_steps, num_cycles)
         if decay_type == "linear":  # 1 - p, with the integer count of steps left
-            return _ratio(decay_steps - (step - decay_start), decay_steps)
-        return 1.0 - jnp.sqrt(jnp.clip(_ratio(step - decay_start, decay_steps), 0.0, 1.0))
+            return ratio(decay_steps - (step - decay_start), decay_steps)
+        return 1.0 - jnp.sqrt(jnp.clip(ratio(step - decay_start, decay_steps), 0.0, 1.0))
 
     def lr_lambda(step):
         warm = _wsd_warmup(_linear_warmup(step, num_warmup_steps), warmup_type)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optlib._numerics import as_float, safe_increment, statistics_dtype
+from optlib._numerics import as_float, ema, safe_increment, statistics_dtype, update_number
 from optlib._partition import register_state_partition, without_axis
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import (
@@ -34,8 +34,9 @@ from optlib._validation import (
     check_learning_rate,
     check_non_negative,
     check_real,
+    is_traced,
 )
-from optlib.transforms.learning_rate import learning_rate_at
+from optlib.transforms.learning_rate import learning_rate_at, scale_updates
 
 __all__ = [
     "ScaleByFactoredRmsState",
@@ -77,14 +78,9 @@ def _param_scale(param: jax.Array, eps: float) -> jax.Array:
     return jnp.maximum(eps, _rms(param.astype(_compute_dtype(param))))
 
 
-def _step_number(count: jax.Array) -> jax.Array:
-    """HF's 1-based ``state["step"]`` of the update made at optax count ``count``."""
-    return as_float(count) + 1
-
-
 def _check_decay_rate(decay_rate: float) -> float:
     decay_rate = check_real("decay_rate", decay_rate)
-    if not isinstance(decay_rate, jax.core.Tracer) and decay_rate > 0:  # traced: injected
+    if not is_traced(decay_rate) and decay_rate > 0:  # traced: injected
         raise ValueError(
             f"decay_rate must be <= 0 so that beta2_t = 1 - t**decay_rate stays in [0, 1), "
             f"got {decay_rate!r}"
@@ -94,7 +90,7 @@ def _check_decay_rate(decay_rate: float) -> float:
 
 def _check_clip_threshold(clip_threshold: float) -> float:
     clip_threshold = check_real("clip_threshold", clip_threshold, allow_inf=True)
-    if not isinstance(clip_threshold, jax.core.Tracer) and clip_threshold <= 0:
+    if not is_traced(clip_threshold) and clip_threshold <= 0:
         raise ValueError(f"clip_threshold must be > 0, got {clip_threshold!r}")
     return clip_threshold
 
@@ -122,7 +118,7 @@ class ScaleByFactoredRmsState(NamedTuple):
       exp_avg_sq: unfactored statistics (see above).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     exp_avg_sq_row: optax.Updates
     exp_avg_sq_col: optax.Updates
     exp_avg_sq: optax.Updates
@@ -162,11 +158,6 @@ def _init_full(param):
     if _is_factored(param):
         return _placeholder(param)
     return jnp.zeros_like(param, _compute_dtype(param))
-
-
-def _ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
-    """``decay * average + (1 - decay) * value`` (``mul_(decay).add_(value, alpha=1-decay)``)."""
-    return decay * average + (1 - decay) * value
 
 
 def _approx_rsqrt_second_moment(row: jax.Array, col: jax.Array) -> jax.Array:
@@ -228,17 +219,17 @@ def scale_by_factored_rms(
         grad = grad.astype(dtype)
         squared = jnp.square(grad) + eps
         if _is_factored(grad):
-            row = _ema(row, jnp.mean(squared, axis=-1), beta2)
-            col = _ema(col, jnp.mean(squared, axis=-2), beta2)
+            row = ema(row, jnp.mean(squared, axis=-1), beta2)
+            col = ema(col, jnp.mean(squared, axis=-2), beta2)
             update = _approx_rsqrt_second_moment(row, col) * grad
         else:
-            full = _ema(full, squared, beta2)
+            full = ema(full, squared, beta2)
             update = jax.lax.rsqrt(full) * grad
         return update, row, col, full
 
     def update_fn(updates, state, params=None):
         del params
-        beta2 = 1 - jnp.power(_step_number(state.count), decay_rate)
+        beta2 = 1 - jnp.power(update_number(state.count), decay_rate)
         grads, treedef = jax.tree.flatten(updates)
         per_leaf = [
             update_leaf(grad, row, col, full, beta2)
@@ -367,7 +358,7 @@ def relative_step_size(warmup_init: bool = False) -> optax.Schedule:
     warmup_init = check_bool("warmup_init", warmup_init)
 
     def schedule(count):
-        step = _step_number(count)
+        step = update_number(count)
         ceiling = 1e-6 * step if warmup_init else as_float(1e-2)
         return jnp.minimum(ceiling, 1 / jnp.sqrt(step))
 
@@ -384,7 +375,7 @@ class ScaleByRelativeStepSizeState(NamedTuple):
         (what ``AdafactorSchedule`` reports after the step, times the param scale).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     learning_rate: jax.Array
 
 
@@ -414,7 +405,7 @@ def scale_by_relative_step_size(warmup_init: bool = False) -> optax.GradientTran
     def update_fn(updates, state, params=None):
         del params
         rate = schedule(state.count)
-        updates = jax.tree.map(lambda u: (-rate * u).astype(u.dtype), updates)
+        updates = scale_updates(updates, -rate)
         return updates, ScaleByRelativeStepSizeState(safe_increment(state.count), rate)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -461,7 +452,7 @@ class AddDecayedWeightsScaledByLearningRateState(NamedTuple):
       count: int32 number of updates so far (saturating), to evaluate the schedule.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
 
 
 def add_decayed_weights_scaled_by_learning_rate(

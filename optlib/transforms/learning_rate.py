@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -10,19 +10,23 @@ import numpy as np
 import optax
 
 from optlib._numerics import as_float, cast, float_dtype, safe_increment
-from optlib._state_tree import register_learning_rate_state
+from optlib._state_tree import is_learning_rate_state, register_learning_rate_state
 from optlib._validation import check_bool, check_learning_rate
+from optlib.schedules import MomentumSchedule
 
 __all__ = [
     "LearningRate",
+    "ResolvedLearningRate",
     "ScaleByLearningRateState",
     "apply_learning_rate",
     "learning_rate_at",
+    "resolve_learning_rate",
     "scale_by_learning_rate",
+    "scale_updates",
 ]
 
 
-LearningRate = float | optax.Schedule | optax.GradientTransformation
+LearningRate: TypeAlias = float | optax.Schedule | optax.GradientTransformation
 """What an optimizer's ``learning_rate`` may be.
 
 * a float (torch's ``lr``);
@@ -39,6 +43,13 @@ def learning_rate_at(learning_rate: float | optax.Schedule, count: jax.Array) ->
     if callable(learning_rate):
         return as_float(learning_rate(count))
     return as_float(learning_rate)
+
+
+def scale_updates(updates: optax.Updates, step_size) -> optax.Updates:
+    """``step_size * u`` for every update leaf, in the leaf's dtype: the one multiplication by
+    ``-lr`` that every learning-rate transform (schedules, metric-driven, relative step) ends
+    with."""
+    return jax.tree.map(lambda u: cast(step_size * u, u.dtype), updates)
 
 
 def _step_size(sign: float, learning_rate, count: jax.Array) -> jax.Array | np.ndarray:
@@ -62,7 +73,7 @@ class ScaleByLearningRateState(NamedTuple):
         state so ``current_learning_rate`` can read it without knowing the schedule.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     learning_rate: jax.Array
 
 
@@ -96,21 +107,64 @@ def scale_by_learning_rate(
         # Recomputed from the closure rather than read from the state, so that a rate
         # injected by ``optax.inject_hyperparams`` takes effect on this very update.
         step_size = _step_size(sign, learning_rate, state.count)
-        updates = jax.tree.map(lambda u: cast(step_size * u, u.dtype), updates)
+        updates = scale_updates(updates, step_size)
         count = safe_increment(state.count)
         return updates, ScaleByLearningRateState(count, learning_rate_at(learning_rate, count))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+class ResolvedLearningRate(NamedTuple):
+    """What an optimizer's ``learning_rate`` contributes to its chain.
+
+    Attributes:
+      transform: the last link, which multiplies the updates by ``-lr``.
+      momentum: a ``MomentumSchedule``'s ``.momentum`` (torch's ``cycle_momentum``), which
+        replaces the optimizer's momentum / ``betas[0]``; ``None`` otherwise.
+    """
+
+    transform: optax.GradientTransformation
+    momentum: optax.Schedule | None
+
+
+def resolve_learning_rate(learning_rate: LearningRate) -> ResolvedLearningRate:
+    """The one place that tells the kinds of ``learning_rate`` apart (see ``LearningRate``).
+
+    * a float or an ``optax.Schedule``: ``scale_by_learning_rate`` (which checks it);
+    * a ``MomentumSchedule``: the same, plus its momentum schedule;
+    * a learning-rate transform (``optlib.reduce_lr_on_plateau(...)``, ``optlib.greedy_lr(...)``,
+      ``optlib.scale_by_learning_rate(...)``: a transformation whose state is a registered
+      learning-rate state, see ``optlib.register_learning_rate_state``): used as is.
+
+    Raises:
+      TypeError: for any other ``optax`` transformation (e.g. ``optax.adam(1e-3)``), which
+        would otherwise be chained in silently as a second optimizer.
+    """
+    if isinstance(learning_rate, optax.GradientTransformation):
+        _check_learning_rate_transform(learning_rate)
+        return ResolvedLearningRate(learning_rate, None)
+    momentum = learning_rate.momentum if isinstance(learning_rate, MomentumSchedule) else None
+    return ResolvedLearningRate(scale_by_learning_rate(learning_rate), momentum)
+
+
+def _check_learning_rate_transform(transform: optax.GradientTransformation) -> None:
+    state = jax.eval_shape(transform.init, jnp.zeros([], jnp.float32))
+    if not is_learning_rate_state(state):
+        raise TypeError(
+            "learning_rate must be a float, a schedule, or a learning-rate transformation "
+            "(optlib.reduce_lr_on_plateau(...), optlib.greedy_lr(...)); got an optax "
+            f"transformation whose state is {type(state).__name__}, which would be chained in "
+            "as a second optimizer"
+        )
+
+
 def apply_learning_rate(learning_rate: LearningRate) -> optax.GradientTransformation:
     """The step that multiplies updates by ``-lr``, whatever ``learning_rate`` is.
 
-    Every optlib optimizer ends with this, so its ``learning_rate`` may be:
-
-    * a float or an ``optax.Schedule`` (incl. a ``MomentumSchedule``): ``scale_by_learning_rate``;
-    * a metric-driven scheduler (``optlib.reduce_lr_on_plateau(...)``, ``optlib.greedy_lr(...)``):
-      an ``optax.GradientTransformation`` that scales by ``-lr`` itself and is used as is.
+    Every optlib optimizer ends with this (``resolve_learning_rate(lr).transform``), so its
+    ``learning_rate`` may be a float, a schedule (a ``MomentumSchedule`` too) or a
+    metric-driven scheduler (``optlib.reduce_lr_on_plateau(...)``, ``optlib.greedy_lr(...)``),
+    which scales by ``-lr`` itself and is used as is.
 
     Args:
       learning_rate: a float, a schedule, or a learning-rate ``GradientTransformation``.
@@ -118,6 +172,4 @@ def apply_learning_rate(learning_rate: LearningRate) -> optax.GradientTransforma
     Returns:
       An ``optax.GradientTransformation`` (``...ExtraArgs`` for metric-driven ones).
     """
-    if isinstance(learning_rate, optax.GradientTransformation):
-        return learning_rate
-    return scale_by_learning_rate(learning_rate)
+    return resolve_learning_rate(learning_rate).transform

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from flax import serialization as flax_serialization
 
-from optlib._numerics import float_dtype, safe_increment
+from optlib._numerics import INT32_MAX, as_float, float_dtype, safe_increment
 from optlib._registry import register
 from optlib._state_tree import find_states, map_states, register_learning_rate_state
 from optlib._validation import (
@@ -42,7 +42,9 @@ from optlib._validation import (
     check_int,
     check_interval,
     check_non_negative,
+    is_traced,
 )
+from optlib.transforms.learning_rate import scale_updates
 
 __all__ = [
     "GreedyLRConfig",
@@ -54,8 +56,6 @@ __all__ = [
     "reduce_lr_on_plateau",
     "report_metric",
 ]
-
-_INT32_MAX = np.iinfo(np.int32).max
 
 
 # --------------------------------------------------------------------------- states
@@ -129,7 +129,7 @@ class ReduceLROnPlateauState(NamedTuple):
     best: jax.Array
     num_bad_epochs: jax.Array
     cooldown_counter: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     config: PlateauConfig
 
 
@@ -200,7 +200,7 @@ class GreedyLRState(NamedTuple):
     cooldown_counter: jax.Array
     warmup_counter: jax.Array
     reset_countdown: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     window: jax.Array
     window_index: jax.Array
     window_fill: jax.Array
@@ -212,11 +212,7 @@ class GreedyLRState(NamedTuple):
 
 
 def _int32(value: int) -> jax.Array:
-    return jnp.asarray(min(value, _INT32_MAX), jnp.int32)
-
-
-def _float(value: Any) -> jax.Array:
-    return jnp.asarray(value, float_dtype())
+    return jnp.asarray(min(value, INT32_MAX), jnp.int32)
 
 
 def _worst(maximize: jax.Array, dtype: Any) -> jax.Array:
@@ -304,8 +300,7 @@ def _update_stepping(step_fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args  # ``optax.chain`` forwards every extra argument to us
-        step_size = -state.learning_rate
-        updates = jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates)
+        updates = scale_updates(updates, -state.learning_rate)
         if value is not None:
             state = step_fn(state, value)
         return updates, state
@@ -343,6 +338,35 @@ def _plateau_step(state: ReduceLROnPlateauState, metric: Any) -> ReduceLROnPlate
 
 
 _plateau_update = _update_stepping(_plateau_step)
+
+
+def _plateau_options(
+    learning_rate, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps
+) -> Callable[[], dict]:
+    """Checks the options ReduceLROnPlateau and GreedyLR share (``factor``'s range differs and
+    is checked by each); returns the builder of their config fields (called inside ``init``)."""
+    _check_initial_rate(learning_rate)
+    check_choice("mode", mode, ("min", "max"))
+    check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
+    patience = _check_count("patience", patience, minimum=0)
+    cooldown = _check_count("cooldown", cooldown, minimum=0)
+    check_non_negative("threshold", threshold)
+    _check_scalar_bound("min_lr", min_lr)
+    check_non_negative("eps", eps)
+
+    def fields() -> dict:
+        return dict(
+            factor=as_float(factor),
+            patience=_int32(patience),
+            threshold=as_float(threshold),
+            maximize=jnp.asarray(mode == "max"),
+            relative=jnp.asarray(threshold_mode == "rel"),
+            cooldown=_int32(cooldown),
+            min_lr=as_float(min_lr),
+            eps=as_float(eps),
+        )
+
+    return fields
 
 
 def reduce_lr_on_plateau(
@@ -387,30 +411,16 @@ def reduce_lr_on_plateau(
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is ``ReduceLROnPlateauState``.
     """
-    _check_initial_rate(learning_rate)
     check_interval("factor", factor, 0.0, 1.0, high_closed=False)
-    check_choice("mode", mode, ("min", "max"))
-    check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
-    patience = _check_count("patience", patience, minimum=0)
-    cooldown = _check_count("cooldown", cooldown, minimum=0)
-    check_non_negative("threshold", threshold)
-    _check_scalar_bound("min_lr", min_lr)
-    check_non_negative("eps", eps)
+    shared = _plateau_options(
+        learning_rate, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps
+    )
 
     def init_fn(params):
         del params
-        config = PlateauConfig(
-            factor=_float(factor),
-            patience=_int32(patience),
-            threshold=_float(threshold),
-            maximize=jnp.asarray(mode == "max"),
-            relative=jnp.asarray(threshold_mode == "rel"),
-            cooldown=_int32(cooldown),
-            min_lr=_float(min_lr),
-            eps=_float(eps),
-        )
+        config = PlateauConfig(**shared())
         return ReduceLROnPlateauState(
-            learning_rate=_float(learning_rate),
+            learning_rate=as_float(learning_rate),
             best=_worst(config.maximize, float_dtype()),
             num_bad_epochs=_int32(0),
             cooldown_counter=_int32(0),
@@ -628,48 +638,36 @@ def greedy_lr(
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is ``GreedyLRState``.
     """
-    _check_initial_rate(learning_rate)
     check_interval("factor", factor, 0.0, 1.0, low_closed=False, high_closed=False)
-    check_choice("mode", mode, ("min", "max"))
-    check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
-    patience = _check_count("patience", patience, minimum=0)
-    cooldown = _check_count("cooldown", cooldown, minimum=0)
+    shared = _plateau_options(
+        learning_rate, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps
+    )
     warmup = _check_count("warmup", warmup, minimum=0)
     window_size = _check_count("window_size", window_size, minimum=1)
     reset_start = _check_count("reset_start", reset_start, minimum=0)
-    check_non_negative("threshold", threshold)
-    check_non_negative("eps", eps)
     low = _check_scalar_bound("min_lr", min_lr)
     high = _check_scalar_bound("max_lr", max_lr)
-    if not isinstance(low, jax.core.Tracer) and not isinstance(high, jax.core.Tracer):
-        if low > high:
-            raise ValueError(f"min_lr must be <= max_lr, got min_lr={min_lr!r} > max_lr={max_lr!r}")
+    if not is_traced(low) and not is_traced(high) and low > high:
+        raise ValueError(f"min_lr must be <= max_lr, got min_lr={min_lr!r} > max_lr={max_lr!r}")
     verbose = check_bool("verbose", verbose)
     smooth = check_bool("smooth", smooth)
 
     def init_fn(params):
         del params
         config = GreedyLRConfig(
-            factor=_float(factor),
-            patience=_int32(patience),
-            threshold=_float(threshold),
-            maximize=jnp.asarray(mode == "max"),
-            relative=jnp.asarray(threshold_mode == "rel"),
-            cooldown=_int32(cooldown),
+            **shared(),
             warmup=_int32(warmup),
-            min_lr=_float(min_lr),
-            max_lr=_float(max_lr),
-            eps=_float(eps),
+            max_lr=as_float(max_lr),
             verbose=StaticFlag(verbose),
             smooth=jnp.asarray(smooth),
             reset_start=_int32(reset_start),
-            initial_learning_rate=_float(learning_rate),
+            initial_learning_rate=as_float(learning_rate),
         )
         window, window_index, window_fill, window_sum = _empty_window(
             jnp.zeros([window_size if smooth else 1], float_dtype())
         )
         return GreedyLRState(
-            learning_rate=_float(learning_rate),
+            learning_rate=as_float(learning_rate),
             best=_worst(config.maximize, float_dtype()),
             num_bad_epochs=_int32(0),
             num_good_epochs=_int32(0),

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import cast, float_dtype, safe_increment, statistics_dtype
+from optlib._numerics import cast, float_dtype, safe_increment, statistics_dtype, update_number
 from optlib._validation import check_bool, check_interval, check_non_negative
 from optlib.transforms.learning_rate import learning_rate_at
 
@@ -47,6 +47,7 @@ def map_leaves(fn: Callable[..., tuple], tree: Any, *rest: Any) -> tuple:
     ``fn(leaf, *rest_leaves)`` returns a tuple ``(a, b, ...)``; the result is
     ``(tree_of_a, tree_of_b, ...)``, each with ``tree``'s structure.
     """
+    treedef: Any  # jax has no type for PyTreeDef
     leaves, treedef = jax.tree.flatten(tree)
     others = [treedef.flatten_up_to(other) for other in rest]
     outputs = [fn(*args) for args in zip(leaves, *others)]
@@ -103,11 +104,6 @@ def _decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax
     return decay * average + (1 - decay) * g * g
 
 
-def _step_number(count: jax.Array) -> jax.Array:
-    """torch's ``step`` after its increment (1 on the first update), as a float."""
-    return safe_increment(count).astype(float_dtype())
-
-
 def check_betas(betas) -> tuple:
     """torch's Adam/NAdam check: ``0 <= beta < 1``; ``betas[0]`` may be a schedule."""
     if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence):
@@ -128,7 +124,7 @@ def check_betas(betas) -> tuple:
 class ScaleByAdagradState(NamedTuple):
     """State of ``scale_by_adagrad``: int32 ``count`` and the running ``sum`` of squares."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     sum: optax.Updates
 
 
@@ -169,7 +165,7 @@ def scale_by_adagrad(
 
     def update_fn(updates, state, params=None):
         del params
-        decay = 1 + (_step_number(state.count) - 1) * lr_decay
+        decay = 1 + (update_number(state.count) - 1) * lr_decay
 
         def leaf(g, acc):
             g32 = cast(g, acc.dtype)
@@ -338,7 +334,7 @@ class ScaleByAdamState(NamedTuple):
       max_exp_avg_sq: running maximum of ``exp_avg_sq`` (``amsgrad=True``), else ``None``.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     exp_avg: optax.Updates
     exp_avg_sq: optax.Updates
     max_exp_avg_sq: optax.Updates | None
@@ -386,7 +382,7 @@ def scale_by_adam(
 
     def update_fn(updates, state, params=None):
         del params
-        t = _step_number(state.count)
+        t = update_number(state.count)
         b1 = learning_rate_at(beta1, state.count)
         bias_correction1 = 1 - b1**t
         bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
@@ -432,7 +428,7 @@ class ScaleByNadamState(NamedTuple):
       exp_avg_sq: second moment.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     mu_product: jax.Array
     exp_avg: optax.Updates
     exp_avg_sq: optax.Updates
@@ -481,7 +477,7 @@ def scale_by_nadam(
 
     def update_fn(updates, state, params=None):
         del params
-        t = _step_number(state.count)
+        t = update_number(state.count)
         b1 = learning_rate_at(beta1, state.count)
         mu = momentum_cache(b1, t)
         mu_next = momentum_cache(b1, t + 1)

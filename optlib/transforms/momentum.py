@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import cast, safe_increment, statistics_dtype
-from optlib._validation import check_bool, check_interval, check_non_negative
+from optlib._validation import check_bool, check_interval, check_non_negative, is_traced
 from optlib.transforms.learning_rate import learning_rate_at
 from optlib.transforms.moments import map_leaves
 
@@ -25,7 +25,7 @@ def check_momentum(momentum, dampening: float = 0.0, nesterov: bool = False) -> 
     dampening = check_interval("dampening", dampening, 0.0, 1.0)
     nesterov = check_bool("nesterov", nesterov)
     # Values traced under jit (injected by optax.inject_hyperparams) were checked at init.
-    traced = isinstance(momentum, jax.core.Tracer) or isinstance(dampening, jax.core.Tracer)
+    traced = is_traced(momentum) or is_traced(dampening)
     if nesterov and not traced and ((not scheduled and momentum <= 0) or dampening != 0):
         raise ValueError(
             "nesterov=True requires a momentum > 0 and zero dampening, got "
@@ -45,7 +45,7 @@ class TraceMomentumState(NamedTuple):
         ``-0.0`` (see ``trace_momentum``).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     has_buffer: jax.Array
     momentum_buffer: optax.Updates
 

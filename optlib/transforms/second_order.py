@@ -74,7 +74,7 @@ class ScaleByNewtonState(NamedTuple):
         gradient itself was returned instead (saturates).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     fallbacks: jax.Array
 
 
@@ -256,7 +256,7 @@ class ScaleByBfgsState(NamedTuple):
       last_gradient: ``(n,)`` flattened gradient of the previous update.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     curvature_pairs: jax.Array
     inverse_hessian: jax.Array
     last_params: jax.Array
