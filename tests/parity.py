@@ -19,6 +19,8 @@ import numpy as np
 import optax
 import pytest
 
+import optlib
+
 torch = pytest.importorskip(
     "torch", reason="parity tests need the reference: pip install -e '.[test]' (torch==2.13.0)"
 )
@@ -232,3 +234,65 @@ def torch_kwargs_to_optlib(kwargs: dict) -> dict:
     if "lr" in kwargs:
         kwargs["learning_rate"] = kwargs.pop("lr")
     return kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# Where each exported optimizer is compared with its reference (tests/test_completeness.py
+# checks that every name in ``optlib.optimizers.__all__`` is here and that the module named
+# builds it). Add a row with the parity table of a new optimizer.
+
+PARITY_MODULES: dict[str, str] = {
+    "sgd": "test_optimizers_torch",
+    "adam": "test_optimizers_torch",
+    "adamw": "test_optimizers_torch",
+    "adagrad": "test_optimizers_torch",
+    "rmsprop": "test_optimizers_torch",
+    "adadelta": "test_optimizers_torch",
+    "nadam": "test_optimizers_torch",
+    "adafactor": "test_adafactor",
+    "newton": "test_second_order",  # scipy / numpy references
+    "bfgs": "test_second_order",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# torch schedulers by name, with sub-schedulers for the composites.
+
+COMPOSITES = ("SequentialLR", "ChainedScheduler")
+
+
+def base_lr_for(schedulers: list, learning_rate: float) -> float:
+    """torch's ``group['initial_lr']`` for schedulers built on one optimizer: set by a CyclicLR
+    or OneCycleLR built first, else the optimizer's lr."""
+    name, kwargs = schedulers[0] if schedulers else (None, None)
+    if name == "CyclicLR":
+        return kwargs["base_lr"]
+    if name == "OneCycleLR":
+        return kwargs["max_lr"] / kwargs.get("div_factor", 25.0)
+    return learning_rate
+
+
+def build_torch(name: str, kwargs: dict):
+    """``optimizer -> scheduler``, sub-schedulers built first, in order."""
+
+    def make(optimizer):
+        kwargs_ = dict(kwargs)
+        if name in COMPOSITES:
+            subs = [build_torch(n, k)(optimizer) for n, k in kwargs_.pop("schedulers")]
+            if name == "ChainedScheduler":
+                return torch.optim.lr_scheduler.ChainedScheduler(subs, optimizer=optimizer)
+            return torch.optim.lr_scheduler.SequentialLR(optimizer, subs, **kwargs_)
+        return getattr(torch.optim.lr_scheduler, name)(optimizer, **kwargs_)
+
+    return make
+
+
+def build_optlib(name: str, kwargs: dict, learning_rate: float):
+    kwargs_ = dict(kwargs)
+    if name in COMPOSITES:
+        base = base_lr_for(kwargs_["schedulers"], learning_rate)
+        kwargs_["schedulers"] = [
+            build_optlib(n, k, learning_rate if n in ("CyclicLR", "OneCycleLR") else base)
+            for n, k in kwargs_["schedulers"]
+        ]
+    return optlib.get_scheduler(name, learning_rate=learning_rate, **kwargs_)

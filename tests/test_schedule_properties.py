@@ -28,10 +28,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from parity import ATOL_PEAK_F32, RTOL_F32, assert_trace_close, torch_trace
+from parity import (
+    ATOL_PEAK_F32,
+    RTOL_F32,
+    assert_trace_close,
+    build_optlib,
+    build_torch,
+    torch_trace,
+)
+from references import CosineAnnealingWarmUpRestarts, document_linear_decay
 from reliability_cases import INT32_MAX, step_based_names
-from test_extras import CosineAnnealingWarmUpRestarts, document_linear_decay
-from test_torch_schedules import build_optlib, build_torch
 
 import optlib
 

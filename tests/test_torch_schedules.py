@@ -20,8 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from parity import (
+    COMPOSITES,
     RTOL_F64,
     assert_trace_close,
+    build_optlib,
+    build_torch,
     make_torch_optimizer,
     optlib_trace,
     torch,
@@ -67,7 +70,6 @@ FUNCTIONS = {
     "SequentialLR": optlib.sequential_lr,
     "ChainedScheduler": optlib.chained_scheduler,
 }
-COMPOSITES = ("SequentialLR", "ChainedScheduler")
 
 # Factors written with operators only, so one function serves torch (Python int) and jax.
 LR_LAMBDAS = (
@@ -84,43 +86,6 @@ SCALE_FNS = (lambda x: 1.0 / (1.0 + 0.1 * x), lambda x: 0.5 + 0.5 / (1.0 + x))
 
 
 # ------------------------------------------------------------------------------- building
-
-
-def base_lr_for(schedulers: list, learning_rate: float) -> float:
-    """torch's ``group['initial_lr']`` for schedulers built on one optimizer: set by a CyclicLR
-    or OneCycleLR built first, else the optimizer's lr."""
-    name, kwargs = schedulers[0] if schedulers else (None, None)
-    if name == "CyclicLR":
-        return kwargs["base_lr"]
-    if name == "OneCycleLR":
-        return kwargs["max_lr"] / kwargs.get("div_factor", 25.0)
-    return learning_rate
-
-
-def build_torch(name: str, kwargs: dict):
-    """``optimizer -> scheduler``, sub-schedulers built first, in order."""
-
-    def make(optimizer):
-        kwargs_ = dict(kwargs)
-        if name in COMPOSITES:
-            subs = [build_torch(n, k)(optimizer) for n, k in kwargs_.pop("schedulers")]
-            if name == "ChainedScheduler":
-                return lr_scheduler.ChainedScheduler(subs, optimizer=optimizer)
-            return lr_scheduler.SequentialLR(optimizer, subs, **kwargs_)
-        return getattr(lr_scheduler, name)(optimizer, **kwargs_)
-
-    return make
-
-
-def build_optlib(name: str, kwargs: dict, learning_rate: float):
-    kwargs_ = dict(kwargs)
-    if name in COMPOSITES:
-        base = base_lr_for(kwargs_["schedulers"], learning_rate)
-        kwargs_["schedulers"] = [
-            build_optlib(n, k, learning_rate if n in ("CyclicLR", "OneCycleLR") else base)
-            for n, k in kwargs_["schedulers"]
-        ]
-    return optlib.get_scheduler(name, learning_rate=learning_rate, **kwargs_)
 
 
 def cycles_momentum(name: str, kwargs: dict) -> bool:
