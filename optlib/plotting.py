@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_schedule"]
 
@@ -37,7 +40,7 @@ def plot_schedule(
     path: str | None = None,
     *,
     title: str | None = None,
-):
+) -> Axes:
     """Draws one or several schedules over a range of update counts.
 
     Each schedule is evaluated at every step (one ``jit(vmap(...))`` per schedule) and drawn
