@@ -40,6 +40,7 @@ def plot_schedule(
     path: str | None = None,
     *,
     title: str | None = None,
+    log_scale: bool = False,
 ) -> Axes:
     """Draws one or several schedules over a range of update counts.
 
@@ -57,6 +58,8 @@ def plot_schedule(
         ``path``).
       path: if given, the figure is saved there (format from the extension, e.g. ``.png``).
       title: an optional title for the axes.
+      log_scale: draw the learning rate on a logarithmic axis (zero values, e.g. the start of
+        a warm-up from 0, are left out of the log axis by matplotlib).
 
     Returns:
       The matplotlib ``Axes`` drawn on.
@@ -94,6 +97,8 @@ def plot_schedule(
         ax.plot(steps, _evaluate(schedule, steps), label=label, linewidth=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
+    if log_scale:
+        ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     if title is not None:
         ax.set_title(title)
