@@ -22,7 +22,9 @@ and its optlib twin, one optax chain that runs inside ``jit``::
     optlib.current_learning_rate(state.opt_state)    # warm-up factor x plateau rate
 
 The data (three interleaved spirals) is generated here; no download. Writes a PNG of the
-learning rate and the losses (``-o``, default ``quickstart.png``).
+learning rate and the losses (``-o``, default ``quickstart.png``). Each epoch's log line shows
+the rate that epoch trained with (``first..last`` while the warm-up is still rising); the
+rate ``ReduceLROnPlateau`` sets at the end of an epoch shows on the next epoch's line.
 
 Run: ``python examples/quickstart.py`` (about 10 s on 2 CPU cores).
 """
@@ -115,18 +117,35 @@ def end_of_epoch(state: train_state.TrainState, x_val, y_val):
     return state, val_loss, accuracy
 
 
+def _scientific(value: float, _position: int) -> str:
+    """A tick label like ``5e-3`` (mantissa and exponent, no padding)."""
+    exponent = int(np.floor(np.log10(value) + 1e-9))
+    return f"{value / 10.0**exponent:g}e{exponent}"
+
+
+def _rate_text(rates: np.ndarray) -> str:
+    """The epoch's rate, ``first..last`` when it changed within the epoch (warm-up)."""
+    first, last = float(rates[0]), float(rates[-1])
+    return f"{first:.2e}" if np.isclose(first, last, rtol=1e-6) else f"{first:.2e}..{last:.2e}"
+
+
 def plot(history: dict[str, Any], steps_per_epoch: int, path: pathlib.Path) -> None:
     """Learning rate per step above, training (per step) and validation losses below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     steps = np.arange(len(history["step_lr"]))
     top.plot(steps, history["step_lr"], color="tab:blue")
     top.set_ylabel("learning rate")
     top.set_yscale("log")
+    top.yaxis.set_major_locator(ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    top.yaxis.set_major_formatter(ticker.FuncFormatter(_scientific))
+    top.yaxis.set_minor_formatter(ticker.NullFormatter())
+    top.grid(True, which="major", alpha=0.3)
     top.set_title("optlib quickstart: AdamW, linear warm-up, ReduceLROnPlateau")
     bottom.plot(
         steps,
@@ -188,21 +207,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for epoch in bar:
         key, shuffle = jax.random.split(key)
         state, (losses, rates) = train_epoch(state, shuffle, x_train, y_train, args.batch_size)
+        # the rates this epoch's updates applied; the plateau step below changes the next's
+        rates = np.asarray(rates)
         state, val_loss, accuracy = end_of_epoch(state, x_val, y_val)
-        rate = float(optlib.current_learning_rate(state.opt_state))
         history["step_loss"].extend(np.asarray(losses).tolist())
-        history["step_lr"].extend(np.asarray(rates).tolist())
+        history["step_lr"].extend(rates.tolist())
         history["val_loss"].append(float(val_loss))
         history["val_accuracy"].append(float(accuracy))
-        history["lr"].append(rate)
+        history["lr"].append(float(rates[-1]))  # the rate of the epoch's last update
         bar.set_postfix(
-            loss=f"{float(val_loss):.3f}", acc=f"{float(accuracy):.3f}", lr=f"{rate:.1e}"
+            loss=f"{float(val_loss):.3f}", acc=f"{float(accuracy):.3f}", lr=f"{rates[-1]:.1e}"
         )
         if not args.quiet:
             tqdm.write(
                 f"epoch {epoch + 1:3d}  train loss {float(np.mean(losses)):.4f}  "
                 f"val loss {float(val_loss):.4f}  val acc {float(accuracy):.3f}  "
-                f"lr {rate:.2e}"
+                f"lr {_rate_text(rates)}"
             )
 
     output = pathlib.Path(args.output)

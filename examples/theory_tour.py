@@ -1,4 +1,4 @@
-"""A tour of the theory chapter's optimizers on Rosenbrock and on least squares.
+"""A tour of classic gradient-based optimizers, Newton and BFGS on Rosenbrock and least squares.
 
 Runs gradient descent (full batch, stochastic, mini-batch), momentum, Nesterov, AdaGrad,
 RMSProp, AdaDelta, Adam, NAdam (optlib's torch-parity optimizers), Newton's method and BFGS

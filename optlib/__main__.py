@@ -8,18 +8,32 @@ Several names draw several curves on one plot. ``--kw key=value`` goes to every 
 ``--kw NAME:key=value`` only to ``NAME``. Values are Python literals (``3``, ``0.5``,
 ``"cosine"``, ``[30, 60]``), anything else is taken as a string. ``--num-warmup-steps`` and
 ``--num-training-steps`` follow Hugging Face's ``get_scheduler`` and go to the HF-convention
-names only (torch names take their own keywords, e.g. ``--kw OneCycleLR:total_steps=1000``).
+names only (torch names take their own keywords, e.g. ``--kw OneCycleLR:total_steps=1000``);
+the legend shows the warm-up and each name's own keywords. ``--log`` draws the learning rate
+on a log scale.
+
+Schedulers built from other Python objects (``LambdaLR``/``MultiplicativeLR`` take a function,
+``SequentialLR``/``ChainedScheduler`` take schedules) cannot be built from the command line;
+``list`` marks them and ``plot`` says so. Build them in Python and plot them with
+``optlib.plot_schedule``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from optlib._registry import get_scheduler, scheduler_entry, scheduler_names
+from optlib._registry import SchedulerEntry, get_scheduler, scheduler_entry, scheduler_names
+
+# Keywords whose value is a Python object no command-line literal can express.
+_PYTHON_OBJECT_KEYWORDS = {
+    "lr_lambda": "a Python function of the step",
+    "schedulers": "a list of schedules built in Python",
+}
 
 
 def _literal(text: str) -> Any:
@@ -42,9 +56,22 @@ def _parse_keywords(items: Sequence[str]) -> dict[str | None, dict[str, Any]]:
     return scoped
 
 
+def _python_object_keywords(entry: SchedulerEntry) -> list[str]:
+    """The keywords of ``entry``'s factory that need a Python object (none for most names)."""
+    parameters = inspect.signature(entry.factory).parameters
+    return [key for key in _PYTHON_OBJECT_KEYWORDS if key in parameters]
+
+
 def _build(name: str, args: argparse.Namespace, keywords: dict[str | None, dict[str, Any]]):
     """The schedule ``name`` with the command line's arguments, and its legend label."""
     entry = scheduler_entry(name)
+    needs = _python_object_keywords(entry)
+    if needs:
+        what = "; ".join(f"`{key}` is {_PYTHON_OBJECT_KEYWORDS[key]}" for key in needs)
+        raise ValueError(
+            f"{entry.name} cannot be built from the command line: {what}. Build it in Python "
+            f"(optlib.{entry.factory.__name__}(...)) and draw it with optlib.plot_schedule."
+        )
     own = keywords.get(name, {})
     specific = {**keywords.get(None, {}), **own}
     standard = {}
@@ -56,14 +83,18 @@ def _build(name: str, args: argparse.Namespace, keywords: dict[str | None, dict[
     schedule = get_scheduler(name, learning_rate=args.learning_rate, **standard, **specific)
     if not callable(schedule):
         raise TypeError(f"{name} is metric-driven: it has no fixed curve to plot")
-    label = name + (" (" + ", ".join(f"{k}={v!r}" for k, v in own.items()) + ")" if own else "")
-    return schedule, label
+    shown = {key: standard[key] for key in entry.forwards if key == "num_warmup_steps"}
+    shown.update(own)
+    settings = ", ".join(f"{key}={value!r}" for key, value in shown.items() if value is not None)
+    return schedule, name + (f" ({settings})" if settings else "")
 
 
 def _list(_: argparse.Namespace) -> int:
     for name in scheduler_names():
         entry = scheduler_entry(name)
-        print(f"{name:<36} {entry.family:<7} {entry.reference}")
+        needs = _python_object_keywords(entry)
+        note = f"  [Python only: {', '.join(needs)}]" if needs else ""
+        print(f"{name:<36} {entry.reference}{note}")
     return 0
 
 
@@ -84,6 +115,7 @@ def _plot(args: argparse.Namespace) -> int:
         labels=[label for _, label in built],
         path=args.output,
         title=args.title,
+        log_scale=args.log,
     )
     print(f"wrote {args.output}")
     return 0
@@ -94,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m optlib", description="optlib learning-rate schedules."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="print every scheduler name with its reference")
+    listing = commands.add_parser(
+        "list", help="print every scheduler name with the reference it reproduces"
+    )
     listing.set_defaults(run=_list)
 
     plot = commands.add_parser("plot", help="plot one or several schedules to an image")
@@ -115,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="number of steps drawn (default: 1.1 * num_training_steps, else 1000)",
     )
+    plot.add_argument("--log", action="store_true", help="learning rate on a log scale")
     plot.add_argument("--title", default=None, help="plot title")
     plot.add_argument("-o", "--output", required=True, help="image path, e.g. schedules.png")
     plot.set_defaults(run=_plot)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_schedule"]
 
@@ -37,7 +40,8 @@ def plot_schedule(
     path: str | None = None,
     *,
     title: str | None = None,
-):
+    log_scale: bool = False,
+) -> Axes:
     """Draws one or several schedules over a range of update counts.
 
     Each schedule is evaluated at every step (one ``jit(vmap(...))`` per schedule) and drawn
@@ -54,6 +58,8 @@ def plot_schedule(
         ``path``).
       path: if given, the figure is saved there (format from the extension, e.g. ``.png``).
       title: an optional title for the axes.
+      log_scale: draw the learning rate on a logarithmic axis (zero values, e.g. the start of
+        a warm-up from 0, are left out of the log axis by matplotlib).
 
     Returns:
       The matplotlib ``Axes`` drawn on.
@@ -91,6 +97,8 @@ def plot_schedule(
         ax.plot(steps, _evaluate(schedule, steps), label=label, linewidth=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
+    if log_scale:
+        ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     if title is not None:
         ax.set_title(title)

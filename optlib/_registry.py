@@ -19,7 +19,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optax
 
 __all__ = ["SchedulerEntry", "get_scheduler", "register", "scheduler_entry", "scheduler_names"]
 
@@ -106,7 +109,7 @@ def get_scheduler(
     num_training_steps: int | None = None,
     scheduler_specific_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
-):
+) -> optax.Schedule | optax.GradientTransformationExtraArgs:
     """Builds any optlib schedule or metric-driven scheduler from its torch or HF name.
 
     Args:

@@ -56,13 +56,73 @@ def test_cli_plot_writes_a_png(tmp_path):
     _assert_png(str(output))
 
 
+PYTHON_ONLY = ("LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler")
+
+
 def test_cli_list_prints_every_registered_name_with_its_reference(capsys):
     assert main(["list"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    listed = {line.split()[0]: line for line in lines}
+    output = capsys.readouterr().out
+    listed = {line.split()[0]: line for line in output.splitlines()}
     assert set(optlib.scheduler_names()) == set(listed)
-    for name in (*HF_NAMES, "linear_decay", "CosineAnnealingWarmUpRestarts"):
+    for name in optlib.scheduler_names():
         assert optlib._registry.scheduler_entry(name).reference in listed[name]
+    for name in HF_NAMES:
+        assert " transformers.get_" in listed[name]
+    assert listed["StepLR"].split()[1] == "torch.optim.lr_scheduler.StepLR"
+    assert listed["GreedyLR"].split()[1] == "transformers.optimization.GreedyLR"
+    assert "torch" not in listed["GreedyLR"]
+    assert "SGDR" in listed["CosineAnnealingWarmUpRestarts"]
+    assert not any(word in output.lower() for word in ("seed", "chapter", "document"))
+
+
+def test_cli_list_marks_schedulers_that_need_python_objects(capsys):
+    assert main(["list"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert [name for name, line in listed.items() if "Python only" in line] == list(PYTHON_ONLY)
+
+
+@pytest.mark.parametrize("name", PYTHON_ONLY)
+def test_cli_plot_says_plainly_a_scheduler_needs_python_objects(name, tmp_path, capsys):
+    output = tmp_path / "never.png"
+    assert main(["plot", name, "--kw", "lr_lambda=0.5", "-o", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert f"{name} cannot be built from the command line" in error
+    assert "optlib.plot_schedule" in error and "requires" not in error
+    assert not output.exists()
+
+
+def test_cli_plot_legend_shows_warm_up_and_own_keywords_and_log_scale(monkeypatch, tmp_path):
+    drawn, plot_schedule = {}, optlib._plotting.plot_schedule
+
+    def recording_plot_schedule(*args, **kwargs):
+        drawn["ax"] = plot_schedule(*args, **kwargs)
+        return drawn["ax"]
+
+    monkeypatch.setattr(optlib._plotting, "plot_schedule", recording_plot_schedule)
+    output = tmp_path / "log.png"
+    argv = [
+        "plot", "linear", "cosine_with_restarts", "constant", "StepLR", "--log",
+        "--num-warmup-steps", "10", "--num-training-steps", "100",
+        "--kw", "cosine_with_restarts:num_cycles=2", "--kw", "StepLR:step_size=30",
+        "-o", str(output),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    ax = drawn["ax"]
+    assert ax.get_yscale() == "log"
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "linear (num_warmup_steps=10)",
+        "cosine_with_restarts (num_warmup_steps=10, num_cycles=2)",
+        "constant",
+        "StepLR (step_size=30)",
+    ]
+    _assert_png(str(output))
+
+
+def test_plot_schedule_log_scale():
+    schedule = optlib.get_inverse_sqrt_schedule(1.0, 10)
+    assert optlib.plot_schedule(schedule, steps=50, ax=Figure().subplots()).get_yscale() == "linear"
+    ax = optlib.plot_schedule(schedule, steps=50, ax=Figure().subplots(), log_scale=True)
+    assert ax.get_yscale() == "log"
 
 
 @pytest.mark.parametrize(

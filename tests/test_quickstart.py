@@ -1,6 +1,7 @@
 """The quickstart runs (small sizes): accuracy improves, the warm-up shows in the logged
-learning rate, the PNG is written; and ``optlib.current_learning_rate`` (the rate every
-example logs) also reads optimizers wrapped in ``optax.inject_hyperparams``."""
+learning rate, each epoch logs the rate it trained with, the PNG is written; and
+``optlib.current_learning_rate`` (the rate every example logs) also reads optimizers wrapped in
+``optax.inject_hyperparams``."""
 
 from __future__ import annotations
 
@@ -65,10 +66,22 @@ def test_quickstart_trains_logs_the_rate_and_writes_the_png(tmp_path, capsys):
     assert np.all(np.diff(warmup) > 0)
     np.testing.assert_allclose(warmup[-1], learning_rate, rtol=1e-6)
 
+    # Each epoch's log line shows the rates that epoch's updates applied (not the rate the
+    # plateau step at its end sets for the next epoch): "first..last" while warming up.
     log = capsys.readouterr().out
-    lines = re.findall(r"epoch +\d+ .*val acc ([\d.]+) +lr ([\d.e+-]+)", log)
-    assert len(lines) == len(accuracy)
-    np.testing.assert_allclose([float(rate) for _, rate in lines], history["lr"], rtol=1e-2)
+    logged = re.findall(r"epoch +\d+ .*val acc [\d.]+ +lr (\S+)", log)
+    assert len(logged) == len(accuracy)
+    for epoch, text in enumerate(logged):
+        rates = np.asarray(
+            history["step_lr"][epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
+        )
+        assert history["lr"][epoch] == rates[-1]
+        assert text == quickstart._rate_text(rates)
+        first, _, last = text.partition("..")
+        np.testing.assert_allclose(float(first), rates[0], rtol=1e-2)
+        np.testing.assert_allclose(float(last or first), rates[-1], rtol=1e-2)
+    assert logged[0] == f"{0.1 * learning_rate:.2e}..{history['step_lr'][steps_per_epoch - 1]:.2e}"
+    assert logged[-1] == f"{history['step_lr'][-1]:.2e}"
 
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image

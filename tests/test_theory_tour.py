@@ -1,4 +1,4 @@
-"""The theory-chapter tour runs end to end (small budgets), prints its table and writes a PNG."""
+"""examples/theory_tour.py runs end to end (small budgets), prints its table and writes a PNG."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Layer 3: reference-named optimizers, each one readable ``optax.named_chain``."""
 
-from optlib.optimizers.adafactor import adafactor
+from optlib.optimizers.huggingface import adafactor
 from optlib.optimizers.second_order import bfgs, newton
 from optlib.optimizers.torch import adadelta, adagrad, adam, adamw, nadam, rmsprop, sgd
 

@@ -93,7 +93,7 @@ def newton(
     line search is used as is since it already does exactly this; ``store_grad=True`` lets
     ``optax.value_and_grad_from_state`` reuse the value and gradient at the new point.
 
-    Reference: the theory chapter's Newton-Raphson update ``w_1 = w_0 - H(w_0)^{-1} \nabla L``;
+    Reference: the Newton-Raphson update ``w_1 = w_0 - H(w_0)^{-1} \nabla L``;
     Nocedal & Wright, *Numerical Optimization*, §3.3-3.4. Deviation: none for a
     positive-definite Hessian; an indefinite one is modified as documented.
 

@@ -1,13 +1,14 @@
-"""Two popular schedules that neither torch nor transformers ships, from the seed documents.
+"""Two popular schedules that neither torch nor transformers ships.
 
-* ``cosine_annealing_warm_up_restarts``: the ``CosineAnnealingWarmUpRestarts`` scheduler
-  class widely copied from blog posts ("Custom CosineAnnealingWarmRestarts" in the chapter
-  "[OptimizationTheory] CH04. Gradient based Optimizations"): cosine cycles that restart,
-  each opening with a linear warm-up, cycle lengths growing by ``T_mult`` and peaks shrinking
+* ``cosine_annealing_warm_up_restarts``: the ``CosineAnnealingWarmUpRestarts(optimizer, T_0,
+  T_mult, eta_max, T_up, gamma)`` scheduler, a torch ``_LRScheduler`` subclass widely shared
+  in PyTorch tutorials and blog posts. It extends SGDR's cosine annealing with warm restarts
+  (Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017):
+  each cycle opens with a linear warm-up, cycle lengths grow by ``T_mult`` and peaks shrink
   by ``gamma``.
 * ``linear_decay``: a constant hold, then a straight line from the initial to a final
-  learning rate ("How can linear decay be used as a learning rate scheduler in PyTorch?",
-  example 3).
+  learning rate, the linear decay ``lr_t = lr_0 - (lr_0 - lr_T) * t / T`` that PyTorch
+  training loops commonly write by hand (torch has no class for it with a hold phase).
 
 Both follow Hugging Face's calling convention in ``optlib.get_scheduler`` (family
 ``"optlib"``): ``learning_rate`` is the optimizer's lr.
@@ -67,8 +68,9 @@ def cosine_annealing_warm_up_restarts(
 ) -> Schedule:
     """Cosine annealing with warm restarts, each cycle opening with a linear warm-up.
 
-    The ``CosineAnnealingWarmUpRestarts`` scheduler of the seed document (a custom torch
-    ``_LRScheduler``), stepped without an epoch argument. With ``b = learning_rate`` (the
+    The community ``CosineAnnealingWarmUpRestarts`` scheduler (a torch ``_LRScheduler``
+    subclass: SGDR, Loshchilov & Hutter 2017, with a warm-up per cycle), stepped without an
+    epoch argument. With ``b = learning_rate`` (the
     optimizer's lr, the scheduler's ``base_lr``), cycle ``c`` of length
     ``T_c = (T_0 - T_up) * T_mult**c + T_up`` and ``t`` steps into it, the peak
     ``eta_c = eta_max * gamma**c`` and::
@@ -85,8 +87,8 @@ def cosine_annealing_warm_up_restarts(
     ``T_up`` raise ``TypeError`` (the class raises ``ValueError``).
 
     Args:
-      learning_rate: the optimizer's lr, the floor each cycle anneals to (the document
-        uses 0 with Adam).
+      learning_rate: the optimizer's lr, the floor each cycle anneals to (the usual recipe
+        gives the optimizer ``lr=0``).
       T_0: length of the first cycle, in steps (>= 1).
       T_mult: cycle length growth factor (integer >= 1); the cosine part is multiplied.
       eta_max: the first cycle's peak learning rate.
@@ -124,17 +126,17 @@ def linear_decay(
 ) -> Schedule:
     """Hold the learning rate, then decay it linearly to a final value, then keep that.
 
-    The seed document's linear decay with a constant phase (its example 3)::
+    Linear decay after a constant phase, as PyTorch training loops write it by hand::
 
         lr = learning_rate                                        k < num_hold_steps
         lr = learning_rate - (learning_rate - final_learning_rate)
              * (k - num_hold_steps) / (num_training_steps - num_hold_steps)   otherwise
 
-    Past ``num_training_steps`` (where the document's loop stops) the rate stays at
-    ``final_learning_rate``, the value the line reaches there. The document's names map as
-    ``initial_lr -> learning_rate``, ``final_lr -> final_learning_rate``,
+    Past ``num_training_steps`` (where such a loop stops) the rate stays at
+    ``final_learning_rate``, the value the line reaches there. The usual hand-written names
+    map as ``initial_lr -> learning_rate``, ``final_lr -> final_learning_rate``,
     ``total_iterations -> num_training_steps``, ``warmup_iterations -> num_hold_steps``
-    (it is a hold, not a warm-up). With ``num_hold_steps=0`` this is its example 1.
+    (it is a hold, not a warm-up). With ``num_hold_steps=0`` it is plain linear decay.
 
     Args:
       learning_rate: the initial learning rate (the optimizer's lr).
@@ -168,16 +170,16 @@ def linear_decay(
 
 
 _WARM_UP_RESTARTS_REFERENCE = (
-    "CosineAnnealingWarmUpRestarts (custom torch _LRScheduler, seed doc "
-    "'[OptimizationTheory] CH04. Gradient based Optimizations')"
+    "CosineAnnealingWarmUpRestarts (community torch _LRScheduler: SGDR, Loshchilov & Hutter "
+    "2017, with a linear warm-up per cycle)"
 )
 for _name in ("cosine_annealing_warm_up_restarts", "CosineAnnealingWarmUpRestarts"):
     register(_name, cosine_annealing_warm_up_restarts, _WARM_UP_RESTARTS_REFERENCE, family="optlib")
 register(
     "linear_decay",
     linear_decay,
-    "linear decay with a constant hold (seed doc 'How can linear decay be used as a "
-    "learning rate scheduler in PyTorch?', example 3)",
+    "linear decay after a constant hold (lr_t = lr_0 - (lr_0 - lr_T) * t / T, as PyTorch "
+    "loops write it by hand)",
     family="optlib",
     forwards=("num_training_steps",),
     requires=("num_training_steps",),
