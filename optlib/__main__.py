@@ -104,7 +104,8 @@ def _plot(args: argparse.Namespace) -> int:
     keywords = _parse_keywords(args.kw)
     unknown_scopes = set(keywords) - {None} - set(args.names)
     if unknown_scopes:
-        raise ValueError(f"--kw is scoped to {sorted(unknown_scopes)}, which are not plotted")
+        scopes = sorted(str(scope) for scope in unknown_scopes)
+        raise ValueError(f"--kw is scoped to {scopes}, which are not plotted")
     built = [_build(name, args, keywords) for name in args.names]
     steps = args.steps
     if steps is None:

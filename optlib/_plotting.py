@@ -68,9 +68,8 @@ def plot_schedule(
       ImportError: matplotlib is not installed (``pip install 'optlib[plot]'``).
     """
     figure_class = _import_matplotlib()
-    if callable(schedules) or hasattr(schedules, "update"):  # one schedule (or a transform)
-        schedules = [schedules]
-    schedules = list(schedules)
+    one = callable(schedules) or hasattr(schedules, "update")  # one schedule (or a transform)
+    schedules = [schedules] if one else list(schedules)  # type: ignore[list-item, arg-type]
     if isinstance(labels, str):
         labels = [labels]
     if labels is not None and len(labels) != len(schedules):
@@ -83,7 +82,7 @@ def plot_schedule(
                 f"schedules[{index}] must be a step -> lr schedule, got {type(schedule).__name__} "
                 "(metric-driven schedulers have no fixed curve to plot)"
             )
-    steps = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)
+    steps = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)  # type: ignore[arg-type]
 
     if ax is None:
         if path is None:
