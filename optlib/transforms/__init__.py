@@ -1,6 +1,7 @@
 """Layer 2: small chainable ``GradientTransformation``s, each doing one job."""
 
 from optlib.transforms.clipping import *  # noqa: F403
+from optlib.transforms.extra_moments import *  # noqa: F403
 from optlib.transforms.factored import *  # noqa: F403
 from optlib.transforms.learning_rate import *  # noqa: F403
 from optlib.transforms.moments import *  # noqa: F403
