@@ -43,7 +43,6 @@ __all__ = [
     "ScaleByAdemamixState",
     "ScaleByLionState",
     "ScaleByStableAdamState",
-    "check_ademamix_betas",
     "scale_by_ademamix",
     "scale_by_lion",
     "scale_by_stable_adam",
