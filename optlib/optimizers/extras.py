@@ -94,7 +94,8 @@ def ademamix(
     ``scale_by_ademamix``). Trainer passes ``betas=(beta1, beta2, beta3)``, ``alpha``,
     ``eps``, ``t_alpha``, ``t_beta3`` from ``optim_args`` (defaults ``adam_beta1``,
     ``adam_beta2``, 0.9999, 5.0, ``adam_epsilon``), ``lr`` and ``weight_decay``.
-    ``optax.contrib.ademamix`` is a different bias correction and weight decay form.
+    ``optax.contrib.ademamix`` has the same update for constant ``alpha`` and ``beta3``
+    (no ``t_alpha``/``t_beta3`` warm-ups).
 
     Args:
       learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` (drives ``betas[0]``)

@@ -106,7 +106,7 @@ def scale_by_lion(
     ``sign(0) = 0``. The update interpolates with ``b1`` but the momentum decays with ``b2``
     (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"). Follow with
     ``add_decoupled_weight_decay`` and ``apply_learning_rate`` for the references'
-    ``p <- p * (1 - lr * wd) - lr * u_t``. ``optax.scale_by_lion`` computes the same numbers
+    ``p <- p * (1 - lr * wd) - lr * u_t``. ``optax.scale_by_lion`` computes the same update
     for a float ``b1``; this one also takes a ``b1`` schedule (torch's ``cycle_momentum``
     sets ``betas[0]``) and keeps float32 statistics for bf16/fp16 parameters.
 
@@ -204,9 +204,10 @@ def scale_by_ademamix(
         b3_t    = min(exp(ln b1 * ln b3 / ((1 - s) ln b3 + s ln b1)), b3),  s = t / t_beta3
 
     ``1 - b3_t`` is computed as ``-expm1(...)`` so that under float32 it keeps the precision
-    bitsandbytes gets from computing it in Python's double precision. ``optax.contrib``'s
-    ``scale_by_ademamix`` bias-corrects differently (no correction of ``m1`` by
-    ``1 - b1**t`` inside the mixture) and takes schedules instead of ``t_alpha``/``t_beta3``.
+    bitsandbytes gets from computing it in Python's double precision.
+    ``optax.contrib.scale_by_ademamix`` computes the same update for a constant ``alpha`` and
+    ``b3``; it has no ``t_alpha``/``t_beta3`` warm-ups (it takes schedules of its own count
+    instead) and no ``b1`` schedule.
 
     Args:
       betas: ``(beta1, beta2, beta3)``, each in [0, 1); ``beta1`` may be a schedule.
