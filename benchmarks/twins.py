@@ -54,6 +54,29 @@ def _hf_adafactor(params):
     return Adafactor(params)  # HF defaults: relative_step, scale_parameter, no beta1
 
 
+def _bitsandbytes(class_name: str, **kwargs) -> Callable[[list[Any]], Any]:
+    def build(params):
+        import warnings
+
+        import bitsandbytes
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return getattr(bitsandbytes.optim, class_name)(params, optim_bits=32, **kwargs)
+
+    return build
+
+
+def _optimi_stable_adamw(params):
+    import warnings
+
+    from optimi import StableAdamW
+
+    with warnings.catch_warnings():  # foreach is deprecated in favour of (GPU-only) triton
+        warnings.simplefilter("ignore")
+        return StableAdamW(params, lr=1e-3, foreach=True, triton=False)
+
+
 TWINS: tuple[Twin, ...] = (
     Twin(
         "adam",
@@ -124,6 +147,33 @@ TWINS: tuple[Twin, ...] = (
         False,
         "optax.adafactor(min_dim_size_to_factor=1): factors the two largest dims, eps "
         "and param scale placed differently, fixed lr instead of HF's relative step",
+    ),
+    Twin(
+        "lion",
+        lambda: optlib.lion(1e-4, weight_decay=1e-2),
+        lambda: optax.lion(1e-4, weight_decay=1e-2),
+        _bitsandbytes("Lion", lr=1e-4, weight_decay=1e-2),
+        "bitsandbytes.optim.Lion(optim_bits=32) (Trainer's lion_32bit; no foreach)",
+        True,
+    ),
+    Twin(
+        "ademamix",
+        lambda: optlib.ademamix(1e-3),
+        lambda: optax.contrib.ademamix(1e-3, alpha=5.0, weight_decay=1e-2),
+        _bitsandbytes("AdEMAMix", lr=1e-3),
+        "bitsandbytes.optim.AdEMAMix(optim_bits=32) (Trainer's ademamix; no foreach)",
+        True,
+        "optax.contrib.ademamix: same update for constant alpha/beta3 (no t_alpha/t_beta3)",
+    ),
+    Twin(
+        "stable_adamw",
+        lambda: optlib.stable_adamw(1e-3),
+        lambda: optax.adamw(1e-3, b2=0.99, eps=1e-6, weight_decay=1e-2),
+        _optimi_stable_adamw,
+        "optimi.StableAdamW(foreach=True) (Trainer's stable_adamw)",
+        False,
+        "optax.adamw: no per-tensor update-RMS clipping of the lr; Adam's bias corrections "
+        "instead of debiased betas (the same moments)",
     ),
 )
 

@@ -80,6 +80,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "greedy": lambda: optlib.sgd(
         learning_rate=optlib.greedy_lr(5e-2, patience=2, max_lr=0.2), momentum=0.9
     ),
+    "lion": lambda: optlib.lion(1e-3, weight_decay=1e-2),
+    "ademamix": lambda: optlib.ademamix(1e-2, t_alpha=50, t_beta3=50),
+    "stable_adamw": lambda: optlib.stable_adamw(1e-2),
 }
 
 

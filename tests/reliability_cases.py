@@ -100,6 +100,16 @@ OPTIMIZER_CASES = (
         5e-2,
         rate=lambda lr: optlib.greedy_lr(lr, patience=2, min_lr=1e-4),
     ),
+    OptimizerCase("lion", optlib.lion, dict(betas=(0.9, 0.99), weight_decay=1e-2), 1e-3),
+    OptimizerCase(
+        "ademamix",
+        optlib.ademamix,
+        dict(alpha=5.0, t_alpha=50, t_beta3=50, weight_decay=1e-2),
+        static_args=("t_alpha", "t_beta3"),
+    ),
+    OptimizerCase(
+        "stable_adamw", optlib.stable_adamw, dict(weight_decay=1e-2, decouple_lr=True, max_lr=1e-2)
+    ),
 )
 
 

@@ -82,6 +82,9 @@ FIRST_ORDER = {
         },
         optlib.decay_labels,
     ),
+    "lion_one_cycle": lambda: optlib.lion(one_cycle(), weight_decay=1e-2),
+    "ademamix_warmups": lambda: optlib.ademamix(1e-2, t_alpha=5, t_beta3=5),
+    "stable_adamw_decouple_lr": lambda: optlib.stable_adamw(1e-2, decouple_lr=True),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}

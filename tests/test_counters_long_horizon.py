@@ -84,6 +84,18 @@ def _torch_state(kind: str, shape, step: int) -> dict:
         }
     if kind == "adagrad":
         return {"step": step_t, "sum": zeros.clone()}
+    if kind == "lion":
+        return {"exp_avg": zeros.clone()}
+    if kind == "ademamix":  # bitsandbytes' _ReferenceAdEMAMix; its step is the group's
+        return {"m1_m2": torch.zeros((2, *shape), dtype=torch.float64), "nu": zeros.clone()}
+    if kind == "stable":  # optimi; its step is the group's
+        eps_sq = torch.tensor(1e-6**2, dtype=torch.float64)
+        return {
+            "exp_avg": zeros.clone(),
+            "exp_avg_sq": zeros.clone(),
+            "eps_sq": eps_sq,
+            "kahan_comp": None,
+        }
     factored = len(shape) >= 2
     state = {"step": step, "RMS": 0}
     if factored:
@@ -116,7 +128,49 @@ REFERENCE_CASES = [
         lambda p: transformers.optimization.Adafactor(p, lr=None),
         lambda: optlib.adafactor(),
     ),
+    (
+        "lion",
+        lambda p: _lion_pytorch().Lion(p, lr=1e-3, weight_decay=1e-2),
+        lambda: optlib.lion(1e-3, weight_decay=1e-2),
+    ),
+    (
+        "ademamix",
+        lambda p: _group_step(
+            _reference_ademamix()(p, lr=1e-2, t_alpha=100, t_beta3=100), NEAR - 1
+        ),
+        lambda: optlib.ademamix(1e-2, t_alpha=100, t_beta3=100),
+    ),
+    (
+        # optimi's step is an int32 tensor that would wrap on the step after 2**31 - 1 (and
+        # its debiased betas turn NaN); preset as int64 it goes on to 2**31 like torch's.
+        "stable_adamw",
+        lambda p: _group_step(
+            _optimi().StableAdamW(p, lr=1e-2, foreach=False, triton=False),
+            torch.tensor(NEAR - 1, dtype=torch.int64),
+            setup=True,
+        ),
+        lambda: optlib.stable_adamw(1e-2),
+    ),
 ]
+
+
+def _lion_pytorch():
+    return pytest.importorskip("lion_pytorch")
+
+
+def _reference_ademamix():
+    return pytest.importorskip("bitsandbytes.optim.ademamix")._ReferenceAdEMAMix
+
+
+def _optimi():
+    return pytest.importorskip("optimi")
+
+
+def _group_step(optimizer, step, **group):
+    """``optimizer`` with its param groups' ``step`` preset (and other group entries)."""
+    for param_group in optimizer.param_groups:
+        param_group.update(step=step, **group)
+    return optimizer
 
 
 @pytest.mark.parametrize(

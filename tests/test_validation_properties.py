@@ -226,6 +226,25 @@ class Pair:
 
 
 @dataclasses.dataclass(frozen=True)
+class Triple:
+    """Three values of the given domains (AdEMAMix's ``betas``)."""
+
+    domains: tuple
+    valid: tuple
+
+    def invalid(self) -> st.SearchStrategy:
+        def one_bad(index):
+            parts = [st.just(value) for value in self.valid]
+            parts[index] = self.domains[index].invalid()
+            return st.tuples(*parts)
+
+        return st.one_of(
+            *(one_bad(index) for index in range(3)),
+            st.sampled_from([None, 0.9, "abc", self.valid[:2], self.valid + (0.9,), ()]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class IntList:
     """A list of integers >= ``minimum`` (milestones)."""
 
@@ -315,6 +334,7 @@ def row(function, baseline=None, overrides=None, not_checked=None, **domains) ->
 NORM_TYPE = positive(inf_ok=True, numeric_string_ok=True)
 BETAS = Pair(beta(callable_ok=True), beta(), (0.9, 0.999))  # beta1 may be a schedule
 MAXIMIZE = {"maximize": Bool()}
+ADEMAMIX_BETAS = Triple((beta(callable_ok=True), beta(), beta()), (0.9, 0.999, 0.9999))
 
 OPTIMIZERS = [
     row(
@@ -418,6 +438,27 @@ OPTIMIZERS = [
         scale_init_hess=Bool(),
         linesearch=Transform(optional=True),
     ),
+    row(optlib.lion, learning_rate=LR, betas=BETAS, weight_decay=non_negative()),
+    row(
+        optlib.ademamix,
+        learning_rate=LR,
+        betas=ADEMAMIX_BETAS,
+        alpha=non_negative(),
+        t_alpha=Int(0, optional=True),
+        t_beta3=Int(0, optional=True),
+        eps=non_negative(),
+        weight_decay=non_negative(),
+    ),
+    row(
+        optlib.stable_adamw,
+        baseline=dict(learning_rate=1e-3),
+        learning_rate=LR,
+        betas=BETAS,
+        weight_decay=non_negative(),
+        eps=non_negative(),
+        decouple_lr=Bool(),
+        max_lr=positive(optional=True),
+    ),
 ]
 
 TRANSFORMS = [
@@ -485,6 +526,16 @@ TRANSFORMS = [
     ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
     row(in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
+    row(optlib.scale_by_lion, betas=BETAS),
+    row(
+        optlib.scale_by_ademamix,
+        betas=ADEMAMIX_BETAS,
+        alpha=non_negative(),
+        t_alpha=Int(0, optional=True),
+        t_beta3=Int(0, optional=True),
+        eps=non_negative(),
+    ),
+    row(optlib.scale_by_stable_adam, betas=BETAS, eps=non_negative(), weight_decay=non_negative()),
 ]
 
 OTHERS = [
@@ -886,6 +937,24 @@ COUPLED = [
         optlib.sequential_lr,
         dict(learning_rate=0.1, schedulers=[optlib.step_lr(0.1, step_size=2)], milestones=[3]),
         "milestones",
+    ),
+    (
+        "ademamix t_beta3 with beta1 0",
+        optlib.ademamix,
+        dict(betas=(0.0, 0.999, 0.9999), t_beta3=10),
+        "t_beta3",
+    ),
+    (
+        "stable_adamw decouple_lr with a schedule and no max_lr",
+        optlib.stable_adamw,
+        dict(learning_rate=optlib.step_lr(0.1, step_size=2), decouple_lr=True),
+        "max_lr",
+    ),
+    (
+        "stable_adamw with a momentum-cycling lr",
+        optlib.stable_adamw,
+        dict(learning_rate=optlib.one_cycle_lr(max_lr=0.1, total_steps=10)),
+        "momentum",
     ),
 ]
 

@@ -1,5 +1,10 @@
 """Layer 3: reference-named optimizers, each one readable ``optax.named_chain``."""
 
+from optlib.optimizers.extras import (
+    ademamix,
+    lion,
+    stable_adamw,
+)
 from optlib.optimizers.huggingface import adafactor
 from optlib.optimizers.second_order import bfgs, newton
 from optlib.optimizers.torch import adadelta, adagrad, adam, adamw, nadam, rmsprop, sgd
@@ -18,4 +23,8 @@ __all__ = [
     # second order (Newton's method, BFGS)
     "bfgs",
     "newton",
+    # reference packages that Hugging Face Trainer offers (bitsandbytes, torch-optimi)
+    "ademamix",
+    "lion",
+    "stable_adamw",
 ]

@@ -6,6 +6,14 @@ from optlib.transforms.clipping import (
     clip_grad_value,
     global_grad_norm,
 )
+from optlib.transforms.extra_moments import (
+    ScaleByAdemamixState,
+    ScaleByLionState,
+    ScaleByStableAdamState,
+    scale_by_ademamix,
+    scale_by_lion,
+    scale_by_stable_adam,
+)
 from optlib.transforms.factored import (
     ScaleByFactoredRmsState,
     ScaleByParamRmsState,
@@ -107,4 +115,11 @@ __all__ = [
     "ScaleByNewtonState",
     "scale_by_bfgs",
     "scale_by_newton",
+    # Lion, AdEMAMix, StableAdamW statistics
+    "ScaleByAdemamixState",
+    "ScaleByLionState",
+    "ScaleByStableAdamState",
+    "scale_by_ademamix",
+    "scale_by_lion",
+    "scale_by_stable_adam",
 ]

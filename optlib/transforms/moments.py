@@ -62,17 +62,17 @@ def _arity(fn: Callable[..., tuple], rest: tuple) -> int:
     return len(jax.eval_shape(fn, *(scalar for _ in range(len(rest) + 1))))
 
 
-def _statistics_like(params: Any, fill: float = 0.0) -> Any:
+def statistics_like(params: Any, fill: float = 0.0) -> Any:
     """A tree like ``params`` filled with ``fill``, in the statistics dtype (>= float32)."""
     return jax.tree.map(lambda p: jnp.full(p.shape, fill, statistics_dtype(p.dtype)), params)
 
 
-def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> jax.Array:
+def lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> jax.Array:
     """torch's ``start.lerp_(end, weight)``: the exponential moving average of first moments.
 
     ``start + weight * (end - start)`` for ``|weight| < 0.5``, else
     ``end - (end - start) * (1 - weight)`` -- the two branches torch's CPU kernel uses.
-    A ``weight`` known while tracing (a numpy value, see ``_first_moment_weight``) picks its
+    A ``weight`` known while tracing (a numpy value, see ``first_moment_weight``) picks its
     branch in Python: each leaf then compiles one branch instead of both and a select, which
     halves the ops per leaf and the compile time of large trees (same numbers).
     """
@@ -88,8 +88,8 @@ def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> j
     return jax.lax.select(jnp.abs(weight) < 0.5, near_start(), near_end())
 
 
-def _first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
-    """``1 - b1`` in ``dtype``: the ``_lerp`` weight of the first moment (torch's ``1 - beta1``).
+def first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
+    """``1 - b1`` in ``dtype``: the ``lerp`` weight of the first moment (torch's ``1 - beta1``).
 
     For a float ``beta1`` it is computed with numpy in the same dtypes as the traced
     ``(1 - b1).astype(dtype)`` -- so it is the same number -- and is known while tracing.
@@ -99,7 +99,7 @@ def _first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
     return (1 - b1).astype(dtype)
 
 
-def _decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
+def decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
     """``decay * average + (1 - decay) * g**2``, torch's ``mul_(decay).addcmul_(g, g, 1-decay)``."""
     return decay * average + (1 - decay) * g * g
 
@@ -161,7 +161,7 @@ def scale_by_adagrad(
 
     def init_fn(params):
         count = jnp.zeros([], jnp.int32)
-        return ScaleByAdagradState(count, _statistics_like(params, initial_accumulator_value))
+        return ScaleByAdagradState(count, statistics_like(params, initial_accumulator_value))
 
     def update_fn(updates, state, params=None):
         del params
@@ -307,12 +307,12 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
         keep_division = jax.default_backend() == "cpu"
 
         def leaf(g, square_avg, acc_delta):
-            square_avg = _decay_add_square(square_avg, g, rho)
+            square_avg = decay_add_square(square_avg, g, rho)
             std = jnp.sqrt(square_avg + eps)
             if keep_division:
                 std = jax.lax.optimization_barrier(std)
             delta = jnp.sqrt(acc_delta + eps) / std * g
-            return delta, square_avg, _decay_add_square(acc_delta, delta, rho)
+            return delta, square_avg, decay_add_square(acc_delta, delta, rho)
 
         updates, e_g, e_x = map_leaves(leaf, updates, state.e_g, state.e_x)
         return updates, optax.ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
@@ -375,9 +375,9 @@ def scale_by_adam(
     def init_fn(params):
         return ScaleByAdamState(
             jnp.zeros([], jnp.int32),
-            _statistics_like(params),
-            _statistics_like(params),
-            _statistics_like(params) if amsgrad else None,
+            statistics_like(params),
+            statistics_like(params),
+            statistics_like(params) if amsgrad else None,
         )
 
     def update_fn(updates, state, params=None):
@@ -390,8 +390,8 @@ def scale_by_adam(
         def leaf(g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
-            exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
+            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
             if amsgrad:
                 max_exp_avg_sq = jnp.maximum(max_exp_avg_sq, exp_avg_sq)
                 second = max_exp_avg_sq
@@ -471,8 +471,8 @@ def scale_by_nadam(
         return ScaleByNadamState(
             jnp.zeros([], jnp.int32),
             jnp.ones([], jnp.float32),
-            _statistics_like(params),
-            _statistics_like(params),
+            statistics_like(params),
+            statistics_like(params),
         )
 
     def update_fn(updates, state, params=None):
@@ -490,8 +490,8 @@ def scale_by_nadam(
         def leaf(g, exp_avg, exp_avg_sq):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
-            exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
+            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
             denom = jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps
             u = cast(grad_coefficient, dtype) * (g32 / denom) + cast(average_coefficient, dtype) * (
                 exp_avg / denom
