@@ -38,7 +38,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared pieces (one place each).
+# Shared pieces (one place each; the transforms of ``torch_adaptive`` use them too).
 
 
 def map_leaves(fn: Callable[..., tuple], tree: Any, *rest: Any) -> tuple:
@@ -61,17 +61,17 @@ def _arity(fn: Callable[..., tuple], rest: tuple) -> int:
     return len(jax.eval_shape(fn, *(scalar for _ in range(len(rest) + 1))))
 
 
-def _statistics_like(params: Any, fill: float = 0.0) -> Any:
+def statistics_like(params: Any, fill: float = 0.0) -> Any:
     """A tree like ``params`` filled with ``fill``, in the statistics dtype (>= float32)."""
     return jax.tree.map(lambda p: jnp.full(p.shape, fill, statistics_dtype(p.dtype)), params)
 
 
-def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> jax.Array:
+def lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> jax.Array:
     """torch's ``start.lerp_(end, weight)``: the exponential moving average of first moments.
 
     ``start + weight * (end - start)`` for ``|weight| < 0.5``, else
     ``end - (end - start) * (1 - weight)`` -- the two branches torch's CPU kernel uses.
-    A ``weight`` known while tracing (a numpy value, see ``_first_moment_weight``) picks its
+    A ``weight`` known while tracing (a numpy value, see ``first_moment_weight``) picks its
     branch in Python: each leaf then compiles one branch instead of both and a select, which
     halves the ops per leaf and the compile time of large trees (same numbers).
     """
@@ -87,8 +87,8 @@ def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> j
     return jax.lax.select(jnp.abs(weight) < 0.5, near_start(), near_end())
 
 
-def _first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
-    """``1 - b1`` in ``dtype``: the ``_lerp`` weight of the first moment (torch's ``1 - beta1``).
+def first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
+    """``1 - b1`` in ``dtype``: the ``lerp`` weight of the first moment (torch's ``1 - beta1``).
 
     For a float ``beta1`` it is computed with numpy in the same dtypes as the traced
     ``(1 - b1).astype(dtype)`` -- so it is the same number -- and is known while tracing.
@@ -98,12 +98,12 @@ def _first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
     return (1 - b1).astype(dtype)
 
 
-def _decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
+def decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
     """``decay * average + (1 - decay) * g**2``, torch's ``mul_(decay).addcmul_(g, g, 1-decay)``."""
     return decay * average + (1 - decay) * g * g
 
 
-def _step_number(count: jax.Array) -> jax.Array:
+def step_number(count: jax.Array) -> jax.Array:
     """torch's ``step`` after its increment (1 on the first update), as a float."""
     return safe_increment(count).astype(float_dtype())
 
@@ -165,11 +165,11 @@ def scale_by_adagrad(
 
     def init_fn(params):
         count = jnp.zeros([], jnp.int32)
-        return ScaleByAdagradState(count, _statistics_like(params, initial_accumulator_value))
+        return ScaleByAdagradState(count, statistics_like(params, initial_accumulator_value))
 
     def update_fn(updates, state, params=None):
         del params
-        decay = 1 + (_step_number(state.count) - 1) * lr_decay
+        decay = 1 + (step_number(state.count) - 1) * lr_decay
 
         def leaf(g, acc):
             g32 = cast(g, acc.dtype)
@@ -295,12 +295,12 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
         keep_division = jax.default_backend() == "cpu"
 
         def leaf(g, square_avg, acc_delta):
-            square_avg = _decay_add_square(square_avg, g, rho)
+            square_avg = decay_add_square(square_avg, g, rho)
             std = jnp.sqrt(square_avg + eps)
             if keep_division:
                 std = jax.lax.optimization_barrier(std)
             delta = jnp.sqrt(acc_delta + eps) / std * g
-            return delta, square_avg, _decay_add_square(acc_delta, delta, rho)
+            return delta, square_avg, decay_add_square(acc_delta, delta, rho)
 
         updates, e_g, e_x = map_leaves(leaf, updates, state.e_g, state.e_x)
         return updates, optax.ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
@@ -363,14 +363,14 @@ def scale_by_adam(
     def init_fn(params):
         return ScaleByAdamState(
             jnp.zeros([], jnp.int32),
-            _statistics_like(params),
-            _statistics_like(params),
-            _statistics_like(params) if amsgrad else None,
+            statistics_like(params),
+            statistics_like(params),
+            statistics_like(params) if amsgrad else None,
         )
 
     def update_fn(updates, state, params=None):
         del params
-        t = _step_number(state.count)
+        t = step_number(state.count)
         b1 = learning_rate_at(beta1, state.count)
         bias_correction1 = 1 - b1**t
         bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
@@ -378,8 +378,8 @@ def scale_by_adam(
         def leaf(g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
-            exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
+            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
             if amsgrad:
                 max_exp_avg_sq = jnp.maximum(max_exp_avg_sq, exp_avg_sq)
                 second = max_exp_avg_sq
@@ -409,9 +409,10 @@ class ScaleByNadamState(NamedTuple):
 
     Attributes:
       count: int32 updates so far (saturating).
-      mu_product: float32 scalar, the product of the momentum cache ``mu_1 ... mu_t``; float32
-        like torch's ``state["mu_product"]`` (a tensor of torch's default dtype), rounded after
-        each multiplication exactly as torch rounds it.
+      mu_product: scalar, the product of the momentum cache ``mu_1 ... mu_t``, in the
+        statistics dtype (float64 for float64 parameters, else float32), rounded after each
+        multiplication as torch rounds its ``state["mu_product"]`` (a tensor of torch's
+        default dtype: float64 parameters match torch run with float64 as default dtype).
       exp_avg: first moment.
       exp_avg_sq: second moment.
     """
@@ -420,6 +421,13 @@ class ScaleByNadamState(NamedTuple):
     mu_product: jax.Array
     exp_avg: optax.Updates
     exp_avg_sq: optax.Updates
+
+
+def _product_dtype(params: Any) -> jnp.dtype:
+    """The statistics dtype of a whole tree (the widest leaf's; float32 for no leaves)."""
+    return jnp.result_type(
+        jnp.float32, *(statistics_dtype(p.dtype) for p in jax.tree.leaves(params))
+    )
 
 
 def scale_by_nadam(
@@ -432,13 +440,19 @@ def scale_by_nadam(
     With ``b1 = betas[0](count)`` and ``psi = momentum_decay``::
 
         mu_t  = b1 * (1 - 0.5 * 0.96**(t * psi));  mu_{t+1} = b1 * (1 - 0.5 * 0.96**((t+1) * psi))
-        P_t   = P_{t-1} * mu_t                      (float32, torch's ``mu_product``)
+        P_t   = P_{t-1} * mu_t                      (torch's ``mu_product``, see below)
         m_t   = lerp(m_{t-1}, g_t, 1 - b1);  v_t = b2 * v_{t-1} + (1 - b2) * g_t**2
         denom = sqrt(v_t / (1 - b2**t)) + eps
         u_t   = (1 - mu_t) / (1 - P_t) * g_t / denom + mu_{t+1} / (1 - P_t * mu_{t+1}) * m_t / denom
 
     ``optax.nadam`` is a different algorithm (a constant ``b1`` Nesterov look-ahead, no
     momentum-decay schedule), hence this transform.
+
+    ``P_t`` is rounded to the statistics dtype after each multiplication: float32 for
+    float32 (and bf16/fp16) parameters, float64 for float64 ones. torch keeps it in its
+    default dtype whatever the parameters' dtype; float64 parameters therefore match torch
+    run with ``torch.set_default_dtype(torch.float64)`` (with float32 as torch's default,
+    torch rounds ``P_t`` to float32 and the two differ by ~1e-7 relative).
 
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
@@ -458,18 +472,18 @@ def scale_by_nadam(
     def init_fn(params):
         return ScaleByNadamState(
             jnp.zeros([], jnp.int32),
-            jnp.ones([], jnp.float32),
-            _statistics_like(params),
-            _statistics_like(params),
+            jnp.ones([], _product_dtype(params)),
+            statistics_like(params),
+            statistics_like(params),
         )
 
     def update_fn(updates, state, params=None):
         del params
-        t = _step_number(state.count)
+        t = step_number(state.count)
         b1 = learning_rate_at(beta1, state.count)
         mu = momentum_cache(b1, t)
         mu_next = momentum_cache(b1, t + 1)
-        mu_product = state.mu_product * cast(mu, jnp.float32)
+        mu_product = state.mu_product * cast(mu, state.mu_product.dtype)
         product = cast(mu_product, float_dtype())
         grad_coefficient = (1.0 - mu) / (1.0 - product)
         average_coefficient = mu_next / (1.0 - product * mu_next)
@@ -478,8 +492,8 @@ def scale_by_nadam(
         def leaf(g, exp_avg, exp_avg_sq):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = _lerp(exp_avg, g32, _first_moment_weight(beta1, b1, dtype))
-            exp_avg_sq = _decay_add_square(exp_avg_sq, g32, beta2)
+            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
             denom = jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps
             u = cast(grad_coefficient, dtype) * (g32 / denom) + cast(average_coefficient, dtype) * (
                 exp_avg / denom
