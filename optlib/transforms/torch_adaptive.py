@@ -374,7 +374,8 @@ def scale_by_rprop(
     Returns:
       An ``optax.GradientTransformation``.
     """
-    check_learning_rate(learning_rate)
+    if not isinstance(learning_rate, optax.GradientTransformation):  # checked where built
+        check_learning_rate(learning_rate)
     eta_minus, eta_plus = check_etas(etas)
     minimum, maximum = check_step_sizes(step_sizes)
 
