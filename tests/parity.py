@@ -8,6 +8,7 @@ evaluated at ``0..n-1`` in one jitted, vmapped call, so each configuration compi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -181,6 +182,21 @@ def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False, 
     return {k: np.asarray(v, np.float64) for k, v in trajectory.items()}, state
 
 
+@contextlib.contextmanager
+def torch_default_dtype(dtype):
+    """torch's default dtype set to ``dtype`` (float32 or float64) inside the block.
+
+    A float64 torch run is a float64 run only with float64 as torch's default dtype: torch
+    keeps scalar optimizer state (``step``, NAdam's ``mu_product``) in the default dtype.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def torch_trajectory(
     make_optimizer, problem: Problem, dtype, *, before_step=None, scheduler=None, metrics=None
 ):
@@ -188,8 +204,14 @@ def torch_trajectory(
 
     ``make_optimizer(params_by_name)`` builds the optimizer; ``before_step(opt, k)`` may set
     group hyperparameters; ``scheduler(opt)`` (optional) is stepped after each step, with
-    ``metrics[k]`` if given.
+    ``metrics[k]`` if given. torch's default dtype is ``dtype`` during the run
+    (``torch_default_dtype``).
     """
+    with torch_default_dtype(dtype):
+        return _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, metrics)
+
+
+def _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, metrics):
     params = {
         k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in problem.params.items()
     }

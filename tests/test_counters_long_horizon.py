@@ -78,7 +78,7 @@ def _torch_state(kind: str, shape, step: int) -> dict:
     if kind == "nadam":
         return {
             "step": step_t,
-            "mu_product": torch.tensor(1.0),
+            "mu_product": torch.tensor(1.0, dtype=torch.float64),
             "exp_avg": zeros.clone(),
             "exp_avg_sq": zeros.clone(),
         }

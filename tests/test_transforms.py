@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from parity import torch
+from parity import torch, torch_default_dtype
 
 import optlib
 from optlib.optimizers._links import momentum_from
@@ -178,16 +178,21 @@ def test_bf16_update_is_the_float32_update_rounded_once():
             )
 
 
-def test_nadam_mu_product_is_float32_like_torch(x64):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nadam_mu_product_follows_the_parameter_dtype_like_torch_default_dtype(dtype, x64):
+    """torch keeps ``mu_product`` in its default dtype; optlib in the statistics dtype. With
+    torch's default dtype equal to the parameters' dtype the two are the same number."""
     tx = optlib.scale_by_nadam()
-    params = {"w": jnp.ones(3, jnp.float64)}
+    params = {"w": jnp.ones(3, dtype)}
     _, state = jax.jit(tx.update)(params, tx.init(params))
-    assert state.mu_product.dtype == jnp.float32
-    optimizer = torch.optim.NAdam([torch.nn.Parameter(torch.ones(3, dtype=torch.float64))])
-    optimizer.param_groups[0]["params"][0].grad = torch.ones(3, dtype=torch.float64)
-    optimizer.step()
-    mu_product = next(iter(optimizer.state.values()))["mu_product"]
-    assert mu_product.dtype == torch.float32
+    assert state.mu_product.dtype == jnp.dtype(dtype)
+    with torch_default_dtype(getattr(torch, dtype)):
+        param = torch.nn.Parameter(torch.ones(3))
+        optimizer = torch.optim.NAdam([param])
+        param.grad = torch.ones(3)
+        optimizer.step()
+    mu_product = optimizer.state[param]["mu_product"]
+    assert mu_product.dtype == getattr(torch, dtype)
     assert float(state.mu_product) == float(mu_product)
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from parity import torch
+from parity import torch, torch_default_dtype
 
 import optlib
 
@@ -76,15 +76,18 @@ def torch_trajectory(optimizer_cls, kwargs, dtype):
     optimizer = optimizer_cls(model["head"].parameters(), lr=HEAD_LR, **kwargs)
     xs, ys = batches(np.float64)
     trajectory = []
-    for step in range(STEPS):
-        if step == UNFREEZE_AT:
-            model["backbone"].requires_grad_(True)
-            optimizer.add_param_group({"params": model["backbone"].parameters(), "lr": BACKBONE_LR})
-        optimizer.zero_grad()
-        x, y = (torch.as_tensor(a, dtype=dtype) for a in (xs[step], ys[step]))
-        torch.nn.functional.mse_loss(forward_torch(model, x), y).backward()
-        optimizer.step()
-        trajectory.append(to_numpy(model))
+    with torch_default_dtype(dtype):  # torch's scalar state (NAdam's mu_product) in dtype
+        for step in range(STEPS):
+            if step == UNFREEZE_AT:
+                model["backbone"].requires_grad_(True)
+                optimizer.add_param_group(
+                    {"params": model["backbone"].parameters(), "lr": BACKBONE_LR}
+                )
+            optimizer.zero_grad()
+            x, y = (torch.as_tensor(a, dtype=dtype) for a in (xs[step], ys[step]))
+            torch.nn.functional.mse_loss(forward_torch(model, x), y).backward()
+            optimizer.step()
+            trajectory.append(to_numpy(model))
     return initial, trajectory
 
 

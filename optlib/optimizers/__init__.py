@@ -7,16 +7,30 @@ from optlib.optimizers.extras import (
 )
 from optlib.optimizers.huggingface import adafactor
 from optlib.optimizers.second_order import bfgs, newton
-from optlib.optimizers.torch import adadelta, adagrad, adam, adamw, nadam, rmsprop, sgd
+from optlib.optimizers.torch import (
+    adadelta,
+    adagrad,
+    adam,
+    adamax,
+    adamw,
+    nadam,
+    radam,
+    rmsprop,
+    rprop,
+    sgd,
+)
 
 __all__ = [
     # torch.optim
     "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "nadam",
+    "radam",
     "rmsprop",
+    "rprop",
     "sgd",
     # transformers.optimization
     "adafactor",

@@ -26,7 +26,7 @@ from optlib.optimizers._links import (
     reject_momentum_schedule,
     weight_decay_links,
 )
-from optlib.transforms.learning_rate import LearningRate
+from optlib.transforms.learning_rate import LearningRate, track_learning_rate
 from optlib.transforms.moments import (
     scale_by_adadelta,
     scale_by_adagrad,
@@ -36,8 +36,20 @@ from optlib.transforms.moments import (
 )
 from optlib.transforms.momentum import check_momentum, trace_momentum
 from optlib.transforms.regularization import add_weight_decay
+from optlib.transforms.torch_adaptive import scale_by_adamax, scale_by_radam, scale_by_rprop
 
-__all__ = ["adadelta", "adagrad", "adam", "adamw", "nadam", "rmsprop", "sgd"]
+__all__ = [
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "nadam",
+    "radam",
+    "rmsprop",
+    "rprop",
+    "sgd",
+]
 
 
 def sgd(
@@ -315,4 +327,122 @@ def nadam(
         ("nadam", scale_by_nadam(cycled_betas(learning_rate, betas), eps, momentum_decay)),
         decoupled,
         learning_rate_link(learning_rate),
+    )
+
+
+def radam(
+    learning_rate: LearningRate = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """RAdam (torch.optim.RAdam), rectified from torch's step exactly (``rho_t > 5``).
+
+    ``chain(maximize?, add_weight_decay, scale_by_radam, add_decoupled_weight_decay,
+    apply_learning_rate)``, one of the two decays being 0 (``decoupled_weight_decay`` picks).
+
+    ``optax.radam`` differs: ``eps`` is added to the bias-corrected ``sqrt(v_hat)`` (torch
+    adds it to ``sqrt(v)`` and rescales by ``sqrt(1 - b2**t)``), which changes every update
+    from the first rectified step on (step 6 with the default betas), and it rectifies from
+    ``rho_t >= 5``.
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` (drives ``betas[0]``) or
+        lr transform.
+      betas: ``(beta1, beta2)``, each in [0, 1).
+      eps: added to the denominator (>= 0).
+      weight_decay: weight decay coefficient (>= 0).
+      decoupled_weight_decay: AdamW-style decay instead of L2.
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay)
+    return named_chain(
+        maximize_link(maximize),
+        coupled,
+        ("radam", scale_by_radam(cycled_betas(learning_rate, betas), eps)),
+        decoupled,
+        learning_rate_link(learning_rate),
+    )
+
+
+def adamax(
+    learning_rate: LearningRate = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """Adamax (torch.optim.Adamax), Adam with an infinity norm.
+
+    ``chain(maximize?, add_weight_decay, scale_by_adamax, apply_learning_rate)``::
+
+        p <- p - lr / (1 - b1**t) * m_t / max(b2 * u_{t-1}, |g_t| + eps)
+
+    ``optax.adamax`` computes the same update (up to round-off).
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule, ``MomentumSchedule`` (drives ``betas[0]``) or
+        lr transform.
+      betas: ``(beta1, beta2)``, each in [0, 1).
+      eps: added to ``|g|`` (>= 0).
+      weight_decay: coupled L2 penalty (>= 0).
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    return named_chain(
+        maximize_link(maximize),
+        ("weight_decay", add_weight_decay(weight_decay)),
+        ("adamax", scale_by_adamax(cycled_betas(learning_rate, betas), eps)),
+        learning_rate_link(learning_rate),
+    )
+
+
+def rprop(
+    learning_rate: LearningRate = 1e-2,
+    etas: tuple[float, float] = (0.5, 1.2),
+    step_sizes: tuple[float, float] = (1e-6, 50),
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """Rprop (torch.optim.Rprop): per-element step sizes adapted by the gradient's sign.
+
+    ``chain(maximize?, scale_by_rprop, track_learning_rate)``::
+
+        s <- clip(s * (etas[1] | etas[0] | 1), *step_sizes)   (same sign | flipped | else)
+        p <- p - s * sign(g)   (g taken as 0 where its sign flipped)
+
+    ``learning_rate`` is the initial step size, read once, as torch reads ``lr`` only when it
+    creates the state (the first step): a schedule contributes its value at count 0, a
+    metric-driven rate its initial rate; what a scheduler does to the rate later changes
+    ``current_learning_rate`` (torch's ``group['lr']``) but not the steps, exactly as in
+    torch. ``optax.rprop`` differs from the first step on (it applies the previous step's
+    size and sign, so its first update is 0; torch moves by ``lr``).
+
+    Args:
+      learning_rate: initial step size (>= 0): float, schedule or lr transform (see above).
+      etas: ``(etaminus, etaplus)``, ``0 < etaminus < 1 < etaplus``.
+      step_sizes: ``(minimum, maximum)`` step size, ``0 <= minimum <= maximum``.
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Raises:
+      ValueError: for bad values, or a momentum-cycling ``learning_rate`` (Rprop has no
+        momentum; torch's ``cycle_momentum`` raises too).
+    """
+    reject_momentum_schedule(learning_rate, "rprop")
+    return named_chain(
+        maximize_link(maximize),
+        ("rprop", scale_by_rprop(learning_rate, etas, step_sizes)),
+        ("learning_rate", track_learning_rate(learning_rate)),
     )

@@ -43,6 +43,11 @@ def step_array(step) -> jax.Array:
     return jnp.clip(step, 0, INT32_MAX).astype(jnp.int32)
 
 
+def is_fractional(step) -> bool:
+    """Whether ``step`` is a float (a fractional epoch) rather than an update count."""
+    return bool(jnp.issubdtype(jnp.asarray(step).dtype, jnp.floating))
+
+
 def user_step(step: jax.Array) -> jax.Array:
     """The step handed to a user function (``lr_lambda``, ``scale_fn``), where torch passes a
     Python int: the default integer dtype, so that ``1 / (1 + step)`` is float64 under x64."""
@@ -232,14 +237,20 @@ class TorchSchedule:
       initial_lr: for CyclicLR / OneCycleLR, the ``group['initial_lr']`` torch leaves when
         this scheduler is built first on a fresh optimizer (``base_lr``,
         ``max_lr / div_factor``): the base of the schedulers built after it.
+      fractional: for a scheduler whose ``step(epoch)`` takes a fractional epoch
+        (CosineAnnealingWarmRestarts), ``epoch -> lr`` for a float epoch; a float step
+        then calls it (negative epochs are clipped to 0). ``None``: float steps raise.
     """
 
     name: str
     learning_rate: float | None
     rule: Rule
     initial_lr: float | None = None
+    fractional: Callable[[jax.Array], jax.Array] | None = None
 
     def __call__(self, step) -> jax.Array:
+        if self.fractional is not None and is_fractional(step):
+            return as_float(self.fractional(jnp.maximum(as_float(step), 0.0)))
         step = step_array(step)
         rule = self.rule
         if isinstance(rule, Scaled):

@@ -16,7 +16,8 @@ torch's schedulers are recursive (each step multiplies the current lr); the clos
 agree with them to float64 rounding. Where torch's own float64 arithmetic loses digits
 (``1 + cos(x)`` near a cosine minimum), optlib computes the exact value; see the tests.
 
-Steps are clipped to ``[0, 2**31 - 1]``; a non-integer step is a ``TypeError``.
+Steps are clipped to ``[0, 2**31 - 1]``; a non-integer step is a ``TypeError``, except for
+CosineAnnealingWarmRestarts, where a float step is a fractional epoch as in torch.
 
 ``step_lr(0.1, step_size=30)`` counts updates; for a recipe that calls ``scheduler.step()``
 once per epoch use ``optlib.per_epoch(step_lr(0.1, step_size=30), steps_per_epoch)``.
@@ -412,6 +413,16 @@ def cosine_annealing_warm_restarts(
     ``lr = eta_min + (learning_rate - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2``. Cycle index
     and ``T_cur`` are integers (a table of cycle starts when ``T_mult > 1``); cycles never end.
 
+    A float step is a fractional epoch: ``sched(epoch + i / iters)`` is the lr after torch's
+    ``scheduler.step(epoch + i / iters)`` (the idiom of torch's docs), from torch's
+    ``step(epoch)`` formula: ``T_cur = epoch % T_0`` for ``T_mult = 1``; else the cycle
+    ``n = int(log(epoch / T_0 * (T_mult - 1) + 1, T_mult))`` and
+    ``T_cur = epoch - T_0 * (T_mult**n - 1) / (T_mult - 1)``. The cycle comes from the table of
+    cycle starts, except at an epoch equal to a cycle start, where torch's float ``log`` can
+    fall just below the integer (``log(243, 3) = 4.999...``): there torch's own ``n``
+    (computed here in Python, as torch does) is used, so that such epochs give torch's
+    ``eta_min`` rather than the restart value. Integer steps are unchanged.
+
     Args:
       learning_rate: the base lr.
       T_0: length of the first cycle, an integer >= 1. Required.
@@ -431,6 +442,9 @@ def cosine_annealing_warm_restarts(
         def position(step):
             return div_mod(step, first)[1], as_float(first)
 
+        def epoch_position(epoch):
+            return jnp.remainder(epoch, first), as_float(first)
+
     else:
         starts, lengths = [0], [first]
         while starts[-1] + lengths[-1] <= INT32_MAX:
@@ -438,16 +452,36 @@ def cosine_annealing_warm_restarts(
             lengths.append(lengths[-1] * growth)
         start_table = np.asarray(starts, dtype=np.int32)
         length_table = np.asarray(lengths, dtype=np.float64)
+        # torch's cycle at an epoch equal to the start of cycle k: its float log's verdict.
+        torch_cycle_at_start = np.asarray(
+            [0] + [int(math.log(s / first * (growth - 1) + 1, growth)) for s in starts[1:]],
+            dtype=np.int32,
+        )
 
         def position(step):
             cycle = count_reached(start_table, step) - 1
             return step - jnp.asarray(start_table)[cycle], as_float(length_table)[cycle]
 
+        def epoch_position(epoch):
+            start_floats = as_float(start_table)
+            cycle = jnp.sum(epoch[..., None] >= start_floats, axis=-1, dtype=jnp.int32) - 1
+            at_start = epoch == start_floats[cycle]
+            cycle = jnp.where(at_start, jnp.asarray(torch_cycle_at_start)[cycle], cycle)
+            return epoch - start_floats[cycle], as_float(length_table)[cycle]
+
+    def anneal(elapsed, length):
+        return cosine_anneal(base, floor, elapsed, length - elapsed, length)
+
     def value(step):
         elapsed, length = position(step)
-        return cosine_anneal(base, floor, as_float(elapsed), length - as_float(elapsed), length)
+        return anneal(as_float(elapsed), length)
 
-    return TorchSchedule("CosineAnnealingWarmRestarts", base, Absolute(value))
+    def fractional(epoch):
+        return anneal(*epoch_position(epoch))
+
+    return TorchSchedule(
+        "CosineAnnealingWarmRestarts", base, Absolute(value), fractional=fractional
+    )
 
 
 # ----------------------------------------------------------------------- lambda schedulers

@@ -63,6 +63,14 @@ from optlib.transforms.second_order import (
     scale_by_bfgs,
     scale_by_newton,
 )
+from optlib.transforms.torch_adaptive import (
+    ScaleByAdamaxState,
+    ScaleByRadamState,
+    ScaleByRpropState,
+    scale_by_adamax,
+    scale_by_radam,
+    scale_by_rprop,
+)
 
 __all__ = [
     # the learning rate
@@ -122,4 +130,11 @@ __all__ = [
     "scale_by_ademamix",
     "scale_by_lion",
     "scale_by_stable_adam",
+    # RAdam, Adamax, Rprop statistics (torch.optim)
+    "ScaleByAdamaxState",
+    "ScaleByRadamState",
+    "ScaleByRpropState",
+    "scale_by_adamax",
+    "scale_by_radam",
+    "scale_by_rprop",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +10,11 @@ import numpy as np
 import optax
 
 from optlib._numerics import as_float, cast, float_dtype, safe_increment
-from optlib._state_tree import is_learning_rate_state, register_learning_rate_state
+from optlib._state_tree import (
+    current_learning_rate,
+    is_learning_rate_state,
+    register_learning_rate_state,
+)
 from optlib._validation import check_bool, check_learning_rate
 from optlib.schedules import MomentumSchedule
 
@@ -19,10 +23,12 @@ __all__ = [
     "ResolvedLearningRate",
     "ScaleByLearningRateState",
     "apply_learning_rate",
+    "initial_learning_rate",
     "learning_rate_at",
     "resolve_learning_rate",
     "scale_by_learning_rate",
     "scale_updates",
+    "track_learning_rate",
 ]
 
 
@@ -173,3 +179,35 @@ def apply_learning_rate(learning_rate: LearningRate) -> optax.GradientTransforma
       An ``optax.GradientTransformation`` (``...ExtraArgs`` for metric-driven ones).
     """
     return resolve_learning_rate(learning_rate).transform
+
+
+def initial_learning_rate(learning_rate: LearningRate, params: optax.Params) -> Any:
+    """The rate of the first update: the float, ``schedule(0)``, or a metric-driven rate's
+    initial rate (read from its freshly initialised state for ``params``)."""
+    if isinstance(learning_rate, optax.GradientTransformation):
+        return current_learning_rate(learning_rate.init(params))
+    return learning_rate_at(learning_rate, jnp.zeros([], jnp.int32))
+
+
+def track_learning_rate(learning_rate: LearningRate) -> optax.GradientTransformationExtraArgs:
+    """Negates the updates, and keeps ``learning_rate``'s state without scaling by it.
+
+    The last link of an optimizer whose updates already have their size (torch.optim.Rprop,
+    where ``lr`` only sets the initial step sizes). Its state is ``apply_learning_rate``'s,
+    stepped as usual (a schedule's count advances, a metric-driven rate steps on
+    ``value=``), so ``current_learning_rate`` reads what torch's ``group['lr']`` would hold
+    under the same scheduler, while the updates are only negated (descent).
+
+    Args:
+      learning_rate: a float, a schedule, or a learning-rate ``GradientTransformation``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+    """
+    inner = optax.with_extra_args_support(apply_learning_rate(learning_rate))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        _, state = inner.update(updates, state, params, **extra_args)
+        return jax.tree.map(jnp.negative, updates), state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)

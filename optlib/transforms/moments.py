@@ -38,7 +38,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared pieces (one place each).
+# Shared pieces (one place each; the transforms of ``torch_adaptive`` use them too).
 
 
 def map_leaves(fn: Callable[..., tuple], tree: Any, *rest: Any) -> tuple:
@@ -421,9 +421,10 @@ class ScaleByNadamState(NamedTuple):
 
     Attributes:
       count: int32 updates so far (saturating).
-      mu_product: float32 scalar, the product of the momentum cache ``mu_1 ... mu_t``; float32
-        like torch's ``state["mu_product"]`` (a tensor of torch's default dtype), rounded after
-        each multiplication exactly as torch rounds it.
+      mu_product: scalar, the product of the momentum cache ``mu_1 ... mu_t``, in the
+        statistics dtype (float64 for float64 parameters, else float32), rounded after each
+        multiplication as torch rounds its ``state["mu_product"]`` (a tensor of torch's
+        default dtype: float64 parameters match torch run with float64 as default dtype).
       exp_avg: first moment.
       exp_avg_sq: second moment.
     """
@@ -432,6 +433,13 @@ class ScaleByNadamState(NamedTuple):
     mu_product: jax.Array
     exp_avg: optax.Updates
     exp_avg_sq: optax.Updates
+
+
+def _product_dtype(params: Any) -> jnp.dtype:
+    """The statistics dtype of a whole tree (the widest leaf's; float32 for no leaves)."""
+    return jnp.result_type(
+        jnp.float32, *(statistics_dtype(p.dtype) for p in jax.tree.leaves(params))
+    )
 
 
 def scale_by_nadam(
@@ -444,13 +452,19 @@ def scale_by_nadam(
     With ``b1 = betas[0](count)`` and ``psi = momentum_decay``::
 
         mu_t  = b1 * (1 - 0.5 * 0.96**(t * psi));  mu_{t+1} = b1 * (1 - 0.5 * 0.96**((t+1) * psi))
-        P_t   = P_{t-1} * mu_t                      (float32, torch's ``mu_product``)
+        P_t   = P_{t-1} * mu_t                      (torch's ``mu_product``, see below)
         m_t   = lerp(m_{t-1}, g_t, 1 - b1);  v_t = b2 * v_{t-1} + (1 - b2) * g_t**2
         denom = sqrt(v_t / (1 - b2**t)) + eps
         u_t   = (1 - mu_t) / (1 - P_t) * g_t / denom + mu_{t+1} / (1 - P_t * mu_{t+1}) * m_t / denom
 
     ``optax.nadam`` is a different algorithm (a constant ``b1`` Nesterov look-ahead, no
     momentum-decay schedule), hence this transform.
+
+    ``P_t`` is rounded to the statistics dtype after each multiplication: float32 for
+    float32 (and bf16/fp16) parameters, float64 for float64 ones. torch keeps it in its
+    default dtype whatever the parameters' dtype; float64 parameters therefore match torch
+    run with ``torch.set_default_dtype(torch.float64)`` (with float32 as torch's default,
+    torch rounds ``P_t`` to float32 and the two differ by ~1e-7 relative).
 
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
@@ -470,7 +484,7 @@ def scale_by_nadam(
     def init_fn(params):
         return ScaleByNadamState(
             jnp.zeros([], jnp.int32),
-            jnp.ones([], jnp.float32),
+            jnp.ones([], _product_dtype(params)),
             statistics_like(params),
             statistics_like(params),
         )
@@ -481,7 +495,7 @@ def scale_by_nadam(
         b1 = learning_rate_at(beta1, state.count)
         mu = momentum_cache(b1, t)
         mu_next = momentum_cache(b1, t + 1)
-        mu_product = state.mu_product * cast(mu, jnp.float32)
+        mu_product = state.mu_product * cast(mu, state.mu_product.dtype)
         product = cast(mu_product, float_dtype())
         grad_coefficient = (1.0 - mu) / (1.0 - product)
         average_coefficient = mu_next / (1.0 - product * mu_next)

@@ -1,0 +1,409 @@
+"""The scalings of torch.optim.RAdam, Adamax and Rprop, one transform each.
+
+Like ``moments.py`` (whose pieces they reuse: torch's ``lerp`` first moment, the
+``b2 * v + (1 - b2) * g**2`` second moment, statistics in float32 or wider), each transform
+returns its updates without the learning rate, except ``scale_by_rprop``: Rprop's steps
+are sizes in parameter units, which torch initialises from ``lr`` and then adapts on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optlib._numerics import cast, float_dtype, safe_increment, statistics_dtype, update_number
+from optlib._validation import check_learning_rate, check_non_negative, check_real
+from optlib.transforms.learning_rate import (
+    LearningRate,
+    initial_learning_rate,
+    learning_rate_at,
+)
+from optlib.transforms.moments import (
+    check_betas,
+    decay_add_square,
+    first_moment_weight,
+    lerp,
+    map_leaves,
+    statistics_like,
+)
+
+__all__ = [
+    "ScaleByAdamaxState",
+    "ScaleByRadamState",
+    "ScaleByRpropState",
+    "scale_by_adamax",
+    "scale_by_radam",
+    "scale_by_rprop",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# RAdam.
+
+
+class ScaleByRadamState(NamedTuple):
+    """State of ``scale_by_radam`` (torch's ``step``, ``exp_avg``, ``exp_avg_sq``).
+
+    Attributes:
+      count: int32 updates so far (saturating).
+      exp_avg: first moment.
+      exp_avg_sq: second moment.
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    exp_avg: optax.Updates
+    exp_avg_sq: optax.Updates
+
+
+_RECTIFICATION_THRESHOLD = 5.0  # torch rectifies when rho_t > 5
+
+
+def _torch_rho(beta2: float, step: int) -> float:
+    """torch's ``rho_t`` at ``step``, in Python float64 arithmetic as torch computes it."""
+    t = float(step)
+    bias_correction2 = 1 - beta2**t
+    rho_inf = 2 / (1 - beta2) - 1
+    return rho_inf - 2 * t * (beta2**t) / bias_correction2
+
+
+def _first_rectified_step(beta2: float) -> int | None:
+    """The first step at which torch's ``rho_t > 5`` (``None``: never, ``rho_inf <= 5``).
+
+    ``rho_t`` increases with the step towards ``rho_inf``, so the switch happens once; the
+    step is found with torch's own float64 formula, so it is torch's step exactly.
+    """
+    if not 2 / (1 - beta2) - 1 > _RECTIFICATION_THRESHOLD:
+        return None
+    step = 1
+    while not _torch_rho(beta2, step) > _RECTIFICATION_THRESHOLD:
+        step += 1
+    return step
+
+
+# 1 - x / (exp(x) - 1) = x/2 - x^2/12 + x^4/720 - ... (Bernoulli numbers), below 0.5.
+_RHO_SERIES = (
+    1 / 2,
+    -1 / 12,
+    0.0,
+    1 / 720,
+    0.0,
+    -1 / 30240,
+    0.0,
+    1 / 1209600,
+    0.0,
+    -1 / 47900160,
+    0.0,
+    691 / 1307674368000,
+    0.0,
+    -7 / 6 / math.factorial(14),
+)
+
+
+def _one_minus_x_over_expm1(x: jax.Array) -> jax.Array:
+    """``1 - x / (exp(x) - 1)`` for ``x >= 0``, accurate to a few ulps (no cancellation)."""
+    small = jnp.minimum(x, 0.5)
+    series = jnp.zeros_like(small)
+    for coefficient in reversed(_RHO_SERIES):
+        series = (series + coefficient) * small
+    return jnp.where(x < 0.5, series, 1 - x / jnp.expm1(jnp.maximum(x, 0.5)))
+
+
+def _coth_gap(beta2, c):
+    """``rho_inf - 2 / c`` with ``c = -log(beta2)``: ``coth(c/2) - 2/c``, a small positive
+    number for ``beta2`` near 1 (series below ``c = 0.1``, where the difference cancels)."""
+    xp = np if isinstance(beta2, float) else jnp
+    series = c / 6 - c**3 / 360 + c**5 / 15120 - c**7 / 604800
+    with np.errstate(divide="ignore", invalid="ignore"):
+        direct = (1 + beta2) / (1 - beta2) - 2 / c
+    return xp.where(c < 0.1, series, direct)
+
+
+def _rectification(beta2, first_rectified, t: jax.Array):
+    """``(rectified, rect, bias_correction2)`` of step ``t`` (a float step number).
+
+    ``rho_t = rho_inf - 2 t b^t / (1 - b^t)`` is torch's length of the approximated SMA. Its
+    two terms nearly cancel (``rho_inf`` is ~2000 for ``b = 0.999`` and ``rho_t`` ~5), so it
+    is computed as ``(2/c) * (1 - x / expm1(x)) + (rho_inf - 2/c)`` with ``c = -log(b)``,
+    ``x = c t``: every term positive, exact to a few ulps in float32 as in float64 (torch's
+    float64 formula loses ~3 digits, which stay below float64's 1e-13).
+    """
+    dtype = float_dtype()
+    c: Any
+    gap: Any
+    rho_inf: Any
+    two_over_c: Any
+    if isinstance(beta2, float):
+        c = math.inf if beta2 == 0 else -math.log(beta2)
+        gap = float(_coth_gap(beta2, c))
+        rho_inf = 2 / (1 - beta2) - 1
+        two_over_c = 2 / c
+    else:  # traced (optax.inject_hyperparams): the same formulas on arrays
+        beta2 = jnp.asarray(beta2, dtype)
+        c = -jnp.log(beta2)
+        gap = _coth_gap(beta2, c)
+        rho_inf = 2 / (1 - beta2) - 1
+        two_over_c = 2 / c
+    x = jnp.asarray(c, dtype) * t
+    bias_correction2 = -jnp.expm1(-x)
+    rho = jnp.asarray(two_over_c, dtype) * _one_minus_x_over_expm1(x) + jnp.asarray(gap, dtype)
+    if first_rectified is None and isinstance(beta2, float):
+        rectified = jnp.zeros([], bool)
+    elif first_rectified is None:
+        rectified = rho > _RECTIFICATION_THRESHOLD
+    else:
+        rectified = t >= first_rectified
+    ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+    rect = jnp.sqrt(jnp.where(rectified, jnp.maximum(ratio, 0.0), 1.0))
+    return rectified, rect, bias_correction2
+
+
+def scale_by_radam(
+    betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
+    """RAdam's scaling (torch.optim.RAdam), without weight decay and learning rate.
+
+    With ``b1 = betas[0](count)``, Adam's moments (``scale_by_adam``'s pieces) and::
+
+        rho_inf = 2 / (1 - b2) - 1;   rho_t = rho_inf - 2 t b2**t / (1 - b2**t)
+        m_hat   = m_t / (1 - b1**t)
+        u_t     = m_hat * sqrt(1 - b2**t) / (sqrt(v_t) + eps) * r_t    if rho_t > 5
+        u_t     = m_hat                                                otherwise
+        r_t     = sqrt((rho_t - 4) (rho_t - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho_t))
+
+    The switch to the rectified update happens at torch's step exactly: for a float ``b2``
+    that step is found at construction with torch's own float64 arithmetic (step 6 for
+    ``b2 = 0.999``; never for ``b2 <= 2/3``). ``rho_t`` itself is evaluated without the
+    cancellation of the textbook formula (see ``_rectification``), so float32 runs are as
+    accurate as float64 ones. Where torch's float64 ``rho_t`` has lost every digit
+    (``b2`` within ~1e-8 of 1, steps 4-5) optlib uses the exact value.
+
+    ``optax.scale_by_radam`` differs: ``eps`` is added to ``sqrt(v_t / (1 - b2**t))``
+    (torch adds it to ``sqrt(v_t)``), and it rectifies from ``rho_t >= 5``.
+
+    Args:
+      betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
+      eps: added to the denominator (>= 0).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    beta1, beta2 = check_betas(betas)
+    eps = check_non_negative("eps", eps)
+    first_rectified = _first_rectified_step(beta2) if isinstance(beta2, float) else None
+
+    def init_fn(params):
+        return ScaleByRadamState(
+            jnp.zeros([], jnp.int32), statistics_like(params), statistics_like(params)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        t = update_number(state.count)
+        b1 = learning_rate_at(beta1, state.count)
+        bias_correction1 = 1 - b1**t
+        rectified, rect, bias_correction2 = _rectification(beta2, first_rectified, t)
+        bias_correction2_sqrt = jnp.sqrt(bias_correction2)
+
+        def leaf(g, exp_avg, exp_avg_sq):
+            dtype = exp_avg.dtype
+            g32 = cast(g, dtype)
+            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
+            corrected = exp_avg / cast(bias_correction1, dtype)
+            adaptive = cast(bias_correction2_sqrt, dtype) / (jnp.sqrt(exp_avg_sq) + eps)
+            u = jnp.where(rectified, corrected * adaptive * cast(rect, dtype), corrected)
+            return cast(u, g.dtype), exp_avg, exp_avg_sq
+
+        updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
+        return updates, ScaleByRadamState(safe_increment(state.count), exp_avg, exp_avg_sq)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adamax.
+
+
+class ScaleByAdamaxState(NamedTuple):
+    """State of ``scale_by_adamax`` (torch's ``step``, ``exp_avg``, ``exp_inf``).
+
+    Attributes:
+      count: int32 updates so far (saturating).
+      exp_avg: first moment.
+      exp_inf: exponentially weighted infinity norm.
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    exp_avg: optax.Updates
+    exp_inf: optax.Updates
+
+
+def scale_by_adamax(
+    betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
+    """Adamax's scaling (torch.optim.Adamax), without weight decay and learning rate.
+
+    With ``b1 = betas[0](count)`` (a float or a schedule, torch's ``cycle_momentum``)::
+
+        m_t = lerp(m_{t-1}, g_t, 1 - b1);   u_t = max(b2 * u_{t-1}, |g_t| + eps)
+        u_t = m_t / u_t / (1 - b1**t)
+
+    torch's order: ``eps`` inside the maximum, the bias correction with the current ``b1``.
+    ``optax.scale_by_adamax`` computes the same numbers up to round-off (no ``b1`` schedule).
+
+    Args:
+      betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
+      eps: added to ``|g|`` inside the maximum (>= 0).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    beta1, beta2 = check_betas(betas)
+    eps = check_non_negative("eps", eps)
+
+    def init_fn(params):
+        return ScaleByAdamaxState(
+            jnp.zeros([], jnp.int32), statistics_like(params), statistics_like(params)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        t = update_number(state.count)
+        b1 = learning_rate_at(beta1, state.count)
+        bias_correction = 1 - b1**t
+
+        def leaf(g, exp_avg, exp_inf):
+            dtype = exp_avg.dtype
+            g32 = cast(g, dtype)
+            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
+            exp_inf = jnp.maximum(exp_inf * beta2, jnp.abs(g32) + eps)
+            u = exp_avg / exp_inf / cast(bias_correction, dtype)
+            return cast(u, g.dtype), exp_avg, exp_inf
+
+        updates, exp_avg, exp_inf = map_leaves(leaf, updates, state.exp_avg, state.exp_inf)
+        return updates, ScaleByAdamaxState(safe_increment(state.count), exp_avg, exp_inf)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rprop.
+
+
+class ScaleByRpropState(NamedTuple):
+    """State of ``scale_by_rprop`` (torch's ``prev`` and ``step_size``).
+
+    Attributes:
+      prev: the previous gradient, zeroed where its sign had flipped.
+      step_size: the per-element step sizes.
+    """
+
+    prev: optax.Updates
+    step_size: optax.Updates
+
+
+def _check_pair(name: str, value: Any) -> tuple[Any, Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a pair, got {value!r}")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair, got {value!r}")
+    return tuple(value)
+
+
+def check_etas(etas) -> tuple[float, float]:
+    """torch's Rprop check ``0 < etas[0] < 1 < etas[1]`` ("Invalid eta values")."""
+    eta_minus, eta_plus = _check_pair("etas", etas)
+    eta_minus = check_real("etas[0]", eta_minus)
+    eta_plus = check_real("etas[1]", eta_plus, allow_inf=True)
+    if isinstance(eta_minus, float) and isinstance(eta_plus, float):
+        if not 0.0 < eta_minus < 1.0 < eta_plus:
+            raise ValueError(
+                f"etas must satisfy 0 < etas[0] < 1 < etas[1] (torch: 'Invalid eta values: "
+                f"{eta_minus}, {eta_plus}'), got {etas!r}"
+            )
+    return eta_minus, eta_plus
+
+
+def check_step_sizes(step_sizes) -> tuple[float, float]:
+    """``(minimum, maximum)`` with ``0 <= minimum <= maximum`` (torch does not check)."""
+    minimum, maximum = _check_pair("step_sizes", step_sizes)
+    minimum = check_non_negative("step_sizes[0]", minimum)
+    maximum = check_real("step_sizes[1]", maximum, allow_inf=True)
+    if isinstance(minimum, float) and isinstance(maximum, float) and not minimum <= maximum:
+        raise ValueError(
+            f"step_sizes must be (minimum, maximum) with step_sizes[0] <= step_sizes[1], "
+            f"got {step_sizes!r}"
+        )
+    return minimum, maximum
+
+
+def scale_by_rprop(
+    learning_rate: LearningRate = 1e-2,
+    etas: tuple[float, float] = (0.5, 1.2),
+    step_sizes: tuple[float, float] = (1e-6, 50),
+) -> optax.GradientTransformation:
+    """Rprop's step (torch.optim.Rprop): the per-element step sizes times the gradient's sign.
+
+    With ``s_0 = lr`` (the rate of the first update) and ``prev_0 = 0``::
+
+        f_t    = etas[1] if g_t * prev > 0,  etas[0] if g_t * prev < 0,  1 otherwise
+        s_t    = clip(s_{t-1} * f_t, step_sizes[0], step_sizes[1])
+        g'_t   = 0 where g_t * prev < 0, else g_t;   prev <- g'_t
+        u_t    = s_t * sign(g'_t)
+
+    Follow with ``-1`` (``optlib.rprop`` ends with ``track_learning_rate``). As in torch the
+    first step moves every element by ``clip(lr)`` (``f_1 = 1``), and ``lr`` is read once: a
+    learning-rate schedule only sets the initial step sizes (its value at count 0, or a
+    metric-driven rate's initial rate), later values are ignored, as torch's Rprop ignores
+    the ``group['lr']`` a scheduler writes after the first step.
+
+    ``optax.scale_by_rprop`` differs: it applies the previous step's ``s * sign(g)`` (its
+    first update is 0) and keeps ``s`` unclipped when ``g * prev = 0``.
+
+    Args:
+      learning_rate: the initial step size (>= 0): a float, or a schedule / metric-driven rate
+        whose initial value is used.
+      etas: ``(etaminus, etaplus)``, ``0 < etaminus < 1 < etaplus``.
+      step_sizes: ``(minimum, maximum)`` step size, ``0 <= minimum <= maximum``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    if not isinstance(learning_rate, optax.GradientTransformation):  # checked where built
+        check_learning_rate(learning_rate)
+    eta_minus, eta_plus = check_etas(etas)
+    minimum, maximum = check_step_sizes(step_sizes)
+
+    def init_fn(params):
+        rate = initial_learning_rate(learning_rate, params)
+        return ScaleByRpropState(
+            prev=statistics_like(params),
+            step_size=jax.tree.map(
+                lambda p: jnp.full(p.shape, rate, statistics_dtype(p.dtype)), params
+            ),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def leaf(g, prev, step_size):
+            g32 = cast(g, prev.dtype)
+            product = g32 * prev
+            factor = jnp.where(product > 0, eta_plus, jnp.where(product < 0, eta_minus, 1.0))
+            factor = jnp.where(jnp.isnan(product), product, factor).astype(prev.dtype)
+            step_size = jnp.clip(step_size * factor, minimum, maximum)
+            g32 = jnp.where(product < 0, jnp.zeros_like(g32), g32)
+            return cast(jnp.sign(g32) * step_size, g.dtype), g32, step_size
+
+        updates, prev, step_size = map_leaves(leaf, updates, state.prev, state.step_size)
+        return updates, ScaleByRpropState(prev, step_size)
+
+    return optax.GradientTransformation(init_fn, update_fn)
