@@ -272,6 +272,12 @@ PARITY_MODULES: dict[str, str] = {
     "adadelta": "test_optimizers_torch",
     "nadam": "test_optimizers_torch",
     "adafactor": "test_adafactor",
+    "radam": "test_optimizers_torch_more",
+    "adamax": "test_optimizers_torch_more",
+    "rprop": "test_optimizers_torch_more",
+    "lion": "test_optimizers_extras",
+    "ademamix": "test_optimizers_extras",
+    "stable_adamw": "test_optimizers_extras",
     "newton": "test_second_order",  # scipy / numpy references
     "bfgs": "test_second_order",
 }

@@ -525,7 +525,12 @@ TRANSFORMS = [
         cg_maxiter=Int(1, optional=True),
     ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
-    row(in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
+    row(
+        in_statistics_dtype,
+        inner=Transform(),
+        cast_like_params=Bool(),
+        baseline=dict(inner=optax.identity()),
+    ),
     row(optlib.scale_by_lion, betas=BETAS),
     row(
         optlib.scale_by_ademamix,

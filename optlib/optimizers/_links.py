@@ -46,12 +46,23 @@ Link = tuple[str, optax.GradientTransformation]
 
 
 def named_chain(*links: Link | None) -> optax.GradientTransformationExtraArgs:
-    """``optax.named_chain`` of the links that are not ``None``.
+    """``optax.named_chain`` of the links that are not ``None``, with a plain ``dict`` state.
 
     optax's ``named_chain`` already does the chaining (and passes extra arguments such as
-    ``value`` to every link); this only drops the links an option switched off.
+    ``value`` to every link); this drops the links an option switched off, and gives the
+    state as a ``dict`` (same keys, same order) instead of optax's ``OrderedDict``, which
+    ``flax.serialization`` (msgpack checkpoints, ``TrainState``) cannot serialise.
     """
-    return optax.named_chain(*(link for link in links if link is not None))
+    chained = optax.named_chain(*(link for link in links if link is not None))
+
+    def init_fn(params):
+        return dict(chained.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        updates, state = chained.update(updates, state, params, **extra_args)
+        return updates, dict(state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def maximize_link(maximize: bool) -> Link | None:
