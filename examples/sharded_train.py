@@ -80,6 +80,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "greedy": lambda: optlib.sgd(
         learning_rate=optlib.greedy_lr(5e-2, patience=2, max_lr=0.2), momentum=0.9
     ),
+    "radam": lambda: optlib.radam(1e-2, weight_decay=1e-2),
+    "adamax": lambda: optlib.adamax(2e-3, weight_decay=1e-3),
+    "rprop": lambda: optlib.rprop(1e-3),
 }
 
 

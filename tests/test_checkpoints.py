@@ -82,6 +82,11 @@ FIRST_ORDER = {
         },
         optlib.decay_labels,
     ),
+    "radam": lambda: optlib.radam(1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+    "adamax": lambda: optlib.adamax(2e-3, weight_decay=1e-3),
+    "rprop_reduce_lr_on_plateau": lambda: optlib.rprop(
+        learning_rate=optlib.reduce_lr_on_plateau(1e-3, factor=0.5, patience=1)
+    ),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}

@@ -314,6 +314,13 @@ def row(function, baseline=None, overrides=None, not_checked=None, **domains) ->
 NORM_TYPE = positive(inf_ok=True, numeric_string_ok=True)
 BETAS = Pair(beta(callable_ok=True), beta(), (0.9, 0.999))  # beta1 may be a schedule
 MAXIMIZE = {"maximize": Bool()}
+# Rprop: torch's 0 < etaminus < 1 < etaplus; step sizes (min, max), 0 <= min <= max.
+ETAS = Pair(
+    Real(low=0.0, high=1.0, low_closed=False, high_closed=False),
+    Real(low=1.0, low_closed=False, inf_ok=True),
+    (0.5, 1.2),
+)
+STEP_SIZES = Pair(non_negative(), Real(low=1e-6, inf_ok=True), (1e-6, 50.0))
 
 OPTIMIZERS = [
     row(
@@ -417,6 +424,24 @@ OPTIMIZERS = [
         scale_init_hess=Bool(),
         linesearch=Transform(optional=True),
     ),
+    row(
+        optlib.radam,
+        learning_rate=LR,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        decoupled_weight_decay=Bool(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.adamax,
+        learning_rate=LR,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        **MAXIMIZE,
+    ),
+    row(optlib.rprop, learning_rate=LR, etas=ETAS, step_sizes=STEP_SIZES, **MAXIMIZE),
 ]
 
 TRANSFORMS = [
@@ -484,6 +509,10 @@ TRANSFORMS = [
     ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
     row(optlib.in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
+    row(optlib.scale_by_radam, betas=BETAS, eps=non_negative()),
+    row(optlib.scale_by_adamax, betas=BETAS, eps=non_negative()),
+    row(optlib.scale_by_rprop, learning_rate=LR, etas=ETAS, step_sizes=STEP_SIZES),
+    row(optlib.track_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
 ]
 
 OTHERS = [

@@ -17,7 +17,6 @@ __all__ = [
     "LearningRate",
     "ScaleByLearningRateState",
     "apply_learning_rate",
-    "initial_learning_rate",
     "learning_rate_at",
     "scale_by_learning_rate",
     "track_learning_rate",
