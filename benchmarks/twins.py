@@ -174,6 +174,32 @@ TWINS: tuple[Twin, ...] = (
         False,
         "optax.adamw: no per-tensor update-RMS clipping of the lr; Adam's bias corrections "
         "instead of debiased betas (the same moments)",
+        "radam",
+        lambda: optlib.radam(1e-3),
+        lambda: optax.radam(1e-3),
+        _torch_optim("RAdam", lr=1e-3),
+        "torch.optim.RAdam(foreach=True)",
+        False,
+        "optax.radam: eps added to sqrt(v_hat) instead of sqrt(v) (differs from the first "
+        "rectified step, step 6), rectifies from rho_t >= 5 instead of > 5",
+    ),
+    Twin(
+        "adamax",
+        lambda: optlib.adamax(2e-3),
+        lambda: optax.adamax(2e-3),
+        _torch_optim("Adamax", lr=2e-3),
+        "torch.optim.Adamax(foreach=True)",
+        True,
+    ),
+    Twin(
+        "rprop",
+        lambda: optlib.rprop(1e-2),
+        lambda: optax.rprop(1e-2),
+        _torch_optim("Rprop", lr=1e-2),
+        "torch.optim.Rprop(foreach=True)",
+        False,
+        "optax.rprop: applies the previous step's size and sign (first update 0; torch moves "
+        "by lr), no clip when g * prev == 0",
     ),
 )
 

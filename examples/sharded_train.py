@@ -83,6 +83,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "lion": lambda: optlib.lion(1e-3, weight_decay=1e-2),
     "ademamix": lambda: optlib.ademamix(1e-2, t_alpha=50, t_beta3=50),
     "stable_adamw": lambda: optlib.stable_adamw(1e-2),
+    "radam": lambda: optlib.radam(1e-2, weight_decay=1e-2),
+    "adamax": lambda: optlib.adamax(2e-3, weight_decay=1e-3),
+    "rprop": lambda: optlib.rprop(1e-3),
 }
 
 

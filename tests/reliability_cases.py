@@ -110,6 +110,16 @@ OPTIMIZER_CASES = (
     OptimizerCase(
         "stable_adamw", optlib.stable_adamw, dict(weight_decay=1e-2, decouple_lr=True, max_lr=1e-2)
     ),
+    OptimizerCase("radam", optlib.radam, dict(weight_decay=1e-2, decoupled_weight_decay=True)),
+    OptimizerCase("adamax", optlib.adamax, dict(weight_decay=1e-3)),
+    OptimizerCase("rprop", optlib.rprop, dict(etas=(0.4, 1.3)), 1e-3),
+    OptimizerCase(
+        "rprop_reduce_lr_on_plateau",
+        optlib.rprop,
+        {},
+        1e-3,
+        rate=lambda lr: optlib.reduce_lr_on_plateau(lr, patience=2, factor=0.5),
+    ),
 )
 
 

@@ -85,6 +85,11 @@ FIRST_ORDER = {
     "lion_one_cycle": lambda: optlib.lion(one_cycle(), weight_decay=1e-2),
     "ademamix_warmups": lambda: optlib.ademamix(1e-2, t_alpha=5, t_beta3=5),
     "stable_adamw_decouple_lr": lambda: optlib.stable_adamw(1e-2, decouple_lr=True),
+    "radam": lambda: optlib.radam(1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+    "adamax": lambda: optlib.adamax(2e-3, weight_decay=1e-3),
+    "rprop_reduce_lr_on_plateau": lambda: optlib.rprop(
+        learning_rate=optlib.reduce_lr_on_plateau(1e-3, factor=0.5, patience=1)
+    ),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}

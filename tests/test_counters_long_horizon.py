@@ -96,6 +96,16 @@ def _torch_state(kind: str, shape, step: int) -> dict:
             "eps_sq": eps_sq,
             "kahan_comp": None,
         }
+    if kind == "radam":
+        return {"step": step_t, "exp_avg": zeros.clone(), "exp_avg_sq": zeros.clone()}
+    if kind == "adamax":
+        return {"step": step_t, "exp_avg": zeros.clone(), "exp_inf": zeros.clone()}
+    if kind == "rprop":  # Rprop's step counts only; its sizes start at lr (1e-2 below)
+        return {
+            "step": step_t,
+            "prev": zeros.clone(),
+            "step_size": torch.full(shape, 1e-2, dtype=torch.float64),
+        }
     factored = len(shape) >= 2
     state = {"step": step, "RMS": 0}
     if factored:
@@ -151,6 +161,17 @@ REFERENCE_CASES = [
         ),
         lambda: optlib.stable_adamw(1e-2),
     ),
+    (
+        "radam",
+        lambda p: torch.optim.RAdam(p, lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+        lambda: optlib.radam(1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+    ),
+    (
+        "adamax",
+        lambda p: torch.optim.Adamax(p, lr=1e-2, weight_decay=1e-3),
+        lambda: optlib.adamax(1e-2, weight_decay=1e-3),
+    ),
+    ("rprop", lambda p: torch.optim.Rprop(p, lr=1e-2), lambda: optlib.rprop(1e-2)),
 ]
 
 

@@ -192,7 +192,8 @@ def test_inject_hyperparams_learning_rate_change_does_not_recompile(case):
     params = plain_params = init_params(jax.random.key(0))
     state, plain_state = tx.init(params), case.make().init(params)
     initial = state
-    rate_scales_last = case.kwargs.get("beta1") is None
+    # torch's Rprop reads lr only for its initial step sizes: a later lr of 0 still moves
+    rate_scales_last = case.kwargs.get("beta1") is None and case.factory is not optlib.rprop
     rates = case.learning_rate * np.linspace(1.5, 0.1, 30)
     rates[:3] = case.learning_rate  # first steps: the same as the optimizer built plainly
     rates[3::7] = 0.0

@@ -21,6 +21,9 @@ OPTIMIZERS = [
     optlib.rmsprop,
     optlib.adadelta,
     optlib.nadam,
+    optlib.radam,
+    optlib.adamax,
+    optlib.rprop,
 ]
 
 

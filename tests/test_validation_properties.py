@@ -335,6 +335,13 @@ NORM_TYPE = positive(inf_ok=True, numeric_string_ok=True)
 BETAS = Pair(beta(callable_ok=True), beta(), (0.9, 0.999))  # beta1 may be a schedule
 MAXIMIZE = {"maximize": Bool()}
 ADEMAMIX_BETAS = Triple((beta(callable_ok=True), beta(), beta()), (0.9, 0.999, 0.9999))
+# Rprop: torch's 0 < etaminus < 1 < etaplus; step sizes (min, max), 0 <= min <= max.
+ETAS = Pair(
+    Real(low=0.0, high=1.0, low_closed=False, high_closed=False),
+    Real(low=1.0, low_closed=False, inf_ok=True),
+    (0.5, 1.2),
+)
+STEP_SIZES = Pair(non_negative(), Real(low=1e-6, inf_ok=True), (1e-6, 50.0))
 
 OPTIMIZERS = [
     row(
@@ -459,6 +466,24 @@ OPTIMIZERS = [
         decouple_lr=Bool(),
         max_lr=positive(optional=True),
     ),
+    row(
+        optlib.radam,
+        learning_rate=LR,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        decoupled_weight_decay=Bool(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.adamax,
+        learning_rate=LR,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        **MAXIMIZE,
+    ),
+    row(optlib.rprop, learning_rate=LR, etas=ETAS, step_sizes=STEP_SIZES, **MAXIMIZE),
 ]
 
 TRANSFORMS = [
@@ -541,6 +566,10 @@ TRANSFORMS = [
         eps=non_negative(),
     ),
     row(optlib.scale_by_stable_adam, betas=BETAS, eps=non_negative(), weight_decay=non_negative()),
+    row(optlib.scale_by_radam, betas=BETAS, eps=non_negative()),
+    row(optlib.scale_by_adamax, betas=BETAS, eps=non_negative()),
+    row(optlib.scale_by_rprop, learning_rate=LR, etas=ETAS, step_sizes=STEP_SIZES),
+    row(optlib.track_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
 ]
 
 OTHERS = [

@@ -23,7 +23,6 @@ __all__ = [
     "ResolvedLearningRate",
     "ScaleByLearningRateState",
     "apply_learning_rate",
-    "initial_learning_rate",
     "learning_rate_at",
     "resolve_learning_rate",
     "scale_by_learning_rate",
