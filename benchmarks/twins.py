@@ -174,6 +174,8 @@ TWINS: tuple[Twin, ...] = (
         False,
         "optax.adamw: no per-tensor update-RMS clipping of the lr; Adam's bias corrections "
         "instead of debiased betas (the same moments)",
+    ),
+    Twin(
         "radam",
         lambda: optlib.radam(1e-3),
         lambda: optax.radam(1e-3),
