@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from reliability_cases import (
     OPTIMIZER_CASES,
     init_params,
