@@ -31,6 +31,7 @@ from optlib.transforms.learning_rate import (
     ScaleByLearningRateState,
     apply_learning_rate,
     scale_by_learning_rate,
+    track_learning_rate,
 )
 from optlib.transforms.metric import (
     GreedyLRConfig,
@@ -78,6 +79,7 @@ __all__ = [
     "ScaleByLearningRateState",
     "apply_learning_rate",
     "scale_by_learning_rate",
+    "track_learning_rate",
     # metric-driven learning rates (torch ReduceLROnPlateau, transformers GreedyLR)
     "GreedyLRConfig",
     "GreedyLRState",
