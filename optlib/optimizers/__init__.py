@@ -3,3 +3,4 @@
 from optlib.optimizers.adafactor import *  # noqa: F403
 from optlib.optimizers.second_order import *  # noqa: F403
 from optlib.optimizers.torch import *  # noqa: F403
+from optlib.optimizers.torch_adafactor import *  # noqa: F403

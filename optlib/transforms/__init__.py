@@ -1,5 +1,6 @@
 """Layer 2: small chainable ``GradientTransformation``s, each doing one job."""
 
+from optlib.transforms.averaging import *  # noqa: F403
 from optlib.transforms.clipping import *  # noqa: F403
 from optlib.transforms.factored import *  # noqa: F403
 from optlib.transforms.learning_rate import *  # noqa: F403
