@@ -8,6 +8,7 @@ evaluated at ``0..n-1`` in one jitted, vmapped call, so each configuration compi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -213,6 +214,50 @@ def torch_trajectory(
         for k, p in params.items():
             trajectory[k].append(p.detach().numpy().astype(np.float64).copy())
     return {k: np.stack(v) for k, v in trajectory.items()}, optimizer, sched
+
+
+@contextlib.contextmanager
+def torch_default_dtype(dtype):
+    """``torch.set_default_dtype(dtype)`` inside the block. torch keeps some optimizer
+    scalars (ASGD's ``eta``/``mu``, ``step``) in the default dtype, so a float64 reference
+    needs a float64 default to be float64 throughout."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def optim_db_inputs(optimizer_name: str) -> list[tuple[str, dict]]:
+    """``(desc, kwargs)`` of every configuration torch's own test database
+    (``torch.testing._internal.common_optimizers.optim_db``) lists for ``optimizer_name``,
+    without the implementation switches (foreach, fused, capturable, differentiable).
+
+    torch's module imports ``expecttest`` (a torch test-only dependency) for its TestCase;
+    when it is not installed a stand-in module with ``unittest.TestCase`` is registered.
+    """
+    import sys
+    import types
+    import unittest
+
+    if "expecttest" not in sys.modules:
+        try:
+            import expecttest  # noqa: F401
+        except ImportError:
+            stand_in = types.ModuleType("expecttest")
+            stand_in.TestCase = unittest.TestCase
+            sys.modules["expecttest"] = stand_in
+    from torch.testing._internal.common_optimizers import optim_db
+
+    switches = {"foreach", "fused", "capturable", "differentiable"}
+    (info,) = [info for info in optim_db if info.optim_cls.__name__ == optimizer_name]
+    cases = []
+    for optim_input in info.optim_inputs_func(device="cpu"):
+        kwargs = {k: v for k, v in optim_input.kwargs.items() if k not in switches}
+        if kwargs not in [existing for _, existing in cases]:
+            cases.append((optim_input.desc, kwargs))
+    return cases
 
 
 def max_relative_error(ours: dict, reference: dict) -> float:
