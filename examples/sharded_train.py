@@ -80,6 +80,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "greedy": lambda: optlib.sgd(
         learning_rate=optlib.greedy_lr(5e-2, patience=2, max_lr=0.2), momentum=0.9
     ),
+    "asgd": lambda: optlib.asgd(1e-2, t0=5),
+    "torch_adafactor": lambda: optlib.torch_adafactor(1e-2, weight_decay=1e-2),
+    "adam_ema": lambda: optax.chain(optlib.adam(1e-2), optlib.average_params("ema", decay=0.9)),
 }
 
 

@@ -417,6 +417,24 @@ OPTIMIZERS = [
         scale_init_hess=Bool(),
         linesearch=Transform(optional=True),
     ),
+    row(
+        optlib.asgd,
+        learning_rate=LR,
+        lambd=non_negative(),
+        alpha=Real(),
+        t0=Real(),
+        weight_decay=non_negative(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.torch_adafactor,
+        learning_rate=LR,
+        beta2_decay=Real(high=0.0),
+        eps=Pair(non_negative(optional=True), non_negative(), (None, 1e-3)),
+        d=Real(low=1.0, inf_ok=True),
+        weight_decay=non_negative(),
+        **MAXIMIZE,
+    ),
 ]
 
 TRANSFORMS = [
@@ -462,7 +480,7 @@ TRANSFORMS = [
     ),
     row(optlib.scale_by_factored_rms, eps=non_negative(), decay_rate=Real(high=0.0)),
     row(optlib.clip_by_update_rms, clip_threshold=positive(inf_ok=True)),
-    row(optlib.scale_by_param_rms, eps=non_negative()),
+    row(optlib.scale_by_param_rms, eps=non_negative(), report_scale=Bool()),
     row(optlib.relative_step_size, warmup_init=Bool()),
     row(optlib.scale_by_relative_step_size, warmup_init=Bool()),
     row(optlib.ema_of_updates, decay=beta(), baseline=dict(decay=0.9)),
@@ -484,6 +502,22 @@ TRANSFORMS = [
     ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
     row(optlib.in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
+    row(optlib.track_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
+    row(
+        optlib.average_params,
+        avg_fn=Choice(("swa", "ema")),
+        decay=unit(),
+        start_step=Int(0),
+        every_n_steps=Int(1),
+    ),
+    row(optlib.asgd_average, t0=Real()),
+    row(optlib.scale_by_asgd_step_size, learning_rate=LR, lambd=non_negative(), alpha=Real()),
+    row(
+        optlib.scale_by_torch_factored_rms,
+        beta2_decay=Real(high=0.0),
+        eps=non_negative(optional=True),
+    ),
+    row(optlib.scale_by_capped_relative_step, learning_rate=LR, weight_decay=non_negative()),
 ]
 
 OTHERS = [
@@ -508,6 +542,7 @@ NOT_CONSTRUCTORS = {
     "learning_rate_at": "evaluates an already checked rate",
     "decay_labels": "labels any pytree",
     "MomentumSchedule": "a record built by cyclic_lr / one_cycle_lr",
+    "averaged_params": "reads a state",
 }
 
 
@@ -678,6 +713,14 @@ def _scheduler_domains() -> dict[str, tuple[dict, dict]]:
                 final_learning_rate=non_negative(),
                 num_training_steps=STEP_COUNT,
                 num_hold_steps=STEP_COUNT,
+            ),
+            {},
+        ),
+        "swa_lr": (
+            dict(
+                swa_lr=non_negative(),
+                anneal_epochs=Int(0),
+                anneal_strategy=Choice(("cos", "linear")),
             ),
             {},
         ),
