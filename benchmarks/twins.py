@@ -203,6 +203,25 @@ TWINS: tuple[Twin, ...] = (
         "optax.rprop: applies the previous step's size and sign (first update 0; torch moves "
         "by lr), no clip when g * prev == 0",
     ),
+    Twin(
+        "asgd",
+        lambda: optlib.asgd(1e-2),
+        lambda: optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(1e-2)),
+        _torch_optim("ASGD", lr=1e-2),
+        "torch.optim.ASGD(foreach=True)",
+        False,
+        "optax has no ASGD: SGD with lambd as weight decay, no eta decay, no ax average",
+    ),
+    Twin(
+        "torch_adafactor",
+        lambda: optlib.torch_adafactor(1e-2),
+        lambda: optax.adafactor(1e-2, min_dim_size_to_factor=1),
+        _torch_optim("Adafactor", lr=1e-2),
+        "torch.optim.Adafactor(foreach=True)",
+        False,
+        "optax.adafactor(min_dim_size_to_factor=1): factors the two largest dims, eps added "
+        "to g**2, fixed lr instead of torch's min(lr, 1/sqrt(t))",
+    ),
 )
 
 TWINS_BY_NAME = {twin.name: twin for twin in TWINS}

@@ -86,6 +86,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "radam": lambda: optlib.radam(1e-2, weight_decay=1e-2),
     "adamax": lambda: optlib.adamax(2e-3, weight_decay=1e-3),
     "rprop": lambda: optlib.rprop(1e-3),
+    "asgd": lambda: optlib.asgd(1e-2, t0=5),
+    "torch_adafactor": lambda: optlib.torch_adafactor(1e-2, weight_decay=1e-2),
+    "adam_ema": lambda: optax.chain(optlib.adam(1e-2), optlib.average_params("ema", decay=0.9)),
 }
 
 

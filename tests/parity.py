@@ -239,6 +239,37 @@ def _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, me
     return {k: np.stack(v) for k, v in trajectory.items()}, optimizer, sched
 
 
+def optim_db_inputs(optimizer_name: str) -> list[tuple[str, dict]]:
+    """``(desc, kwargs)`` of every configuration torch's own test database
+    (``torch.testing._internal.common_optimizers.optim_db``) lists for ``optimizer_name``,
+    without the implementation switches (foreach, fused, capturable, differentiable).
+
+    torch's module imports ``expecttest`` (a torch test-only dependency) for its TestCase;
+    when it is not installed a stand-in module with ``unittest.TestCase`` is registered.
+    """
+    import sys
+    import types
+    import unittest
+
+    if "expecttest" not in sys.modules:
+        try:
+            import expecttest  # noqa: F401
+        except ImportError:
+            stand_in = types.ModuleType("expecttest")
+            stand_in.TestCase = unittest.TestCase
+            sys.modules["expecttest"] = stand_in
+    from torch.testing._internal.common_optimizers import optim_db
+
+    switches = {"foreach", "fused", "capturable", "differentiable"}
+    (info,) = [info for info in optim_db if info.optim_cls.__name__ == optimizer_name]
+    cases = []
+    for optim_input in info.optim_inputs_func(device="cpu"):
+        kwargs = {k: v for k, v in optim_input.kwargs.items() if k not in switches}
+        if kwargs not in [existing for _, existing in cases]:
+            cases.append((optim_input.desc, kwargs))
+    return cases
+
+
 def max_relative_error(ours: dict, reference: dict) -> float:
     """max over steps and leaves of ``||ours - ref||_inf / ||ref||_inf``."""
     worst = 0.0
@@ -280,6 +311,8 @@ PARITY_MODULES: dict[str, str] = {
     "stable_adamw": "test_optimizers_extras",
     "newton": "test_second_order",  # scipy / numpy references
     "bfgs": "test_second_order",
+    "asgd": "test_asgd_adafactor_torch",
+    "torch_adafactor": "test_asgd_adafactor_torch",
 }
 
 

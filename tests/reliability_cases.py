@@ -120,6 +120,15 @@ OPTIMIZER_CASES = (
         1e-3,
         rate=lambda lr: optlib.reduce_lr_on_plateau(lr, patience=2, factor=0.5),
     ),
+    OptimizerCase("asgd", optlib.asgd, dict(t0=2, weight_decay=1e-3), 5e-2),
+    OptimizerCase("torch_adafactor", optlib.torch_adafactor, dict(weight_decay=1e-2), 5e-2),
+    OptimizerCase(
+        "asgd_reduce_lr_on_plateau",
+        optlib.asgd,
+        dict(t0=2),
+        5e-2,
+        rate=lambda lr: optlib.reduce_lr_on_plateau(lr, patience=2, factor=0.5),
+    ),
 )
 
 
@@ -271,6 +280,7 @@ def schedule_kwargs(name: str, learning_rate: float = 1e-2) -> dict:
         "linear_decay": lambda: dict(
             final_learning_rate=1e-4, num_training_steps=100, num_hold_steps=10
         ),
+        "SWALR": lambda: dict(swa_lr=lr / 10, anneal_epochs=10, anneal_strategy="cos"),
     }
     return table[name]()
 

@@ -90,6 +90,11 @@ FIRST_ORDER = {
     "rprop_reduce_lr_on_plateau": lambda: optlib.rprop(
         learning_rate=optlib.reduce_lr_on_plateau(1e-3, factor=0.5, patience=1)
     ),
+    "asgd": lambda: optlib.asgd(1e-2, t0=2, weight_decay=1e-3),
+    "torch_adafactor": lambda: optlib.torch_adafactor(1e-2, weight_decay=1e-2),
+    "sgd_swa": lambda: optax.chain(
+        optlib.sgd(0.1, momentum=0.9), optlib.average_params(start_step=2, every_n_steps=2)
+    ),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}

@@ -38,7 +38,7 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from parity import ATOL_PEAK_F32, RTOL_F32, make_torch_optimizer, torch
+from parity import ATOL_PEAK_F32, RTOL_F32, make_torch_optimizer, torch, torch_default_dtype
 from reliability_cases import INT32_MAX, counters, set_counters
 
 import optlib
@@ -106,6 +106,24 @@ def _torch_state(kind: str, shape, step: int) -> dict:
             "prev": zeros.clone(),
             "step_size": torch.full(shape, 1e-2, dtype=torch.float64),
         }
+    if kind == "asgd":  # lr 1e-2 and t0 1e6 (the defaults): eta and mu as optlib's init implies
+        scalar = lambda value: torch.tensor(value, dtype=torch.float64)
+        return {
+            "step": step_t,
+            "eta": scalar(1e-2),
+            "mu": scalar(1 / max(1, step - 1e6)),
+            "ax": zeros.clone(),
+        }
+    if kind == "torch":  # torch.optim.Adafactor
+        if len(shape) < 2:
+            return {"step": step_t, "variance": zeros.clone()}
+        row, col = list(shape), list(shape)
+        row[-1], col[-2] = 1, 1
+        return {
+            "step": step_t,
+            "row_var": torch.zeros(row, dtype=torch.float64),
+            "col_var": torch.zeros(col, dtype=torch.float64),
+        }
     factored = len(shape) >= 2
     state = {"step": step, "RMS": 0}
     if factored:
@@ -172,6 +190,12 @@ REFERENCE_CASES = [
         lambda: optlib.adamax(1e-2, weight_decay=1e-3),
     ),
     ("rprop", lambda p: torch.optim.Rprop(p, lr=1e-2), lambda: optlib.rprop(1e-2)),
+    ("asgd", lambda p: torch.optim.ASGD(p, lr=1e-2), lambda: optlib.asgd(1e-2)),
+    (
+        "torch_adafactor",
+        lambda p: torch.optim.Adafactor(p, lr=1e-2, weight_decay=0.1),
+        lambda: optlib.torch_adafactor(1e-2, weight_decay=0.1),
+    ),
 ]
 
 
@@ -215,8 +239,8 @@ def test_steps_at_the_int32_limit_match_the_reference(name, make_reference, make
     for index, grad in enumerate(grads):
         for key, tensor in tensors.items():
             tensor.grad = torch.tensor(grad[key], dtype=torch.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), torch_default_dtype(torch.float64):
+            warnings.simplefilter("ignore")  # float64 default: ASGD's new eta is float64
             optimizer.step()
         updates, state = update(jax.tree.map(jnp.asarray, grad), state, params)
         params = optax.apply_updates(params, updates)

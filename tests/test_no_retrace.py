@@ -194,6 +194,7 @@ def test_inject_hyperparams_learning_rate_change_does_not_recompile(case):
     initial = state
     # torch's Rprop reads lr only for its initial step sizes: a later lr of 0 still moves
     rate_scales_last = case.kwargs.get("beta1") is None and case.factory is not optlib.rprop
+    lag = 1 if case.factory is optlib.asgd else 0  # ASGD's eta follows the lr a step late
     rates = case.learning_rate * np.linspace(1.5, 0.1, 30)
     rates[:3] = case.learning_rate  # first steps: the same as the optimizer built plainly
     rates[3::7] = 0.0
@@ -211,7 +212,8 @@ def test_inject_hyperparams_learning_rate_change_does_not_recompile(case):
             bool(jnp.any(new != old))
             for new, old in zip(jax.tree.leaves(new_params), jax.tree.leaves(params))
         )
-        if rate_scales_last or rate != 0.0:
-            assert moved == (rate != 0.0), f"step {index}: lr={rate} but moved={moved}"
+        applied = rates[max(index - lag, 0)]
+        if rate_scales_last or applied != 0.0:
+            assert moved == (applied != 0.0), f"step {index}: lr={applied} but moved={moved}"
         params = new_params
     assert_compiled_once(step, traces, initial, state)

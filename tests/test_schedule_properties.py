@@ -34,6 +34,7 @@ from parity import (
     assert_trace_close,
     build_optlib,
     build_torch,
+    torch,
     torch_trace,
 )
 from references import CosineAnnealingWarmUpRestarts, document_linear_decay
@@ -333,7 +334,9 @@ EXTRA_NAMES = ("cosine_annealing_warm_up_restarts", "CosineAnnealingWarmUpRestar
 
 
 def test_every_step_based_schedule_has_a_property_test():
-    assert set(step_based_names()) == set(TORCH_NAMES) | set(HF_NAMES) | set(EXTRA_NAMES)
+    assert set(step_based_names()) == (
+        set(TORCH_NAMES) | set(HF_NAMES) | set(EXTRA_NAMES) | set(SWA_NAMES)
+    )
 
 
 @pytest.mark.parametrize("name", TORCH_NAMES)
@@ -457,6 +460,39 @@ def test_linear_decay_properties():
             min(initial, final),
             max(initial, final),
             label=f"linear_decay {initial} {final} {total} {hold}",
+        )
+
+    check()
+
+
+# ------------------------------------------------------------------ torch.optim.swa_utils
+
+SWA_NAMES = ("SWALR",)
+
+
+def test_swalr_properties():
+    @HYPOTHESIS
+    @given(
+        lr=learning_rates,
+        swa_lr=st.floats(0.0, 1.0),
+        anneal_epochs=st.sampled_from([0, 1]) | st.integers(2, HORIZON + 50),
+        strategy=st.sampled_from(["cos", "linear"]),
+        data=st.data(),
+    )
+    def check(lr, swa_lr, anneal_epochs, strategy, data):
+        steps = draw_steps(data, HORIZON)
+        config = dict(swa_lr=swa_lr, anneal_epochs=anneal_epochs, anneal_strategy=strategy)
+        reference = _quietly(
+            torch_trace, lambda opt: torch.optim.swa_utils.SWALR(opt, **config), lr, max(steps) + 1
+        )
+        schedule = optlib.get_scheduler("SWALR", learning_rate=lr, **config)
+        assert_properties(
+            schedule,
+            reference,
+            steps,
+            min(lr, swa_lr),
+            max(lr, swa_lr),
+            label=f"SWALR lr={lr} {config}",
         )
 
     check()

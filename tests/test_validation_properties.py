@@ -484,6 +484,24 @@ OPTIMIZERS = [
         **MAXIMIZE,
     ),
     row(optlib.rprop, learning_rate=LR, etas=ETAS, step_sizes=STEP_SIZES, **MAXIMIZE),
+    row(
+        optlib.asgd,
+        learning_rate=LR,
+        lambd=non_negative(),
+        alpha=Real(),
+        t0=Real(),
+        weight_decay=non_negative(),
+        **MAXIMIZE,
+    ),
+    row(
+        optlib.torch_adafactor,
+        learning_rate=LR,
+        beta2_decay=Real(high=0.0),
+        eps=Pair(non_negative(optional=True), non_negative(), (None, 1e-3)),
+        d=Real(low=1.0, inf_ok=True),
+        weight_decay=non_negative(),
+        **MAXIMIZE,
+    ),
 ]
 
 TRANSFORMS = [
@@ -529,7 +547,7 @@ TRANSFORMS = [
     ),
     row(optlib.scale_by_factored_rms, eps=non_negative(), decay_rate=Real(high=0.0)),
     row(optlib.clip_by_update_rms, clip_threshold=positive(inf_ok=True)),
-    row(optlib.scale_by_param_rms, eps=non_negative()),
+    row(optlib.scale_by_param_rms, eps=non_negative(), report_scale=Bool()),
     row(optlib.relative_step_size, warmup_init=Bool()),
     row(optlib.scale_by_relative_step_size, warmup_init=Bool()),
     row(optlib.ema_of_updates, decay=beta(), baseline=dict(decay=0.9)),
@@ -570,6 +588,21 @@ TRANSFORMS = [
     row(optlib.scale_by_adamax, betas=BETAS, eps=non_negative()),
     row(optlib.scale_by_rprop, learning_rate=LR, etas=ETAS, step_sizes=STEP_SIZES),
     row(optlib.track_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
+    row(
+        optlib.average_params,
+        avg_fn=Choice(("swa", "ema")),
+        decay=unit(),
+        start_step=Int(0),
+        every_n_steps=Int(1),
+    ),
+    row(optlib.asgd_average, t0=Real()),
+    row(optlib.scale_by_asgd_step_size, learning_rate=LR, lambd=non_negative(), alpha=Real()),
+    row(
+        optlib.scale_by_torch_factored_rms,
+        beta2_decay=Real(high=0.0),
+        eps=non_negative(optional=True),
+    ),
+    row(optlib.scale_by_capped_relative_step, learning_rate=LR, weight_decay=non_negative()),
 ]
 
 OTHERS = [
@@ -592,6 +625,14 @@ NOT_CONSTRUCTORS = {
     "negate_gradients": "takes no arguments",
     "decay_labels": "labels any pytree",
     "MomentumSchedule": "a record built by cyclic_lr / one_cycle_lr",
+    "averaged_params": "reads a state",
+    "current_learning_rate": "reads a state",
+    "carry_over_state": "maps a state onto new parameters (tested in test_unfreeze.py)",
+    "state_shardings": "lays out a state (tested in test_sharding.py)",
+    "plot_schedule": "draws a schedule (tested in test_plotting_cli.py)",
+    "register_learning_rate_state": "registers a state type",
+    "register_state_partition": "registers a state type's sharding rules",
+    "scheduler_names": "lists the registry",
 }
 
 
@@ -762,6 +803,14 @@ def _scheduler_domains() -> dict[str, tuple[dict, dict]]:
                 final_learning_rate=non_negative(),
                 num_training_steps=STEP_COUNT,
                 num_hold_steps=STEP_COUNT,
+            ),
+            {},
+        ),
+        "swa_lr": (
+            dict(
+                swa_lr=non_negative(),
+                anneal_epochs=Int(0),
+                anneal_strategy=Choice(("cos", "linear")),
             ),
             {},
         ),

@@ -13,11 +13,15 @@ from optlib.optimizers.torch import (
     adam,
     adamax,
     adamw,
+    asgd,
     nadam,
     radam,
     rmsprop,
     rprop,
     sgd,
+)
+from optlib.optimizers.torch_adafactor import (
+    torch_adafactor,
 )
 
 __all__ = [
@@ -27,6 +31,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "asgd",
     "nadam",
     "radam",
     "rmsprop",
@@ -41,4 +46,6 @@ __all__ = [
     "ademamix",
     "lion",
     "stable_adamw",
+    # torch.optim.Adafactor
+    "torch_adafactor",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import optax
 
+from optlib._validation import check_non_negative
 from optlib.optimizers._links import (
     cycled_betas,
     learning_rate_link,
@@ -26,6 +27,7 @@ from optlib.optimizers._links import (
     reject_momentum_schedule,
     weight_decay_links,
 )
+from optlib.transforms.averaging import asgd_average, scale_by_asgd_step_size
 from optlib.transforms.learning_rate import LearningRate, track_learning_rate
 from optlib.transforms.moments import (
     scale_by_adadelta,
@@ -44,6 +46,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "asgd",
     "nadam",
     "radam",
     "rmsprop",
@@ -445,4 +448,57 @@ def rprop(
         maximize_link(maximize),
         ("rprop", scale_by_rprop(learning_rate, etas, step_sizes)),
         ("learning_rate", track_learning_rate(learning_rate)),
+    )
+
+
+def asgd(
+    learning_rate: LearningRate = 1e-2,
+    lambd: float = 1e-4,
+    alpha: float = 0.75,
+    t0: float = 1e6,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformation:
+    """Averaged stochastic gradient descent (torch.optim.ASGD).
+
+    ``chain(maximize?, add_weight_decay(weight_decay), add_weight_decay(lambd),
+    scale_by_asgd_step_size, asgd_average)``; at torch step ``t``::
+
+        g <- -g (maximize);  g <- g + weight_decay * p
+        p <- p * (1 - lambd * eta) - eta * g                  (= p - eta * (g + lambd * p))
+        ax <- p  if mu == 1  else  ax + mu * (p - ax)
+        eta <- lr / (1 + lambd * lr * t)**alpha;  mu <- 1 / max(1, t - t0)
+
+    with ``eta = lr`` and ``mu = 1`` before the first step. ``eta`` is computed from the
+    learning rate of the step just taken, so a schedule (or a metric-driven rate) reaches the
+    parameters one step late, exactly as torch's ``group["lr"]`` does.
+    ``optlib.averaged_params(opt_state)`` is torch's ``ax`` (zeros before the first step);
+    ``optlib.current_learning_rate`` is torch's group ``lr``, ``opt_state["asgd"].eta``
+    torch's ``eta``. torch keeps ``eta``/``mu`` in its default dtype (float32 unless
+    ``torch.set_default_dtype(torch.float64)``); here they are in JAX's default float dtype.
+
+    Args:
+      learning_rate: lr (>= 0): float, schedule or lr transform.
+      lambd: decay term (>= 0), also in ``eta``'s decay.
+      alpha: power for the ``eta`` update.
+      t0: the step at which averaging starts.
+      weight_decay: coupled L2 penalty (>= 0).
+      maximize: maximize the objective instead of minimizing.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: for bad values, or a momentum-cycling ``learning_rate`` (ASGD has no
+        momentum).
+    """
+    reject_momentum_schedule(learning_rate, "asgd")
+    check_non_negative("lambd", lambd)
+    return named_chain(
+        maximize_link(maximize),
+        ("weight_decay", add_weight_decay(weight_decay)),
+        ("lambd", add_weight_decay(lambd)),
+        ("asgd", scale_by_asgd_step_size(learning_rate, lambd, alpha)),
+        ("average", asgd_average(t0)),
     )

@@ -14,6 +14,9 @@ from optlib.schedules.hf import (
     get_polynomial_decay_schedule_with_warmup,
     get_wsd_schedule,
 )
+from optlib.schedules.swa import (
+    swa_lr,
+)
 from optlib.schedules.torch import (
     chained_scheduler,
     constant_lr,
@@ -64,4 +67,6 @@ __all__ = [
     # composing schedules
     "MomentumSchedule",
     "per_epoch",
+    # stochastic weight averaging (torch.optim.swa_utils.SWALR)
+    "swa_lr",
 ]

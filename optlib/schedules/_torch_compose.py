@@ -25,6 +25,7 @@ from optlib.schedules._torch_rules import (
     Composite,
     CosineAnnealing,
     Scaled,
+    SwaAnnealing,
     TorchSchedule,
     count_reached,
     div_mod,
@@ -132,6 +133,11 @@ def sequence_schedules(learning_rate: float, schedulers, milestones: list[int]):
     def lr_branch(k: int) -> Callable:
         schedule, start = members[k].schedule, starts[k]
         rule = schedule.rule
+        if start > 0 and isinstance(rule, SwaAnnealing):
+            # torch's milestone step (epoch 0) keeps the lr the previous scheduler left;
+            # SWALR anneals from there.
+            before = branches[bisect.bisect_right(milestones, start - 1)]
+            return lambda t: as_float(rule.from_start(before(jnp.int32(start - 1)), t - start))
         if start == 0 or not isinstance(rule, Scaled):
             # Stepped from construction (torch's _initial_step), or restarted at a milestone
             # from its own step 0, where closed forms, absolute rules and the cosine all give
@@ -234,6 +240,11 @@ def chain_schedules(learning_rate: float, schedulers):
     members = _members("ChainedScheduler", schedulers)
     base = _check_base_lrs("ChainedScheduler", members, learning_rate)
     rules = [member.schedule.rule for member in members]
+    if any(isinstance(rule, SwaAnnealing) for rule in rules) and len(rules) > 1:
+        raise ValueError(
+            "ChainedScheduler: SWALR chained with other schedulers is not supported (it "
+            "recovers its start from the lr the others changed); use SequentialLR."
+        )
     absolute = [i for i, rule in enumerate(rules) if isinstance(rule, Absolute)]
     cosines = [i for i, rule in enumerate(rules) if isinstance(rule, CosineAnnealing)]
 

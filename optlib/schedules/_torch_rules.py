@@ -212,13 +212,50 @@ class CosineAnnealing:
 
 
 @dataclasses.dataclass(frozen=True)
+class SwaAnnealing:
+    """torch.optim.swa_utils.SWALR's step, which anneals from the lr it finds.
+
+    Each step ``k`` torch recovers the lr it started from out of the current one
+    (``(lr - a_{k-1} swa_lr) / (1 - a_{k-1})``) and sets ``swa_lr * a_k + start * (1 - a_k)``,
+    ``a_k = anneal(min(1, k / anneal_epochs))``. So the lr goes from whatever it was when the
+    scheduler took over (``start``) to ``swa_lr`` in ``anneal_epochs`` steps, then stays there.
+
+    Attributes:
+      base: torch's base lr (the start when SWALR runs from construction).
+      swa_lr: the final lr.
+      anneal_epochs: steps of the annealing (0: ``swa_lr`` from the start).
+      cosine: ``anneal(t) = (1 - cos(pi t)) / 2`` if True, else ``anneal(t) = t``.
+    """
+
+    base: float
+    swa_lr: float
+    anneal_epochs: int
+    cosine: bool
+
+    def alpha(self, step: jax.Array) -> jax.Array:
+        """``a_k`` for SWALR's step ``k`` (``max(1, k)`` when ``anneal_epochs == 0``)."""
+        if self.anneal_epochs == 0:
+            step = jnp.maximum(step, 1)
+        progress = jnp.clip(as_float(step) / max(1, self.anneal_epochs), 0.0, 1.0)
+        return (1 - jnp.cos(math.pi * progress)) / 2 if self.cosine else progress
+
+    def from_start(self, start: jax.Array, step: jax.Array) -> jax.Array:
+        """The lr after SWALR's step ``step`` when it took over at ``start``."""
+        alpha = self.alpha(step)
+        return self.swa_lr * alpha + start * (1 - alpha)
+
+    def value(self, step: jax.Array) -> jax.Array:
+        return self.from_start(as_float(self.base), step)
+
+
+@dataclasses.dataclass(frozen=True)
 class Composite:
     """SequentialLR / ChainedScheduler: not a rule torch can nest (see ``_torch_compose``)."""
 
     value: Callable[[jax.Array], jax.Array]
 
 
-Rule = Scaled | Absolute | CosineAnnealing | Composite
+Rule = Scaled | Absolute | CosineAnnealing | SwaAnnealing | Composite
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,13 @@
 """Layer 2: small chainable ``GradientTransformation``s, each doing one job."""
 
+from optlib.transforms.averaging import (
+    AverageParamsState,
+    ScaleByAsgdStepSizeState,
+    asgd_average,
+    average_params,
+    averaged_params,
+    scale_by_asgd_step_size,
+)
 from optlib.transforms.clipping import (
     ClipGradNormState,
     clip_grad_norm,
@@ -15,6 +23,7 @@ from optlib.transforms.extra_moments import (
     scale_by_stable_adam,
 )
 from optlib.transforms.factored import (
+    ScaleByCappedRelativeStepState,
     ScaleByFactoredRmsState,
     ScaleByParamRmsState,
     ScaleByRelativeStepSizeState,
@@ -22,9 +31,11 @@ from optlib.transforms.factored import (
     clip_by_update_rms,
     ema_of_updates,
     relative_step_size,
+    scale_by_capped_relative_step,
     scale_by_factored_rms,
     scale_by_param_rms,
     scale_by_relative_step_size,
+    scale_by_torch_factored_rms,
 )
 from optlib.transforms.learning_rate import (
     LearningRate,
@@ -110,6 +121,7 @@ __all__ = [
     "clip_grad_value",
     "global_grad_norm",
     # factored statistics (Hugging Face Adafactor)
+    "ScaleByCappedRelativeStepState",
     "ScaleByFactoredRmsState",
     "ScaleByParamRmsState",
     "ScaleByRelativeStepSizeState",
@@ -117,9 +129,11 @@ __all__ = [
     "clip_by_update_rms",
     "ema_of_updates",
     "relative_step_size",
+    "scale_by_capped_relative_step",
     "scale_by_factored_rms",
     "scale_by_param_rms",
     "scale_by_relative_step_size",
+    "scale_by_torch_factored_rms",
     # second order
     "ScaleByBfgsState",
     "ScaleByNewtonState",
@@ -139,4 +153,11 @@ __all__ = [
     "scale_by_adamax",
     "scale_by_radam",
     "scale_by_rprop",
+    # parameter averaging (torch.optim.swa_utils, ASGD)
+    "AverageParamsState",
+    "ScaleByAsgdStepSizeState",
+    "asgd_average",
+    "average_params",
+    "averaged_params",
+    "scale_by_asgd_step_size",
 ]

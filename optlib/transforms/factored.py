@@ -12,6 +12,11 @@ HF's step for one parameter ``p`` with gradient ``g`` at step ``t = 1, 2, ...`` 
     p    = p - weight_decay * lr_t * p - u               -> add_decayed_weights_scaled_by_
                                                             learning_rate
 
+torch.optim.Adafactor (``optlib.torch_adafactor``) is a different algorithm built from the
+same pieces: ``scale_by_torch_factored_rms`` (the same statistics, eps placed elsewhere),
+``clip_by_update_rms``, ``scale_by_param_rms`` and ``scale_by_capped_relative_step``
+(``rho_t = min(lr, 1/sqrt(t))`` and torch's ``lr * weight_decay`` decay).
+
 Every transform computes in float32 for bf16/fp16 inputs (as HF does; float64 stays float64),
 keeps its statistics in ``optlib._numerics.statistics_dtype`` and returns updates in the
 dtype they came in.
@@ -19,7 +24,7 @@ dtype they came in.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +41,15 @@ from optlib._validation import (
     check_real,
     is_traced,
 )
-from optlib.transforms.learning_rate import learning_rate_at, scale_updates
+from optlib.transforms.learning_rate import (
+    LearningRate,
+    learning_rate_at,
+    learning_rate_tracker,
+    scale_updates,
+)
 
 __all__ = [
+    "ScaleByCappedRelativeStepState",
     "ScaleByFactoredRmsState",
     "ScaleByParamRmsState",
     "ScaleByRelativeStepSizeState",
@@ -46,9 +57,11 @@ __all__ = [
     "clip_by_update_rms",
     "ema_of_updates",
     "relative_step_size",
+    "scale_by_capped_relative_step",
     "scale_by_factored_rms",
     "scale_by_param_rms",
     "scale_by_relative_step_size",
+    "scale_by_torch_factored_rms",
 ]
 
 
@@ -205,14 +218,6 @@ def scale_by_factored_rms(
     eps = check_non_negative("eps", eps)
     decay_rate = _check_decay_rate(decay_rate)
 
-    def init_fn(params):
-        return ScaleByFactoredRmsState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg_sq_row=jax.tree.map(_init_row, params),
-            exp_avg_sq_col=jax.tree.map(_init_col, params),
-            exp_avg_sq=jax.tree.map(_init_full, params),
-        )
-
     def update_leaf(grad, row, col, full, beta2):
         dtype = row.dtype  # the statistics dtype, chosen from the param at init
         beta2 = beta2.astype(dtype)
@@ -226,6 +231,22 @@ def scale_by_factored_rms(
             full = ema(full, squared, beta2)
             update = jax.lax.rsqrt(full) * grad
         return update, row, col, full
+
+    return _scale_by_second_moment(decay_rate, update_leaf)
+
+
+def _scale_by_second_moment(decay_rate, update_leaf) -> optax.GradientTransformation:
+    """The transform HF's and torch's Adafactor share: state ``ScaleByFactoredRmsState``,
+    ``beta2_t = 1 - t**decay_rate``, and ``update_leaf(grad, row, col, full, beta2) ->
+    (update, row, col, full)`` per parameter (its own normalization)."""
+
+    def init_fn(params):
+        return ScaleByFactoredRmsState(
+            count=jnp.zeros([], jnp.int32),
+            exp_avg_sq_row=jax.tree.map(_init_row, params),
+            exp_avg_sq_col=jax.tree.map(_init_col, params),
+            exp_avg_sq=jax.tree.map(_init_full, params),
+        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -251,6 +272,57 @@ def scale_by_factored_rms(
         return treedef.unflatten(new_updates), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_torch_factored_rms(
+    beta2_decay: float = -0.8, eps: float | None = None
+) -> optax.GradientTransformation:
+    """Divides updates by torch.optim.Adafactor's (factored) RMS of past gradients.
+
+    At step ``t = count + 1``, with ``beta2_t = 1 - t**beta2_decay`` (HF's ``decay_rate``)::
+
+        g.ndim >= 2:  R_t = beta2_t R_{t-1} + (1 - beta2_t) mean(g**2, axis=-1)
+                      C_t = beta2_t C_{t-1} + (1 - beta2_t) mean(g**2, axis=-2)
+                      V_t = R_t[..., :, None] C_t[..., None, :] / max(mean(R_t), eps)
+        g.ndim < 2:   V_t = beta2_t V_{t-1} + (1 - beta2_t) g**2
+        u = g / max(sqrt(V_t), eps)
+
+    The same statistics, shapes and state as ``scale_by_factored_rms`` (HF's); what differs is
+    where ``eps`` goes: torch adds nothing to ``g**2`` and clamps the row mean and the final
+    estimate instead (torch's ``eps[0]``; ``None`` means ``finfo(param dtype).eps``, torch's
+    default).
+
+    Args:
+      beta2_decay: exponent of ``1 - beta2_t = t**beta2_decay``; ``<= 0``.
+      eps: torch's ``eps[0]`` (``>= 0``), or ``None`` for the parameter dtype's epsilon.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ScaleByFactoredRmsState``.
+    """
+    beta2_decay = check_real("beta2_decay", beta2_decay)
+    if not isinstance(beta2_decay, jax.core.Tracer) and beta2_decay > 0:
+        raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay} (beta2_decay)")
+    if eps is not None:
+        eps = check_non_negative("eps", eps)
+
+    def update_leaf(grad, row, col, full, beta2):
+        dtype = row.dtype
+        floor = jnp.finfo(grad.dtype).eps if eps is None else eps
+        beta2 = beta2.astype(dtype)
+        grad = grad.astype(dtype)
+        squared = jnp.square(grad)
+        if _is_factored(grad):
+            row = ema(row, jnp.mean(squared, axis=-1), beta2)
+            col = ema(col, jnp.mean(squared, axis=-2), beta2)
+            row_mean = jnp.maximum(jnp.mean(row, axis=-1, keepdims=True), floor)
+            estimate = row[..., :, None] * col[..., None, :] / row_mean[..., None]
+        else:
+            full = ema(full, squared, beta2)
+            estimate = full
+        update = jax.lax.rsqrt(jnp.maximum(estimate, floor * floor)) * grad
+        return update, row, col, full
+
+    return _scale_by_second_moment(beta2_decay, update_leaf)
 
 
 # --- clipping ---------------------------------------------------------------------------------
@@ -307,7 +379,9 @@ def _first_leaf_scale(params, eps: float) -> jax.Array:
     return as_float(_param_scale(leaves[0], eps) if leaves else 1.0)
 
 
-def scale_by_param_rms(eps: float = 1e-3) -> optax.GradientTransformation:
+def scale_by_param_rms(
+    eps: float = 1e-3, *, report_scale: bool = True
+) -> optax.GradientTransformation:
     """Multiplies each update tensor by its parameter's scale ``max(eps, RMS(p))``.
 
     ``u = u * max(eps, RMS(p))`` with ``p`` the parameter before the update, per tensor.
@@ -319,14 +393,24 @@ def scale_by_param_rms(eps: float = 1e-3) -> optax.GradientTransformation:
 
     Args:
       eps: the smallest scale (HF ``eps[1]``), ``>= 0``.
+      report_scale: record the first leaf's scale as a factor of the learning rate (HF's
+        rate includes it); ``False`` keeps no state (torch.optim.Adafactor's ``lr`` does not
+        include it).
 
     Returns:
-      An ``optax.GradientTransformation`` with state ``ScaleByParamRmsState``; needs ``params``.
+      An ``optax.GradientTransformation`` with state ``ScaleByParamRmsState`` (or
+      ``optax.EmptyState`` without ``report_scale``); needs ``params``.
     """
     eps = check_non_negative("eps", eps)
+    report_scale = check_bool("report_scale", report_scale)
+
+    def new_state(params):
+        if not report_scale:
+            return optax.EmptyState()
+        return ScaleByParamRmsState(_first_leaf_scale(params, eps))
 
     def init_fn(params):
-        return ScaleByParamRmsState(_first_leaf_scale(params, eps))
+        return new_state(params)
 
     def scale_leaf(update, param):
         scaled = update.astype(_compute_dtype(update)) * _param_scale(param, eps)
@@ -337,7 +421,7 @@ def scale_by_param_rms(eps: float = 1e-3) -> optax.GradientTransformation:
             raise ValueError(optax.NO_PARAMS_MSG)
         del state
         updates = jax.tree.map(scale_leaf, updates, params)
-        return updates, ScaleByParamRmsState(_first_leaf_scale(params, eps))
+        return updates, new_state(params)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -409,6 +493,69 @@ def scale_by_relative_step_size(warmup_init: bool = False) -> optax.GradientTran
         return updates, ScaleByRelativeStepSizeState(safe_increment(state.count), rate)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByCappedRelativeStepState(NamedTuple):
+    """State of ``scale_by_capped_relative_step``.
+
+    Attributes:
+      count: int32 number of updates so far (saturating); torch's ``step`` is ``count + 1``.
+      learning_rate_state: the state that follows ``learning_rate`` (torch's group ``lr``;
+        ``optlib.current_learning_rate`` reads it).
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    learning_rate_state: Any
+
+
+def scale_by_capped_relative_step(
+    learning_rate: LearningRate = 1e-2, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    """torch.optim.Adafactor's use of ``lr``: the cap of the relative step, and weight decay.
+
+    At step ``t = count + 1``, with ``lr_t`` the learning rate of this update::
+
+        u = -min(lr_t, 1 / sqrt(t)) * u - lr_t * weight_decay * p
+
+    i.e. torch's ``rho_t = min(lr, 1/sqrt(t))`` (HF's relative step size has the constant
+    ``1e-2`` where torch has ``lr``) and its decoupled decay ``p.mul_(1 - lr * weight_decay)``,
+    which scales by ``lr``, not by ``rho_t`` or the parameter scale. Both use the same
+    ``lr``, so one transform owns it; ``learning_rate`` may be a float, a schedule or a
+    metric-driven transform (``optlib.reduce_lr_on_plateau(...)``). Place it last.
+
+    Args:
+      learning_rate: torch's ``lr`` (>= 0).
+      weight_decay: torch's ``weight_decay`` (>= 0).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state
+      ``ScaleByCappedRelativeStepState``; needs ``params`` when ``weight_decay != 0``.
+    """
+    weight_decay = check_non_negative("weight_decay", weight_decay)
+    tracker = learning_rate_tracker(learning_rate)
+    decays = isinstance(weight_decay, jax.Array) or weight_decay != 0  # traced: keep it
+
+    def init_fn(params):
+        return ScaleByCappedRelativeStepState(jnp.zeros([], jnp.int32), tracker.init(params))
+
+    def step_leaf(update, param, rate, rho):
+        dtype = _compute_dtype(update)
+        step = -rho.astype(dtype) * update.astype(dtype)
+        if decays:
+            step = step - rate.astype(dtype) * weight_decay * param.astype(dtype)
+        return step.astype(update.dtype)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if decays and params is None:
+            raise ValueError(optax.NO_PARAMS_MSG)
+        rate = as_float(tracker.rate(state.learning_rate_state))
+        rho = jnp.minimum(rate, jax.lax.rsqrt(update_number(state.count)))
+        leaves = updates if params is None else params
+        updates = jax.tree.map(lambda u, p: step_leaf(u, p, rate, rho), updates, leaves)
+        rate_state = tracker.step(state.learning_rate_state, params, extra_args)
+        return updates, ScaleByCappedRelativeStepState(safe_increment(state.count), rate_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # --- momentum and weight decay ----------------------------------------------------------------

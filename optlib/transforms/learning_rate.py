@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
 import jax
@@ -20,10 +21,12 @@ from optlib.schedules import MomentumSchedule
 
 __all__ = [
     "LearningRate",
+    "LearningRateTracker",
     "ResolvedLearningRate",
     "ScaleByLearningRateState",
     "apply_learning_rate",
     "learning_rate_at",
+    "learning_rate_tracker",
     "resolve_learning_rate",
     "scale_by_learning_rate",
     "scale_updates",
@@ -210,3 +213,48 @@ def track_learning_rate(learning_rate: LearningRate) -> optax.GradientTransforma
         return jax.tree.map(jnp.negative, updates), state
 
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+class LearningRateTracker(NamedTuple):
+    """The rate of a ``LearningRate``, for a transform whose step size is a function of it.
+
+    Attributes:
+      init: ``params -> state``, the state of ``apply_learning_rate(learning_rate)``.
+      rate: ``state -> lr``, the rate that ``apply_learning_rate`` would apply next (torch's
+        ``param_group["lr"]`` during the coming ``optimizer.step()``).
+      step: ``(state, params, extra_args) -> state``, that state after one update (for a
+        metric-driven rate: one scheduler step on ``extra_args["value"]``, if given).
+    """
+
+    init: Callable[[Any], Any]
+    rate: Callable[[Any], jax.Array]
+    step: Callable[[Any, Any, dict], Any]
+
+
+def learning_rate_tracker(learning_rate: LearningRate) -> LearningRateTracker:
+    """Follows ``learning_rate`` without scaling anything by it.
+
+    Some torch optimizers use ``lr`` inside a formula rather than as a factor (ASGD's
+    ``eta = lr / (1 + lambd * lr * t)**alpha``, Adafactor's ``min(lr, 1/sqrt(t))``); their
+    transform owns the rate and nests the state of ``apply_learning_rate(learning_rate)``,
+    stepped by ``step``. The nested state is the usual one (``ScaleByLearningRateState`` or
+    a metric-driven scheduler's), so ``optlib.current_learning_rate`` reads the rate and
+    ``optlib.report_metric`` steps a metric-driven one, as for every other optimizer.
+
+    Args:
+      learning_rate: a float, a schedule or a metric-driven learning-rate transform.
+
+    Returns:
+      A ``LearningRateTracker``.
+    """
+    transform = optax.with_extra_args_support(apply_learning_rate(learning_rate))
+    if isinstance(learning_rate, optax.GradientTransformation):
+        rate = lambda state: state.learning_rate
+    else:
+        # From the closure (not the state), so an injected hyperparameter applies at once.
+        rate = lambda state: learning_rate_at(learning_rate, state.count)
+
+    def step(state, params, extra_args):
+        return transform.update((), state, params, **extra_args)[1]
+
+    return LearningRateTracker(transform.init, rate, step)
