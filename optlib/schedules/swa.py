@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from optlib._validation import check_choice, check_int, check_non_negative
 from optlib._registry import register
+from optlib._validation import check_choice, check_int, check_non_negative
 from optlib.schedules._torch_rules import SwaAnnealing, TorchSchedule
 
 __all__ = ["swa_lr"]
