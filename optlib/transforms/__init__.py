@@ -6,4 +6,5 @@ from optlib.transforms.learning_rate import *  # noqa: F403
 from optlib.transforms.moments import *  # noqa: F403
 from optlib.transforms.momentum import *  # noqa: F403
 from optlib.transforms.regularization import *  # noqa: F403
+from optlib.transforms.schedule_free import *  # noqa: F403
 from optlib.transforms.second_order import *  # noqa: F403
