@@ -80,6 +80,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "greedy": lambda: optlib.sgd(
         learning_rate=optlib.greedy_lr(5e-2, patience=2, max_lr=0.2), momentum=0.9
     ),
+    "schedule_free_adamw": lambda: optlib.schedule_free_adamw(1e-2, warmup_steps=5),
+    "schedule_free_sgd": lambda: optlib.schedule_free_sgd(5e-2, weight_decay=1e-3),
+    "schedule_free_radam": lambda: optlib.schedule_free_radam(1e-2),
 }
 
 

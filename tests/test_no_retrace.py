@@ -193,6 +193,8 @@ def test_inject_hyperparams_learning_rate_change_does_not_recompile(case):
     state, plain_state = tx.init(params), case.make().init(params)
     initial = state
     rate_scales_last = case.kwargs.get("beta1") is None
+    # the schedule-free step averages y towards x even at lr 0 (as schedulefree does)
+    rate_scales_last &= not case.name.startswith("schedule_free")
     rates = case.learning_rate * np.linspace(1.5, 0.1, 30)
     rates[:3] = case.learning_rate  # first steps: the same as the optimizer built plainly
     rates[3::7] = 0.0

@@ -314,6 +314,10 @@ def row(function, baseline=None, overrides=None, not_checked=None, **domains) ->
 NORM_TYPE = positive(inf_ok=True, numeric_string_ok=True)
 BETAS = Pair(beta(callable_ok=True), beta(), (0.9, 0.999))  # beta1 may be a schedule
 MAXIMIZE = {"maximize": Bool()}
+# schedule-free: x is recovered through 1 / beta1, so beta1 is in (0, 1)
+SCHEDULE_FREE_BETAS = Pair(
+    Real(0.0, 1.0, low_closed=False, high_closed=False, callable_ok=True), beta(), (0.9, 0.999)
+)
 
 OPTIMIZERS = [
     row(
@@ -417,6 +421,35 @@ OPTIMIZERS = [
         scale_init_hess=Bool(),
         linesearch=Transform(optional=True),
     ),
+    row(
+        optlib.schedule_free_adamw,
+        learning_rate=LR,
+        betas=SCHEDULE_FREE_BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        warmup_steps=Int(0),
+        r=Real(),
+        weight_lr_power=non_negative(),
+    ),
+    row(
+        optlib.schedule_free_sgd,
+        learning_rate=LR,
+        momentum=Real(0.0, 1.0, low_closed=False, high_closed=False, callable_ok=True),
+        weight_decay=non_negative(),
+        warmup_steps=Int(0),
+        r=Real(),
+        weight_lr_power=non_negative(),
+    ),
+    row(
+        optlib.schedule_free_radam,
+        learning_rate=LR,
+        betas=SCHEDULE_FREE_BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        r=Real(),
+        weight_lr_power=non_negative(),
+        silent_sgd_phase=Bool(),
+    ),
 ]
 
 TRANSFORMS = [
@@ -484,6 +517,15 @@ TRANSFORMS = [
     ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
     row(optlib.in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
+    row(optlib.scale_by_second_moment, beta2=beta(), eps=non_negative(), rectify=Bool()),
+    row(
+        optlib.apply_schedule_free,
+        learning_rate=LR,
+        beta1=Real(0.0, 1.0, low_closed=False, callable_ok=True),
+        warmup_steps=Int(0),
+        r=Real(),
+        weight_lr_power=non_negative(),
+    ),
 ]
 
 OTHERS = [
@@ -508,6 +550,7 @@ NOT_CONSTRUCTORS = {
     "learning_rate_at": "evaluates an already checked rate",
     "decay_labels": "labels any pytree",
     "MomentumSchedule": "a record built by cyclic_lr / one_cycle_lr",
+    "schedule_free_eval_params": "reads a state (tested in test_schedule_free.py)",
 }
 
 
