@@ -273,12 +273,23 @@ def _optax_trajectory(tx, problem):
     )[0]
 
 
-def test_optax_contrib_matches_without_warmup_and_is_one_step_off_with_it(x64):
+@pytest.mark.parametrize(
+    "reference_cls, optax_fn, kwargs",
+    [
+        (schedulefree.AdamWScheduleFree, optax.contrib.schedule_free_adamw, {"weight_decay": 0.1}),
+        (schedulefree.SGDScheduleFree, optax.contrib.schedule_free_sgd, {}),
+    ],
+    ids=["adamw", "sgd"],
+)
+def test_optax_contrib_matches_without_warmup_and_is_one_step_off_with_it(
+    reference_cls, optax_fn, kwargs, x64
+):
+    """The benchmarks' ``same_math`` twin, and the difference the docstrings describe."""
     problem = make_problem(STEPS_F64)
 
-    def reference_x(**kwargs):
+    def reference_x(**more):
         def make_optimizer(params):
-            optimizer = schedulefree.AdamWScheduleFree(list(params.values()), **kwargs)
+            optimizer = reference_cls(list(params.values()), lr=0.05, **kwargs, **more)
             optimizer.train()
             return optimizer
 
@@ -287,10 +298,10 @@ def test_optax_contrib_matches_without_warmup_and_is_one_step_off_with_it(x64):
         )
         return _split(reference)[1]
 
-    plain = _optax_trajectory(optax.contrib.schedule_free_adamw(0.05, weight_decay=0.1), problem)
-    assert max_relative_error(plain, reference_x(lr=0.05, weight_decay=0.1)) <= 1e-9
-    warm = _optax_trajectory(optax.contrib.schedule_free_adamw(0.05, warmup_steps=5), problem)
-    assert max_relative_error(warm, reference_x(lr=0.05, warmup_steps=5)) > 1e-3
+    plain = _optax_trajectory(optax_fn(0.05, **kwargs), problem)
+    assert max_relative_error(plain, reference_x()) <= 1e-9
+    warm = _optax_trajectory(optax_fn(0.05, warmup_steps=5, **kwargs), problem)
+    assert max_relative_error(warm, reference_x(warmup_steps=5)) > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
