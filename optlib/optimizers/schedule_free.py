@@ -20,14 +20,23 @@ RAdam's rectification multiplies it, as in the reference. A ``MomentumSchedule``
 (``optlib.reduce_lr_on_plateau(...)``) is rejected: the schedule-free step needs the rate
 inside its arithmetic (averaging weights, ``z`` and ``y`` steps), not as a final scale.
 
-Differences from ``optax.contrib.schedule_free_adamw`` / ``schedule_free_sgd``: optax counts
-its schedule-free steps from 1 and evaluates ``learning_rate`` there, while the base
-optimizer inside evaluates the same (warm-up) schedule from 0, so with ``warmup_steps`` its
-``z`` step uses the warm-up factor of the previous step (``0`` on the first step) while its
-averaging weights use the current one; the reference uses ``(k + 1) / warmup_steps`` for
-both. optax also has no ``r``, starts ``lr_max`` at 0 instead of -1 and recovers ``x``
-explicitly each step. Without warm-up and with ``r = 0`` the arithmetic is the same up to
-round-off.
+Step counting is the reference's: ``k = 0`` on the first update, used for the warm-up
+``(k + 1) / warmup_steps``, the weights ``(k + 1)**r``, the bias correction
+``1 - beta2**(k + 1)``, and ``learning_rate(k)`` (optax's and torch's scheduler convention).
+``optax.contrib.schedule_free_adamw`` / ``schedule_free_sgd`` are one step off: their
+schedule-free wrapper counts from 1 and evaluates ``learning_rate`` there (for the averaging
+weights), while the base optimizer inside evaluates the same schedule from 0 (for the ``z``
+step). With ``warmup_steps`` (or any schedule) optax's ``z`` step therefore uses the previous
+step's rate (0 on the first step) where the reference uses the current one. optax also has no
+``r``, starts ``lr_max`` at 0 instead of -1 and recomputes ``x`` each step; without warm-up or
+schedule and with ``r = 0`` its arithmetic is the reference's up to round-off.
+
+Round-off: the step-only scalars are computed without float32 cancellation (the bias
+correction as ``-expm1((k + 1) log beta2)``, RAdam's ``rho_t`` by a cancellation-free form,
+see ``optlib.transforms.schedule_free.rectification``), so float32 runs stay within ~1e-6 of
+the reference's float32 run (which computes these scalars in Python doubles). In float64
+RAdam's rectification is the exact value, where the reference's own formula is off by up to
+~3e-12 relative in the first adaptive steps.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def _coth_series() -> tuple[float, ...]:
     """Taylor coefficients of ``coth(x) - 1/x = sum_n 2**(2n) B_2n / (2n)! x**(2n-1)``."""
     bernoulli = [Fraction(1)]
     for m in range(1, 33):
-        bernoulli.append(-sum(math.comb(m + 1, k) * bernoulli[k] for k in range(m)) / (m + 1))
+        total = sum((math.comb(m + 1, k) * bernoulli[k] for k in range(m)), Fraction(0))
+        bernoulli.append(-total / (m + 1))
     return tuple(
         float(2 ** (2 * n) * bernoulli[2 * n] / math.factorial(2 * n)) for n in range(1, 17)
     )
