@@ -48,6 +48,17 @@ def _torch_optim(class_name: str, **kwargs) -> Callable[[list[Any]], Any]:
     return build
 
 
+def _schedulefree(class_name: str, **kwargs) -> Callable[[list[Any]], Any]:
+    def build(params):
+        import schedulefree
+
+        optimizer = getattr(schedulefree, class_name)(params, foreach=True, **kwargs)
+        optimizer.train()  # the reference refuses to step in eval mode
+        return optimizer
+
+    return build
+
+
 def _hf_adafactor(params):
     from transformers.optimization import Adafactor
 
@@ -221,6 +232,34 @@ TWINS: tuple[Twin, ...] = (
         False,
         "optax.adafactor(min_dim_size_to_factor=1): factors the two largest dims, eps added "
         "to g**2, fixed lr instead of torch's min(lr, 1/sqrt(t))",
+    ),
+    Twin(
+        "schedule_free_adamw",
+        lambda: optlib.schedule_free_adamw(2.5e-3, weight_decay=1e-2),
+        lambda: optax.contrib.schedule_free_adamw(2.5e-3, weight_decay=1e-2),
+        _schedulefree("AdamWScheduleFree", lr=2.5e-3, weight_decay=1e-2),
+        "schedulefree.AdamWScheduleFree(foreach=True)",
+        True,
+        "same arithmetic without warm-up (optax recomputes x each step; with warmup_steps "
+        "its z step lags the warm-up by one step; no r)",
+    ),
+    Twin(
+        "schedule_free_sgd",
+        lambda: optlib.schedule_free_sgd(1e-2),
+        lambda: optax.contrib.schedule_free_sgd(1e-2),
+        _schedulefree("SGDScheduleFree", lr=1e-2),
+        "schedulefree.SGDScheduleFree(foreach=True)",
+        True,
+        "same arithmetic without warm-up (as schedule_free_adamw)",
+    ),
+    Twin(
+        "schedule_free_radam",
+        lambda: optlib.schedule_free_radam(2.5e-3),
+        lambda: optax.contrib.schedule_free_adamw(2.5e-3),
+        _schedulefree("RAdamScheduleFree", lr=2.5e-3),
+        "schedulefree.RAdamScheduleFree(foreach=True)",
+        False,
+        "optax has no schedule-free RAdam: schedule_free_adamw (no rectification)",
     ),
 )
 

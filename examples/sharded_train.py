@@ -89,6 +89,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "asgd": lambda: optlib.asgd(1e-2, t0=5),
     "torch_adafactor": lambda: optlib.torch_adafactor(1e-2, weight_decay=1e-2),
     "adam_ema": lambda: optax.chain(optlib.adam(1e-2), optlib.average_params("ema", decay=0.9)),
+    "schedule_free_adamw": lambda: optlib.schedule_free_adamw(1e-2, warmup_steps=5),
+    "schedule_free_sgd": lambda: optlib.schedule_free_sgd(5e-2, weight_decay=1e-3),
+    "schedule_free_radam": lambda: optlib.schedule_free_radam(1e-2),
 }
 
 

@@ -146,13 +146,17 @@ def gradient(p, a, b, c, sign):
     return sign * (a * p * p * p + b * p + c)
 
 
-def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False, metrics=None):
+def optlib_trajectory(
+    tx, problem: Problem, dtype, *, accumulate: bool = False, metrics=None, record=None
+):
     """Params after every optimizer step (one jitted scan); and the final optimizer state.
 
     With ``accumulate``, each step feeds the micro-batch gradients one by one (for
     ``optax.MultiSteps``); otherwise the one micro-batch. ``metrics[k]`` (optional) is passed
-    as ``value=`` to every update of step ``k`` (metric-driven schedulers).
+    as ``value=`` to every update of step ``k`` (metric-driven schedulers). ``record(params,
+    state)`` (optional) gives the dict recorded after each step instead of the params.
     """
+    record = record or (lambda params, state: params)
     cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}
     a, b, noise = cast(problem.a), cast(problem.b), cast(problem.noise)
     steps = next(iter(noise.values())).shape[0]
@@ -171,7 +175,7 @@ def optlib_trajectory(tx, problem: Problem, dtype, *, accumulate: bool = False, 
             carry, _ = jax.lax.scan(lambda cr, c: (micro_step(cr, c, metric), None), carry, c_step)
         else:
             carry = micro_step(carry, {k: v[0] for k, v in c_step.items()}, metric)
-        return carry, carry[0]
+        return carry, record(*carry)
 
     @jax.jit
     def run(params):
@@ -198,20 +202,30 @@ def torch_default_dtype(dtype):
 
 
 def torch_trajectory(
-    make_optimizer, problem: Problem, dtype, *, before_step=None, scheduler=None, metrics=None
+    make_optimizer,
+    problem: Problem,
+    dtype,
+    *,
+    before_step=None,
+    scheduler=None,
+    metrics=None,
+    record=None,
 ):
     """The same loop in torch: ``p.grad = mean of the micro-batch gradients; opt.step()``.
 
     ``make_optimizer(params_by_name)`` builds the optimizer; ``before_step(opt, k)`` may set
     group hyperparameters; ``scheduler(opt)`` (optional) is stepped after each step, with
     ``metrics[k]`` if given. torch's default dtype is ``dtype`` during the run
-    (``torch_default_dtype``).
+    (``torch_default_dtype``). ``record(opt, params_by_name)`` (optional) gives the dict of
+    arrays recorded after each step (and scheduler step) instead of the params.
     """
     with torch_default_dtype(dtype):
-        return _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, metrics)
+        return _torch_trajectory(
+            make_optimizer, problem, dtype, before_step, scheduler, metrics, record
+        )
 
 
-def _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, metrics):
+def _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, metrics, record):
     params = {
         k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in problem.params.items()
     }
@@ -221,7 +235,7 @@ def _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, me
     optimizer = make_optimizer(params)
     sched = scheduler(optimizer) if scheduler else None
     steps = next(iter(noise.values())).shape[0]
-    trajectory = {k: [] for k in params}
+    trajectory: dict = {}
     for step in range(steps):
         if before_step:
             before_step(optimizer, step)
@@ -234,8 +248,12 @@ def _torch_trajectory(make_optimizer, problem, dtype, before_step, scheduler, me
         optimizer.step()
         if sched:
             sched.step(*([] if metrics is None else [float(metrics[step])]))
-        for k, p in params.items():
-            trajectory[k].append(p.detach().numpy().astype(np.float64).copy())
+        if record is None:
+            recorded = {k: p.detach().numpy() for k, p in params.items()}
+        else:
+            recorded = record(optimizer, params)
+        for k, value in recorded.items():
+            trajectory.setdefault(k, []).append(np.asarray(value, np.float64).copy())
     return {k: np.stack(v) for k, v in trajectory.items()}, optimizer, sched
 
 
@@ -313,6 +331,9 @@ PARITY_MODULES: dict[str, str] = {
     "bfgs": "test_second_order",
     "asgd": "test_asgd_adafactor_torch",
     "torch_adafactor": "test_asgd_adafactor_torch",
+    "schedule_free_adamw": "test_schedule_free",
+    "schedule_free_sgd": "test_schedule_free",
+    "schedule_free_radam": "test_schedule_free",
 }
 
 

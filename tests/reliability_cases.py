@@ -129,6 +129,24 @@ OPTIMIZER_CASES = (
         5e-2,
         rate=lambda lr: optlib.reduce_lr_on_plateau(lr, patience=2, factor=0.5),
     ),
+    OptimizerCase(
+        "schedule_free_adamw",
+        optlib.schedule_free_adamw,
+        dict(weight_decay=1e-3, warmup_steps=3, r=0.5),
+        static_args=("warmup_steps",),
+    ),
+    OptimizerCase(
+        "schedule_free_sgd",
+        optlib.schedule_free_sgd,
+        dict(momentum=0.9, weight_decay=1e-3, warmup_steps=3),
+        5e-2,
+        static_args=("warmup_steps",),
+    ),
+    OptimizerCase(  # silent_sgd_phase=False: the first steps move (SGD), then RAdam's
+        "schedule_free_radam",
+        optlib.schedule_free_radam,
+        dict(weight_decay=1e-3, silent_sgd_phase=False),
+    ),
 )
 
 

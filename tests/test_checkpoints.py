@@ -95,6 +95,11 @@ FIRST_ORDER = {
     "sgd_swa": lambda: optax.chain(
         optlib.sgd(0.1, momentum=0.9), optlib.average_params(start_step=2, every_n_steps=2)
     ),
+    "schedule_free_adamw": lambda: optlib.schedule_free_adamw(
+        1e-2, warmup_steps=3, weight_decay=1e-2, r=0.5
+    ),
+    "schedule_free_sgd": lambda: optlib.schedule_free_sgd(0.1, warmup_steps=2),
+    "schedule_free_radam": lambda: optlib.schedule_free_radam(1e-2, weight_decay=1e-2),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}

@@ -44,6 +44,7 @@ from reliability_cases import INT32_MAX, counters, set_counters
 import optlib
 
 transformers = pytest.importorskip("transformers", reason="HF references need transformers")
+schedulefree = pytest.importorskip("schedulefree", reason="schedule-free references")
 
 NEAR = INT32_MAX - 2  # start: two exact steps, then saturation
 
@@ -196,6 +197,21 @@ REFERENCE_CASES = [
         lambda p: torch.optim.Adafactor(p, lr=1e-2, weight_decay=0.1),
         lambda: optlib.torch_adafactor(1e-2, weight_decay=0.1),
     ),
+    (
+        "schedulefree_adamw",
+        lambda p: schedulefree.AdamWScheduleFree(p, lr=1e-2, warmup_steps=5, weight_decay=1e-2),
+        lambda: optlib.schedule_free_adamw(1e-2, warmup_steps=5, weight_decay=1e-2),
+    ),
+    (
+        "schedulefree_sgd",
+        lambda p: schedulefree.SGDScheduleFree(p, lr=1e-2, r=1.0),
+        lambda: optlib.schedule_free_sgd(1e-2, r=1.0),
+    ),
+    (
+        "schedulefree_radam",
+        lambda p: schedulefree.RAdamScheduleFree(p, lr=1e-2),
+        lambda: optlib.schedule_free_radam(1e-2),
+    ),
 ]
 
 
@@ -229,8 +245,13 @@ def test_steps_at_the_int32_limit_match_the_reference(name, make_reference, make
         for key, value in start.items()
     }
     optimizer = make_reference(list(tensors.values()))
-    for tensor in tensors.values():
-        optimizer.state[tensor] = _torch_state(kind, tuple(tensor.shape), NEAR - 1)
+    if kind == "schedulefree":  # the count is the group's k; z and exp_avg_sq start lazily
+        for group in optimizer.param_groups:
+            group["k"] = NEAR - 1
+        optimizer.train()
+    else:
+        for tensor in tensors.values():
+            optimizer.state[tensor] = _torch_state(kind, tuple(tensor.shape), NEAR - 1)
 
     tx = make_ours()
     params = jax.tree.map(jnp.asarray, start)

@@ -342,6 +342,10 @@ ETAS = Pair(
     (0.5, 1.2),
 )
 STEP_SIZES = Pair(non_negative(), Real(low=1e-6, inf_ok=True), (1e-6, 50.0))
+# schedule-free: x is recovered through 1 / beta1, so beta1 is in (0, 1)
+SCHEDULE_FREE_BETAS = Pair(
+    Real(0.0, 1.0, low_closed=False, high_closed=False, callable_ok=True), beta(), (0.9, 0.999)
+)
 
 OPTIMIZERS = [
     row(
@@ -502,6 +506,35 @@ OPTIMIZERS = [
         weight_decay=non_negative(),
         **MAXIMIZE,
     ),
+    row(
+        optlib.schedule_free_adamw,
+        learning_rate=LR,
+        betas=SCHEDULE_FREE_BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        warmup_steps=Int(0),
+        r=Real(),
+        weight_lr_power=non_negative(),
+    ),
+    row(
+        optlib.schedule_free_sgd,
+        learning_rate=LR,
+        momentum=Real(0.0, 1.0, low_closed=False, high_closed=False, callable_ok=True),
+        weight_decay=non_negative(),
+        warmup_steps=Int(0),
+        r=Real(),
+        weight_lr_power=non_negative(),
+    ),
+    row(
+        optlib.schedule_free_radam,
+        learning_rate=LR,
+        betas=SCHEDULE_FREE_BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        r=Real(),
+        weight_lr_power=non_negative(),
+        silent_sgd_phase=Bool(),
+    ),
 ]
 
 TRANSFORMS = [
@@ -603,6 +636,15 @@ TRANSFORMS = [
         eps=non_negative(optional=True),
     ),
     row(optlib.scale_by_capped_relative_step, learning_rate=LR, weight_decay=non_negative()),
+    row(optlib.scale_by_second_moment, beta2=beta(), eps=non_negative(), rectify=Bool()),
+    row(
+        optlib.apply_schedule_free,
+        learning_rate=LR,
+        beta1=Real(0.0, 1.0, low_closed=False, callable_ok=True),
+        warmup_steps=Int(0),
+        r=Real(),
+        weight_lr_power=non_negative(),
+    ),
 ]
 
 OTHERS = [
@@ -633,6 +675,7 @@ NOT_CONSTRUCTORS = {
     "register_learning_rate_state": "registers a state type",
     "register_state_partition": "registers a state type's sharding rules",
     "scheduler_names": "lists the registry",
+    "schedule_free_eval_params": "reads a state (tested in test_schedule_free.py)",
 }
 
 

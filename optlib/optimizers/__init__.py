@@ -6,6 +6,11 @@ from optlib.optimizers.extras import (
     stable_adamw,
 )
 from optlib.optimizers.huggingface import adafactor
+from optlib.optimizers.schedule_free import (
+    schedule_free_adamw,
+    schedule_free_radam,
+    schedule_free_sgd,
+)
 from optlib.optimizers.second_order import bfgs, newton
 from optlib.optimizers.torch import (
     adadelta,
@@ -48,4 +53,8 @@ __all__ = [
     "stable_adamw",
     # torch.optim.Adafactor
     "torch_adafactor",
+    # schedule-free optimizers (facebookresearch schedulefree)
+    "schedule_free_adamw",
+    "schedule_free_radam",
+    "schedule_free_sgd",
 ]

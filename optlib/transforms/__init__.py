@@ -69,6 +69,13 @@ from optlib.transforms.regularization import (
     add_weight_decay,
     negate_gradients,
 )
+from optlib.transforms.schedule_free import (
+    ScaleBySecondMomentState,
+    ScheduleFreeState,
+    apply_schedule_free,
+    scale_by_second_moment,
+    schedule_free_eval_params,
+)
 from optlib.transforms.second_order import (
     ScaleByBfgsState,
     ScaleByNewtonState,
@@ -160,4 +167,10 @@ __all__ = [
     "average_params",
     "averaged_params",
     "scale_by_asgd_step_size",
+    # schedule-free averaging (facebookresearch schedulefree)
+    "ScaleBySecondMomentState",
+    "ScheduleFreeState",
+    "apply_schedule_free",
+    "scale_by_second_moment",
+    "schedule_free_eval_params",
 ]

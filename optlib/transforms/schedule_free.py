@@ -1,0 +1,372 @@
+"""Schedule-Free learning (Defazio et al., 2024), as the ``schedulefree`` package computes it.
+
+Schedule-Free keeps three sequences per parameter: ``z`` (the base optimizer's iterate),
+``x`` (a weighted average of the ``z``'s, where the model is evaluated) and their
+interpolation ``y = (1 - beta1) * z + beta1 * x``, where the gradient is taken. Like
+``schedulefree.AdamWScheduleFree`` / ``SGDScheduleFree`` / ``RAdamScheduleFree`` in train
+mode, the parameters the user holds are ``y``; the state keeps ``z``; ``x`` is never stored
+and ``schedule_free_eval_params`` computes it (the reference's ``optimizer.eval()``).
+
+Two transforms, chained by ``optlib.schedule_free_adamw`` / ``schedule_free_sgd`` /
+``schedule_free_radam``:
+
+* ``scale_by_second_moment``: Adam's denominator without a first moment (the Adam and RAdam
+  variants' gradient normalisation), RAdam's SGD phase with ``rectify=True``;
+* ``apply_schedule_free``: owns the learning rate; updates ``y`` and ``z`` from the
+  (normalised, weight-decayed) gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optlib._numerics import (
+    as_float,
+    cast,
+    safe_increment,
+    statistics_dtype,
+    update_number,
+)
+from optlib._state_tree import find_states, register_learning_rate_state
+from optlib._validation import (
+    check_bool,
+    check_int,
+    check_interval,
+    check_learning_rate,
+    check_non_negative,
+    check_real,
+)
+from optlib.transforms.learning_rate import learning_rate_at
+from optlib.transforms.moments import map_leaves
+
+__all__ = [
+    "ScaleBySecondMomentState",
+    "ScheduleFreeState",
+    "apply_schedule_free",
+    "scale_by_second_moment",
+    "schedule_free_eval_params",
+]
+
+
+def _log(beta) -> Any:
+    """``log(beta)``, in Python double precision for a Python float (``beta`` near 1 keeps
+    its digits: ``log(float32(0.999))`` would be off by 6e-5 relative)."""
+    if isinstance(beta, (int, float)):
+        return math.log(beta) if beta > 0 else -math.inf
+    return jnp.log(beta)
+
+
+def one_minus_power(beta, step: jax.Array) -> jax.Array:
+    """``1 - beta**step`` as ``-expm1(step * log(beta))``: in float32 the direct form loses
+    ~3 digits for ``beta = 0.999`` (the reference computes it in Python doubles)."""
+    return -jnp.expm1(step * _log(beta))
+
+
+def _coth_series() -> tuple[float, ...]:
+    """Taylor coefficients of ``coth(x) - 1/x = sum_n 2**(2n) B_2n / (2n)! x**(2n-1)``."""
+    bernoulli = [Fraction(1)]
+    for m in range(1, 33):
+        total = sum((math.comb(m + 1, k) * bernoulli[k] for k in range(m)), Fraction(0))
+        bernoulli.append(-total / (m + 1))
+    return tuple(
+        float(2 ** (2 * n) * bernoulli[2 * n] / math.factorial(2 * n)) for n in range(1, 17)
+    )
+
+
+_COTH_SERIES = _coth_series()
+
+
+def _coth_minus_reciprocal(x: jax.Array) -> jax.Array:
+    """``coth(x) - 1/x`` for ``|x| < 1`` by its Taylor series (16 terms, converging like
+    ``(x / pi)**2``: exact to float64 rounding), without the direct form's cancellation."""
+    squared = x * x
+    series = jnp.zeros_like(x)
+    for coefficient in reversed(_COTH_SERIES):
+        series = series * squared + coefficient
+    return x * series
+
+
+def rectification(beta2, count: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """RAdam's variance rectification of update ``count`` (``t = count + 1``).
+
+    ::
+
+        rho_inf = 2 / (1 - beta2) - 1;   rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)
+        rect_t  = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+
+    While ``t (1 - beta2)`` is small, ``rho_t`` is O(t) but its two terms are
+    O(1 / (1 - beta2)): in float32 the direct difference keeps ~4 digits (in the reference's
+    doubles ~12). With ``L = -log(beta2)`` and ``g(x) = coth(x) - 1/x`` it equals
+    ``t + g(L/2) - t g(t L/2)``, which has no cancellation; that form is used while
+    ``t L / 2 < 1``, the direct one (then accurate: ``rho_t > 0.69 rho_inf``) beyond.
+
+    Returns:
+      ``(adaptive, rect)``: whether ``rho_t > 4`` (the adaptive phase), and ``rect_t`` there
+      (1 elsewhere; the caller picks the SGD phase's factor).
+    """
+    step = update_number(count)
+    half_log = -0.5 * as_float(_log(beta2))
+    rho_inf = 2 / (1 - beta2) - 1
+    near = step * half_log < 1.0
+    x = jnp.where(near, step * half_log, 0.5)  # keeps the unused series side finite
+    rho_near = step + _coth_minus_reciprocal(half_log) - step * _coth_minus_reciprocal(x)
+    one_minus = one_minus_power(beta2, step)
+    rho_far = rho_inf - 2 * step * (1 - one_minus) / one_minus
+    rho_t = jnp.where(near, rho_near, rho_far)
+    adaptive = rho_t > 4.0
+    ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+    # Both sides of a ``where`` are computed: keep the unused one finite (and its gradient).
+    rect = jnp.where(adaptive, jnp.sqrt(jnp.where(adaptive, ratio, 1.0)), 1.0)
+    return adaptive, rect
+
+
+# ---------------------------------------------------------------------------------------------
+# The gradient normalisation of the Adam and RAdam variants.
+
+
+class ScaleBySecondMomentState(NamedTuple):
+    """State of ``scale_by_second_moment``.
+
+    Attributes:
+      count: int32 updates so far (the reference's group ``k``), saturating.
+      exp_avg_sq: the second moment (the reference's ``state["exp_avg_sq"]``).
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    exp_avg_sq: optax.Updates
+
+
+def scale_by_second_moment(
+    beta2: float = 0.999, eps: float = 1e-8, rectify: bool = False
+) -> optax.GradientTransformation:
+    """Divides by Adam's bias-corrected RMS, without a first moment.
+
+    The normalisation of schedulefree.AdamWScheduleFree (``rectify=False``) and
+    schedulefree.RAdamScheduleFree (``rectify=True``), with ``t = k + 1``::
+
+        v_t = beta2 * v_{t-1} + (1 - beta2) * g_t**2
+        u_t = g_t / (sqrt(v_t / (1 - beta2**t)) + eps)
+        u_t = g_t   while rho_t <= 4  (rectify=True: RAdam's SGD phase, see ``rectification``)
+
+    For ``rectify=False`` this is ``optax.scale_by_rms(decay=beta2, eps=eps, eps_in_sqrt=False,
+    bias_correction=True)``; here the statistics are float32 or wider for bf16/fp16 params.
+
+    Args:
+      beta2: decay of the second moment, in [0, 1).
+      eps: added to the denominator, outside the square root (>= 0).
+      rectify: RAdam's rule: leave the gradient unscaled while ``rho_t <= 4``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    beta2 = check_interval("beta2", beta2, 0.0, 1.0, high_closed=False)
+    eps = check_non_negative("eps", eps)
+    rectify = check_bool("rectify", rectify)
+
+    def init_fn(params):
+        sq = jax.tree.map(lambda p: jnp.zeros(p.shape, statistics_dtype(p.dtype)), params)
+        return ScaleBySecondMomentState(jnp.zeros([], jnp.int32), sq)
+
+    def update_fn(updates, state, params=None):
+        del params
+        step = update_number(state.count)
+        bias_correction2 = one_minus_power(beta2, step)
+        adaptive = rectification(beta2, state.count)[0] if rectify else None
+
+        def leaf(g, exp_avg_sq):
+            dtype = exp_avg_sq.dtype
+            g32 = cast(g, dtype)
+            exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g32 * g32
+            u = g32 / (jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps)
+            if rectify:
+                u = jnp.where(adaptive, u, g32)
+            return cast(u, g.dtype), exp_avg_sq
+
+        updates, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg_sq)
+        return updates, ScaleBySecondMomentState(safe_increment(state.count), exp_avg_sq)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule-free step.
+
+
+@register_learning_rate_state
+class ScheduleFreeState(NamedTuple):
+    """State of ``apply_schedule_free``.
+
+    Attributes:
+      count: int32 updates so far (the reference's group ``k``), saturating.
+      learning_rate: the scheduled rate the next update applies (the reference's
+        ``scheduled_lr`` of its next step), for ``optlib.current_learning_rate``.
+      lr_max: the largest scheduled rate so far (-1 before the first update, as the reference).
+      weight_sum: the sum of the averaging weights so far.
+      beta1: the interpolation coefficient of the last update (``beta1`` / ``momentum``),
+        which ``schedule_free_eval_params`` needs to recover ``x`` from ``y`` and ``z``.
+      z: the base iterate ``z`` (the reference's ``state["z"]``), float32 or wider.
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    learning_rate: jax.Array
+    lr_max: jax.Array
+    weight_sum: jax.Array
+    beta1: jax.Array
+    z: optax.Params
+
+
+def _warmed_up(learning_rate, warmup_steps: int):
+    """``lr(k) * (k + 1) / warmup_steps`` for ``k < warmup_steps``, else ``lr(k)``."""
+    if isinstance(warmup_steps, int) and warmup_steps == 0:
+        return learning_rate
+
+    def schedule(count):
+        factor = jnp.where(count < warmup_steps, update_number(count) / warmup_steps, 1.0)
+        return learning_rate_at(learning_rate, count) * factor
+
+    return schedule
+
+
+def apply_schedule_free(
+    learning_rate: float | optax.Schedule = 0.0025,
+    beta1: float | optax.Schedule = 0.9,
+    *,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+) -> optax.GradientTransformation:
+    """The schedule-free step of the ``schedulefree`` package, on updates ``u`` taken at ``y``.
+
+    The incoming updates are the base direction ``u_k`` (the gradient at ``y``, normalised by
+    ``scale_by_second_moment`` in the Adam variants, plus ``weight_decay * y``); ``params``
+    are ``y``. With ``k`` the update count (0 on the first update)::
+
+        lr_k     = learning_rate(k) * min(1, (k + 1) / warmup_steps)
+        lr_max   = max(lr_max, lr_k)                          (lr_max starts at -1)
+        w_k      = (k + 1)**r * lr_max**weight_lr_power;   W_k = W_{k-1} + w_k
+        c_k      = w_k / W_k   (0 while W_k == 0)
+        y       <- y + c_k (z - y) + lr_k (beta1 (1 - c_k) - 1) u_k
+        z       <- z - lr_k u_k
+
+    which is the reference's in-place ``y.lerp_(z, ckp1); y.add_(u, alpha=...)`` and
+    ``z.sub_(u, alpha=lr)``, returned as the update ``y_new - y``. ``x`` (the average, where
+    to evaluate) is implicit: ``x = (y - (1 - beta1) z) / beta1``
+    (``schedule_free_eval_params``).
+
+    ``learning_rate`` is read every update as the reference reads its group's ``lr`` (a torch
+    scheduler may change it); ``beta1`` may be a schedule too (torch's ``cycle_momentum``).
+
+    Args:
+      learning_rate: the base rate (>= 0): a float or a schedule of the update count.
+      beta1: the interpolation coefficient, in (0, 1]; ``x`` is recovered through
+        ``1 / beta1``, so 0 is not allowed.
+      warmup_steps: length of the reference's linear warm-up (>= 0; 0: none).
+      r: power of the polynomial weighting ``(k + 1)**r`` of the average.
+      weight_lr_power: power of ``lr_max`` in the averaging weights (>= 0; 0: unweighted).
+
+    Returns:
+      An ``optax.GradientTransformation`` that needs ``params`` (``y``) in ``update``.
+    """
+    check_learning_rate(learning_rate)
+    if not callable(beta1):
+        beta1 = check_interval("beta1", beta1, 0.0, 1.0, low_closed=False)
+    warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+    r = check_real("r", r)
+    weight_lr_power = check_non_negative("weight_lr_power", weight_lr_power)
+    rate = _warmed_up(learning_rate, warmup_steps)
+
+    def init_fn(params):
+        count = jnp.zeros([], jnp.int32)
+        z = jax.tree.map(lambda p: jnp.array(p, statistics_dtype(p.dtype)), params)
+        return ScheduleFreeState(
+            count=count,
+            learning_rate=learning_rate_at(rate, count),
+            lr_max=as_float(-1.0),
+            weight_sum=as_float(0.0),
+            beta1=learning_rate_at(beta1, count),
+            z=z,
+        )
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("apply_schedule_free needs params (y) in update")
+        count = state.count
+        lr = learning_rate_at(rate, count)
+        b1 = learning_rate_at(beta1, count)
+        lr_max = jnp.maximum(state.lr_max, lr)
+        weight = update_number(count) ** r * lr_max**weight_lr_power
+        weight_sum = state.weight_sum + weight
+        nonzero = weight_sum != 0
+        ckp1 = jnp.where(nonzero, weight / jnp.where(nonzero, weight_sum, 1.0), 0.0)
+        y_step = lr * (b1 * (1 - ckp1) - 1)
+
+        def leaf(u, y, z):
+            dtype = z.dtype
+            u32, y32 = cast(u, dtype), cast(y, dtype)
+            delta = cast(ckp1, dtype) * (z - y32) + cast(y_step, dtype) * u32
+            return cast(delta, y.dtype), z - cast(lr, dtype) * u32
+
+        updates, z = map_leaves(leaf, updates, params, state.z)
+        new_count = safe_increment(count)
+        new_state = ScheduleFreeState(
+            count=new_count,
+            learning_rate=learning_rate_at(rate, new_count),
+            lr_max=lr_max,
+            weight_sum=weight_sum,
+            beta1=learning_rate_at(beta1, new_count),
+            z=z,
+        )
+        return updates, new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_array(node: Any) -> bool:
+    return hasattr(node, "shape") and hasattr(node, "dtype")
+
+
+def schedule_free_eval_params(params: Any, opt_state: Any) -> Any:
+    """The parameters to evaluate at: ``x``, the reference's ``optimizer.eval()``.
+
+    The parameters a schedule-free optimizer trains are ``y``; ``eval()`` in the
+    ``schedulefree`` package replaces them with ``x = y + (1 - 1/beta1) (z - y)``
+    (``p.lerp_(z, 1 - 1/beta1)``), and ``train()`` goes back. optlib never changes the
+    parameters you hold: keep training ``params`` and evaluate ``schedule_free_eval_params(
+    params, opt_state)``. Parameters without a schedule-free state (e.g. another parameter
+    group's optimizer) are returned as they are, as the reference's ``eval()`` leaves
+    parameters without ``z``. Before the first update ``x == y``. jit-able.
+
+    Args:
+      params: the trained parameters (``y``).
+      opt_state: the state of an optimizer containing ``apply_schedule_free``
+        (``optlib.schedule_free_adamw`` / ``schedule_free_sgd`` / ``schedule_free_radam``),
+        possibly inside ``optax`` combinators (partitions, ``inject_hyperparams``, ...).
+
+    Returns:
+      ``x``, a tree like ``params`` with the same dtypes.
+
+    Raises:
+      ValueError: if ``opt_state`` contains no ``ScheduleFreeState``.
+    """
+    states = find_states(opt_state, ScheduleFreeState)
+    if not states:
+        raise ValueError(
+            "schedule_free_eval_params: opt_state holds no ScheduleFreeState; build the "
+            "optimizer with optlib.schedule_free_adamw / schedule_free_sgd / schedule_free_radam"
+        )
+    leaves, structure = jax.tree.flatten(params)
+    treedef: Any = structure  # PyTreeDef's stubs lack flatten_up_to / unflatten
+    evaluated = list(leaves)
+    for state in states:
+        weight = 1 - 1 / state.beta1
+        for index, (y, z) in enumerate(zip(leaves, treedef.flatten_up_to(state.z))):
+            if _is_array(z):  # not a masked leaf of another group
+                y32 = cast(jnp.asarray(y), z.dtype)
+                evaluated[index] = cast(y32 + cast(weight, z.dtype) * (z - y32), y.dtype)
+    return treedef.unflatten(evaluated)
