@@ -5,5 +5,6 @@ from optlib.transforms.factored import *  # noqa: F403
 from optlib.transforms.learning_rate import *  # noqa: F403
 from optlib.transforms.moments import *  # noqa: F403
 from optlib.transforms.momentum import *  # noqa: F403
+from optlib.transforms.orthogonalize import *  # noqa: F403
 from optlib.transforms.regularization import *  # noqa: F403
 from optlib.transforms.second_order import *  # noqa: F403
