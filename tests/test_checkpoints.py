@@ -82,6 +82,11 @@ FIRST_ORDER = {
         },
         optlib.decay_labels,
     ),
+    # Muon only takes matrices: Muon on "w", AdamW on "b"; momentum driven by OneCycleLR.
+    "muon_one_cycle": lambda: optlib.param_groups(
+        {"muon": optlib.muon(one_cycle()), "adamw": optlib.adamw(one_cycle())},
+        lambda params: optlib.decay_labels(params, "muon", "adamw"),
+    ),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}

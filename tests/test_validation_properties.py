@@ -174,9 +174,10 @@ STEP_COUNT = Int(0, INT32_MAX)  # a number of steps (optax's count is an int32)
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """One of a few strings."""
+    """One of a few strings (or ``None`` when ``optional``)."""
 
     options: tuple[str, ...]
+    optional: bool = False
 
     def invalid(self) -> st.SearchStrategy:
         typos = st.sampled_from(self.options).flatmap(
@@ -186,7 +187,12 @@ class Choice:
             typos,
             st.text(max_size=12),
             st.sampled_from([None, 1, 0.5, True, [self.options[0]], (self.options[0],)]),
-        ).filter(lambda value: not (isinstance(value, str) and value in self.options))
+        ).filter(
+            lambda value: (
+                not (isinstance(value, str) and value in self.options)
+                and not (value is None and self.optional)
+            )
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,6 +423,20 @@ OPTIMIZERS = [
         scale_init_hess=Bool(),
         linesearch=Transform(optional=True),
     ),
+    row(
+        optlib.muon,
+        learning_rate=LR,
+        weight_decay=non_negative(),
+        momentum=beta(callable_ok=True),
+        nesterov=Bool(),
+        eps=non_negative(),
+        ns_steps=Int(1, maximum=99),
+        adjust_lr_fn=Choice(("original", "match_rms_adamw"), optional=True),
+        not_checked={
+            "ns_coefficients": "three reals; tests/test_muon.py rejects a wrong length or entry",
+            "ns_dtype": "a floating dtype or None; tests/test_muon.py rejects an integer one",
+        },
+    ),
 ]
 
 TRANSFORMS = [
@@ -484,6 +504,20 @@ TRANSFORMS = [
     ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
     row(optlib.in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
+    row(optlib.trace_ema_momentum, momentum=beta(callable_ok=True), nesterov=Bool()),
+    row(
+        optlib.scale_by_newton_schulz,
+        ns_steps=Int(1, maximum=99),
+        eps=non_negative(),
+        not_checked={
+            "ns_coefficients": "three reals; tests/test_muon.py rejects a wrong length or entry",
+            "ns_dtype": "a floating dtype or None; tests/test_muon.py rejects an integer one",
+        },
+    ),
+    row(
+        optlib.scale_by_shape,
+        adjust_lr_fn=Choice(("original", "match_rms_adamw"), optional=True),
+    ),
 ]
 
 OTHERS = [
@@ -508,6 +542,8 @@ NOT_CONSTRUCTORS = {
     "learning_rate_at": "evaluates an already checked rate",
     "decay_labels": "labels any pytree",
     "MomentumSchedule": "a record built by cyclic_lr / one_cycle_lr",
+    "newton_schulz": "a function of a matrix; scale_by_newton_schulz checks its arguments",
+    "adjusted_lr_ratio": "a function of a shape; scale_by_shape checks adjust_lr_fn",
 }
 
 
