@@ -47,7 +47,9 @@ def muon(
     or ``"float64"`` runs it more exactly. A ``MomentumSchedule`` ``learning_rate`` drives
     ``momentum`` (torch's ``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True`` set
     Muon's ``momentum``). The momentum buffer is float32 or wider (torch's has the
-    parameter's dtype).
+    parameter's dtype; for bf16 parameters with ``nesterov=False`` torch 2.13 also
+    normalises that buffer in place, since ``grad.bfloat16()`` returns the buffer itself,
+    which is not reproduced).
 
     Every leaf must be 2-D, as in torch: give biases, norms, embeddings and the output head
     to another optimizer with ``optlib.param_groups`` (see the README's recipe).
