@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import optax
 
 import optlib
@@ -86,6 +87,40 @@ def _optimi_stable_adamw(params):
     with warnings.catch_warnings():  # foreach is deprecated in favour of (GPU-only) triton
         warnings.simplefilter("ignore")
         return StableAdamW(params, lr=1e-3, foreach=True, triton=False)
+
+
+def _by_ndim(params):
+    """``"muon"`` for the 2-D leaves, ``"adam"`` for the others (optax.contrib.muon's split)."""
+    return jax.tree.map(lambda p: "muon" if p.ndim == 2 else "adam", params)
+
+
+def _optlib_muon():
+    return optlib.param_groups(
+        {"muon": optlib.muon(2e-2), "adam": optlib.adamw(2e-2, weight_decay=0.0)}, _by_ndim
+    )
+
+
+class _TorchMuonAdamW:
+    """torch.optim.Muon on the 2-D tensors and AdamW on the others (torch's Muon recipe)."""
+
+    def __init__(self, params):
+        import torch
+
+        matrices = [p for p in params if p.ndim == 2]
+        others = [p for p in params if p.ndim != 2]
+        self.optimizers = [torch.optim.Muon(matrices, lr=2e-2)] if matrices else []
+        if others:
+            self.optimizers.append(
+                torch.optim.AdamW(others, lr=2e-2, weight_decay=0.0, foreach=True)
+            )
+
+    def step(self):
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    @property
+    def state(self):
+        return {p: s for optimizer in self.optimizers for p, s in optimizer.state.items()}
 
 
 TWINS: tuple[Twin, ...] = (
@@ -260,6 +295,17 @@ TWINS: tuple[Twin, ...] = (
         "schedulefree.RAdamScheduleFree(foreach=True)",
         False,
         "optax has no schedule-free RAdam: schedule_free_adamw (no rectification)",
+    ),
+    Twin(
+        "muon",
+        _optlib_muon,
+        lambda: optax.contrib.muon(2e-2, weight_decay=0.1),
+        _TorchMuonAdamW,
+        "torch.optim.Muon on 2-D + AdamW(foreach=True) on the rest (Muon has no foreach)",
+        False,
+        "optax.contrib.muon: lr ratio sqrt(max(1, cols/rows)) (torch: rows/cols), eps 1e-8 "
+        "added to the norm, Newton-Schulz in float32 (optlib/torch: bfloat16), bias-corrected "
+        "momentum; Muon on the 2-D leaves, AdamW on the rest in all three",
     ),
 )
 

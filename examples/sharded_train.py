@@ -92,6 +92,11 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "schedule_free_adamw": lambda: optlib.schedule_free_adamw(1e-2, warmup_steps=5),
     "schedule_free_sgd": lambda: optlib.schedule_free_sgd(5e-2, weight_decay=1e-3),
     "schedule_free_radam": lambda: optlib.schedule_free_radam(1e-2),
+    # Muon takes only matrices: the 2-D "embed"; AdamW on the bias and the 3-D experts.
+    "muon": lambda: optlib.param_groups(
+        {"muon": optlib.muon(2e-2), "adamw": optlib.adamw(1e-2)},
+        lambda params: jax.tree.map(lambda p: "muon" if p.ndim == 2 else "adamw", params),
+    ),
 }
 
 
@@ -132,12 +137,13 @@ def train_step(tx: optax.GradientTransformation):
     """The (unjitted) step: gradients, ``tx.update`` with the loss as ``value``, new params.
 
     Returns ``(params, opt_state, {"loss": loss, "lr": rate})``, ``rate`` being the learning
-    rate this step applied (``optlib.current_learning_rate`` of the state it starts from).
+    rate this step applied (``optlib.current_learning_rate`` of the state it starts from; with
+    parameter groups, ``{group: rate}``, the first group's).
     """
 
     def step(params, opt_state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        rate = optlib.current_learning_rate(opt_state)
+        rate = jax.tree.leaves(optlib.current_learning_rate(opt_state))[0]
         updates, opt_state = tx.update(grads, opt_state, params, value=loss)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, "lr": rate}
 

@@ -130,13 +130,17 @@ class Problem:
         return next(iter(self.noise.values())).shape[1]
 
 
-def make_problem(steps: int, *, seed: int = 0, sign: float = 1.0, micro_batches: int = 1):
+def make_problem(
+    steps: int, *, seed: int = 0, sign: float = 1.0, micro_batches: int = 1, shapes=None
+):
+    """The problem on ``shapes`` (``{leaf: shape}``, default ``SHAPES``)."""
+    shapes = SHAPES if shapes is None else shapes
     rng = np.random.default_rng(seed)
     return Problem(
-        params={k: rng.uniform(-1.5, 1.5, s) for k, s in SHAPES.items()},
-        a={k: rng.uniform(0.5, 1.5, s) for k, s in SHAPES.items()},
-        b={k: rng.normal(0.0, 0.5, s) for k, s in SHAPES.items()},
-        noise={k: rng.normal(0.0, 0.5, (steps, micro_batches, *s)) for k, s in SHAPES.items()},
+        params={k: rng.uniform(-1.5, 1.5, s) for k, s in shapes.items()},
+        a={k: rng.uniform(0.5, 1.5, s) for k, s in shapes.items()},
+        b={k: rng.normal(0.0, 0.5, s) for k, s in shapes.items()},
+        noise={k: rng.normal(0.0, 0.5, (steps, micro_batches, *s)) for k, s in shapes.items()},
         sign=sign,
     )
 
@@ -156,6 +160,13 @@ def optlib_trajectory(
     as ``value=`` to every update of step ``k`` (metric-driven schedulers). ``record(params,
     state)`` (optional) gives the dict recorded after each step instead of the params.
     """
+    run, params = _trajectory_program(tx, problem, dtype, accumulate, metrics, record)
+    trajectory, state = jax.jit(run)(params)
+    return {k: np.asarray(v, np.float64) for k, v in trajectory.items()}, state
+
+
+def _trajectory_program(tx, problem: Problem, dtype, accumulate: bool, metrics, record=None):
+    """``optlib_trajectory``'s unjitted ``run(params) -> (trajectory, state)``, and the params."""
     record = record or (lambda params, state: params)
     cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}
     a, b, noise = cast(problem.a), cast(problem.b), cast(problem.noise)
@@ -177,13 +188,23 @@ def optlib_trajectory(
             carry = micro_step(carry, {k: v[0] for k, v in c_step.items()}, metric)
         return carry, record(*carry)
 
-    @jax.jit
     def run(params):
         (_, state), trajectory = jax.lax.scan(step, (params, tx.init(params)), (noise, metrics))
         return trajectory, state
 
-    trajectory, state = run(cast(problem.params))
-    return {k: np.asarray(v, np.float64) for k, v in trajectory.items()}, state
+    return run, cast(problem.params)
+
+
+def optlib_trajectories(txs: dict, problem: Problem, dtype) -> dict:
+    """``{name: optlib_trajectory(tx, ...)[0]}`` for several optimizers, in one jitted program
+    (one compile for a whole table of configurations)."""
+    runs = {name: _trajectory_program(tx, problem, dtype, False, None) for name, tx in txs.items()}
+    params = next(iter(runs.values()))[1] if runs else {}
+    trajectories = jax.jit(lambda p: {name: run(p)[0] for name, (run, _) in runs.items()})(params)
+    return {
+        name: {k: np.asarray(v, np.float64) for k, v in trajectory.items()}
+        for name, trajectory in trajectories.items()
+    }
 
 
 @contextlib.contextmanager
@@ -334,6 +355,7 @@ PARITY_MODULES: dict[str, str] = {
     "schedule_free_adamw": "test_schedule_free",
     "schedule_free_sgd": "test_schedule_free",
     "schedule_free_radam": "test_schedule_free",
+    "muon": "test_muon",
 }
 
 

@@ -13,6 +13,7 @@ line searches, the batch as an extra argument of the objective); plain chains ig
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,21 @@ class OptimizerCase:
         if self.rate is not None:
             rate = self.rate(rate)
         return self.factory(learning_rate=rate, **kwargs)
+
+
+def muon_on_matrices(learning_rate=1e-3, **kwargs) -> optax.GradientTransformation:
+    """``optlib.muon`` on the 2-D leaves and ``optlib.adamw`` on the others (the biases).
+
+    It has ``optlib.muon``'s signature, so that ``optax.inject_hyperparams`` sees the same
+    keywords (``ns_steps`` must then be static)."""
+    return optlib.param_groups(
+        {"muon": optlib.muon(learning_rate, **kwargs), "adamw": optlib.adamw(learning_rate)},
+        lambda params: optlib.decay_labels(params, "muon", "adamw"),
+    )
+
+
+muon_on_matrices.__signature__ = inspect.signature(optlib.muon)
+muon_on_matrices.__wrapped__ = optlib.muon  # the optimizer it stands for (test_completeness)
 
 
 OPTIMIZER_CASES = (
@@ -146,6 +162,17 @@ OPTIMIZER_CASES = (
         "schedule_free_radam",
         optlib.schedule_free_radam,
         dict(weight_decay=1e-3, silent_sgd_phase=False),
+    ),
+    # Muon takes only matrices (as torch): Muon on the 2-D leaves, AdamW on the biases.
+    OptimizerCase(
+        "muon", muon_on_matrices, dict(weight_decay=1e-2), 2e-2, static_args=("ns_steps",)
+    ),
+    OptimizerCase(
+        "muon_ns_in_param_dtype",
+        muon_on_matrices,
+        dict(nesterov=False, adjust_lr_fn="match_rms_adamw", ns_steps=3, ns_dtype=None),
+        2e-2,
+        static_args=("ns_steps",),
     ),
 )
 

@@ -100,6 +100,11 @@ FIRST_ORDER = {
     ),
     "schedule_free_sgd": lambda: optlib.schedule_free_sgd(0.1, warmup_steps=2),
     "schedule_free_radam": lambda: optlib.schedule_free_radam(1e-2, weight_decay=1e-2),
+    # Muon only takes matrices: Muon on "w", AdamW on "b"; momentum driven by OneCycleLR.
+    "muon_one_cycle": lambda: optlib.param_groups(
+        {"muon": optlib.muon(one_cycle()), "adamw": optlib.adamw(one_cycle())},
+        lambda params: optlib.decay_labels(params, "muon", "adamw"),
+    ),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}

@@ -18,7 +18,10 @@ Adafactor with ``relative_step=True`` owns its rate: there the derivative is tak
 respect to a scale of the initial parameters instead. ``newton`` and ``bfgs`` run without a
 line search (``linesearch=None``) and ``newton`` with its dense Hessian: optax's line searches
 and the CG solver are ``lax.while_loop``s, which reverse-mode differentiation does not go
-through (a JAX limitation, as torch's ``differentiable`` excludes LBFGS).
+through (a JAX limitation, as torch's ``differentiable`` excludes LBFGS). ``muon`` runs its
+Newton–Schulz iteration in the parameters' float64 (``ns_dtype=None``): its default bfloat16
+rounding is piecewise constant, which finite differences see and ``jax.grad`` (a cast's
+derivative is the identity) does not.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def differentiable_case(case):
         return dataclasses.replace(
             case, kwargs=dict(case.kwargs, linesearch=None), learning_rate=0.3
         )
+    if case.name.startswith("muon"):
+        return dataclasses.replace(case, kwargs=dict(case.kwargs, ns_dtype=None))
     return case
 
 

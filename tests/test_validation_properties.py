@@ -175,9 +175,10 @@ STEP_COUNT = Int(0, INT32_MAX)  # a number of steps (optax's count is an int32)
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """One of a few strings."""
+    """One of a few strings (or ``None`` when ``optional``)."""
 
     options: tuple[str, ...]
+    optional: bool = False
 
     def invalid(self) -> st.SearchStrategy:
         typos = st.sampled_from(self.options).flatmap(
@@ -187,7 +188,12 @@ class Choice:
             typos,
             st.text(max_size=12),
             st.sampled_from([None, 1, 0.5, True, [self.options[0]], (self.options[0],)]),
-        ).filter(lambda value: not (isinstance(value, str) and value in self.options))
+        ).filter(
+            lambda value: (
+                not (isinstance(value, str) and value in self.options)
+                and not (value is None and self.optional)
+            )
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -535,6 +541,20 @@ OPTIMIZERS = [
         weight_lr_power=non_negative(),
         silent_sgd_phase=Bool(),
     ),
+    row(
+        optlib.muon,
+        learning_rate=LR,
+        weight_decay=non_negative(),
+        momentum=beta(callable_ok=True),
+        nesterov=Bool(),
+        eps=non_negative(),
+        ns_steps=Int(1, maximum=99),
+        adjust_lr_fn=Choice(("original", "match_rms_adamw"), optional=True),
+        not_checked={
+            "ns_coefficients": "three reals; tests/test_muon.py rejects a wrong length or entry",
+            "ns_dtype": "a floating dtype or None; tests/test_muon.py rejects an integer one",
+        },
+    ),
 ]
 
 TRANSFORMS = [
@@ -645,6 +665,20 @@ TRANSFORMS = [
         r=Real(),
         weight_lr_power=non_negative(),
     ),
+    row(optlib.trace_ema_momentum, momentum=beta(callable_ok=True), nesterov=Bool()),
+    row(
+        optlib.scale_by_newton_schulz,
+        ns_steps=Int(1, maximum=99),
+        eps=non_negative(),
+        not_checked={
+            "ns_coefficients": "three reals; tests/test_muon.py rejects a wrong length or entry",
+            "ns_dtype": "a floating dtype or None; tests/test_muon.py rejects an integer one",
+        },
+    ),
+    row(
+        optlib.scale_by_shape,
+        adjust_lr_fn=Choice(("original", "match_rms_adamw"), optional=True),
+    ),
 ]
 
 OTHERS = [
@@ -676,6 +710,8 @@ NOT_CONSTRUCTORS = {
     "register_state_partition": "registers a state type's sharding rules",
     "scheduler_names": "lists the registry",
     "schedule_free_eval_params": "reads a state (tested in test_schedule_free.py)",
+    "newton_schulz": "a function of a matrix; scale_by_newton_schulz checks its arguments",
+    "adjusted_lr_ratio": "a function of a shape; scale_by_shape checks adjust_lr_fn",
 }
 
 

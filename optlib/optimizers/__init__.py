@@ -6,6 +6,9 @@ from optlib.optimizers.extras import (
     stable_adamw,
 )
 from optlib.optimizers.huggingface import adafactor
+from optlib.optimizers.muon import (
+    muon,
+)
 from optlib.optimizers.schedule_free import (
     schedule_free_adamw,
     schedule_free_radam,
@@ -57,4 +60,6 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_radam",
     "schedule_free_sgd",
+    # torch.optim.Muon
+    "muon",
 ]

@@ -57,13 +57,23 @@ from optlib.transforms.moments import (
     ScaleByAdagradState,
     ScaleByAdamState,
     ScaleByNadamState,
+    TraceEmaMomentumState,
     scale_by_adadelta,
     scale_by_adagrad,
     scale_by_adam,
     scale_by_nadam,
     scale_by_rms,
+    trace_ema_momentum,
 )
 from optlib.transforms.momentum import TraceMomentumState, trace_momentum
+from optlib.transforms.orthogonalize import (
+    ADJUST_LR_FNS,
+    NS_COEFFICIENTS,
+    adjusted_lr_ratio,
+    newton_schulz,
+    scale_by_newton_schulz,
+    scale_by_shape,
+)
 from optlib.transforms.regularization import (
     add_decoupled_weight_decay,
     add_weight_decay,
@@ -116,7 +126,9 @@ __all__ = [
     "scale_by_nadam",
     "scale_by_rms",
     # momentum
+    "TraceEmaMomentumState",
     "TraceMomentumState",
+    "trace_ema_momentum",
     "trace_momentum",
     # weight decay and maximize
     "add_decoupled_weight_decay",
@@ -173,4 +185,11 @@ __all__ = [
     "apply_schedule_free",
     "scale_by_second_moment",
     "schedule_free_eval_params",
+    # orthogonalized updates (torch.optim.Muon)
+    "ADJUST_LR_FNS",
+    "NS_COEFFICIENTS",
+    "adjusted_lr_ratio",
+    "newton_schulz",
+    "scale_by_newton_schulz",
+    "scale_by_shape",
 ]

@@ -28,12 +28,14 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByNadamState",
+    "TraceEmaMomentumState",
     "in_statistics_dtype",
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_nadam",
     "scale_by_rms",
+    "trace_ema_momentum",
 ]
 
 
@@ -516,5 +518,82 @@ def scale_by_nadam(
         updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
         new_state = ScaleByNadamState(safe_increment(state.count), mu_product, exp_avg, exp_avg_sq)
         return updates, new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Muon's momentum: an exponential moving average of the gradients, like Adam's first moment.
+
+
+class TraceEmaMomentumState(NamedTuple):
+    """State of ``trace_ema_momentum``.
+
+    Attributes:
+      count: int32 updates so far (saturating); indexes a momentum schedule.
+      momentum_buffer: the moving average, float32 or wider, same tree as the params; it
+        starts at zero (torch's ``zeros_like``).
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    momentum_buffer: optax.Updates
+
+
+def trace_ema_momentum(
+    momentum: float | optax.Schedule = 0.95, nesterov: bool = True
+) -> optax.GradientTransformation:
+    """torch.optim.Muon's momentum: an exponential moving average of the gradients.
+
+    With ``mu = momentum(count)`` and ``B_0 = 0``::
+
+        B_t = lerp(B_{t-1}, g_t, 1 - mu)         = mu * B_{t-1} + (1 - mu) * g_t
+        u_t = lerp(g_t, B_t, mu) if nesterov else B_t
+
+    Both with torch's two-branch ``lerp`` (the first moment of ``scale_by_adam``). This is
+    ``(1 - mu)`` times SGD's heavy-ball buffer (``trace_momentum``), with no bias correction;
+    the factor cancels in Muon's normalisation except against ``eps`` and in its bfloat16
+    rounding, so the EMA form is kept as torch writes it. ``optax.contrib.scale_by_muon``
+    bias-corrects the same average.
+
+    Args:
+      momentum: momentum factor in [0, 1), or a schedule of the update count (a
+        ``MomentumSchedule``'s ``.momentum``, torch's ``cycle_momentum``).
+      nesterov: return the Nesterov look-ahead ``lerp(g_t, B_t, mu)`` instead of ``B_t``.
+
+    Returns:
+      An ``optax.GradientTransformation``; updates keep the gradients' dtype.
+
+    Raises:
+      ValueError: ``momentum`` outside [0, 1) (torch only rejects a negative one; at 1 the
+        average never moves and at > 1 it diverges).
+    """
+    if not callable(momentum):
+        momentum = check_interval("momentum", momentum, 0.0, 1.0, high_closed=False)
+    nesterov = check_bool("nesterov", nesterov)
+
+    def init_fn(params):
+        return TraceEmaMomentumState(jnp.zeros([], jnp.int32), statistics_like(params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = learning_rate_at(momentum, state.count)
+
+        def leaf(g, buf):
+            dtype = buf.dtype
+            g32 = cast(g, dtype)
+            buf = lerp(buf, g32, first_moment_weight(momentum, mu, dtype))
+            if nesterov:
+                weight = (
+                    np.asarray(np.asarray(momentum, mu.dtype), dtype)
+                    if isinstance(momentum, float)
+                    else mu.astype(dtype)
+                )
+                u = lerp(g32, buf, weight)
+            else:
+                u = buf
+            return cast(u, g.dtype), buf
+
+        updates, buffer = map_leaves(leaf, updates, state.momentum_buffer)
+        return updates, TraceEmaMomentumState(safe_increment(state.count), buffer)
 
     return optax.GradientTransformation(init_fn, update_fn)
