@@ -7,3 +7,4 @@ from optlib.transforms.moments import *  # noqa: F403
 from optlib.transforms.momentum import *  # noqa: F403
 from optlib.transforms.regularization import *  # noqa: F403
 from optlib.transforms.second_order import *  # noqa: F403
+from optlib.transforms.torch_lbfgs import *  # noqa: F403
