@@ -53,7 +53,7 @@ class OptimizerCase:
 
     @property
     def line_search(self) -> bool:
-        return self.factory in (optlib.newton, optlib.bfgs)
+        return self.factory in (optlib.newton, optlib.bfgs, optlib.lbfgs)
 
     def make(self, learning_rate: Any = None, **overrides: Any) -> optax.GradientTransformation:
         """The optimizer, with ``learning_rate`` (default: the case's) and keyword overrides."""
@@ -100,6 +100,20 @@ OPTIMIZER_CASES = (
         5e-2,
         rate=lambda lr: optlib.greedy_lr(lr, patience=2, min_lr=1e-4),
     ),
+    OptimizerCase(
+        "lbfgs",
+        optlib.lbfgs,
+        dict(max_iter=4, history_size=3),
+        0.2,
+        static_args=("max_iter", "history_size"),
+    ),
+    OptimizerCase(
+        "lbfgs_strong_wolfe",
+        optlib.lbfgs,
+        dict(max_iter=4, history_size=3, line_search_fn="strong_wolfe"),
+        1.0,
+        static_args=("max_iter", "history_size"),
+    ),
 )
 
 
@@ -109,7 +123,15 @@ def case_ids(cases) -> list[str]:
 
 # ------------------------------------------------------------------------------ counters
 
-COUNTERS = ("count", "fallbacks", "curvature_pairs", "num_bad_epochs", "num_good_epochs")
+COUNTERS = (
+    "count",
+    "fallbacks",
+    "curvature_pairs",
+    "num_bad_epochs",
+    "num_good_epochs",
+    "func_evals",
+    "n_iter",
+)
 """The int32 counters of optlib's states (and optax's ``count``) that grow with the steps."""
 
 

@@ -174,9 +174,10 @@ STEP_COUNT = Int(0, INT32_MAX)  # a number of steps (optax's count is an int32)
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """One of a few strings."""
+    """One of a few strings (or ``None`` too, when ``optional``)."""
 
     options: tuple[str, ...]
+    optional: bool = False
 
     def invalid(self) -> st.SearchStrategy:
         typos = st.sampled_from(self.options).flatmap(
@@ -186,7 +187,12 @@ class Choice:
             typos,
             st.text(max_size=12),
             st.sampled_from([None, 1, 0.5, True, [self.options[0]], (self.options[0],)]),
-        ).filter(lambda value: not (isinstance(value, str) and value in self.options))
+        ).filter(
+            lambda value: (
+                not (isinstance(value, str) and value in self.options)
+                and not (value is None and self.optional)
+            )
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,6 +423,16 @@ OPTIMIZERS = [
         scale_init_hess=Bool(),
         linesearch=Transform(optional=True),
     ),
+    row(
+        optlib.lbfgs,
+        learning_rate=LR,
+        max_iter=Int(1),
+        max_eval=Int(1, optional=True),
+        tolerance_grad=non_negative(),
+        tolerance_change=non_negative(),
+        history_size=Int(1),
+        line_search_fn=Choice(("strong_wolfe",), optional=True),
+    ),
 ]
 
 TRANSFORMS = [
@@ -483,6 +499,16 @@ TRANSFORMS = [
         cg_maxiter=Int(1, optional=True),
     ),
     row(optlib.scale_by_bfgs, max_size=Int(1), scale_init_hess=Bool()),
+    row(
+        optlib.scale_by_torch_lbfgs,
+        learning_rate=LR,
+        max_iter=Int(1),
+        max_eval=Int(1, optional=True),
+        tolerance_grad=non_negative(),
+        tolerance_change=non_negative(),
+        history_size=Int(1),
+        line_search_fn=Choice(("strong_wolfe",), optional=True),
+    ),
     row(optlib.in_statistics_dtype, inner=Transform(), baseline=dict(inner=optax.identity())),
 ]
 

@@ -427,23 +427,25 @@ def scale_by_torch_lbfgs(
         flat, _ = ravel_pytree(params)
         dtype = statistics_dtype(flat.dtype)
         n = flat.size
-        count = jnp.zeros([], jnp.int32)
-        scalar = jnp.zeros([], dtype)
+
+        def counter():  # a buffer of its own for each leaf (donated states)
+            return jnp.zeros([], jnp.int32)
+
         return ScaleByTorchLbfgsState(
-            count=count,
-            learning_rate=learning_rate_at(learning_rate, count),
-            func_evals=count,
-            n_iter=count,
+            count=counter(),
+            learning_rate=learning_rate_at(learning_rate, counter()),
+            func_evals=counter(),
+            n_iter=counter(),
             d=jnp.zeros(n, dtype),
-            t=scalar,
+            t=jnp.zeros([], dtype),
             old_dirs=jnp.zeros((history_size, n), dtype),
             old_stps=jnp.zeros((history_size, n), dtype),
             ro=jnp.zeros(history_size, dtype),
-            history_start=count,
-            history_len=count,
+            history_start=counter(),
+            history_len=counter(),
             H_diag=jnp.ones([], dtype),
             prev_flat_grad=jnp.zeros(n, dtype),
-            prev_loss=scalar,
+            prev_loss=jnp.zeros([], dtype),
         )
 
     def update_fn(updates, state, params=None, *, value=None, value_fn=None, **extra_args):
