@@ -174,6 +174,25 @@ def _schedule_table(schedules: dict) -> list[str]:
     return lines
 
 
+def _lbfgs_table(lbfgs: dict) -> list[str]:
+    problem = lbfgs["problem"]
+    lines = [
+        f"Least squares, A {problem['m']} x {problem['n']} (float32); one step = torch's "
+        f"`step(closure)` with max_iter={lbfgs['max_iter']}, "
+        f"history_size={lbfgs['history_size']}, strong Wolfe (optax: that many "
+        "`optax.lbfgs` iterations in one jitted loop, its own zoom line search).",
+        "",
+        "| implementation | median ms / step | evaluations / step | median us / evaluation |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in lbfgs["rows"]:
+        lines.append(
+            f"| {row['implementation']} | {_ms(row['times']['median_s'])} | "
+            f"{row['evals_per_step']:g} | {row['per_eval']['median_s'] * 1e6:.1f} |"
+        )
+    return lines
+
+
 def markdown(results: dict) -> str:
     """The markdown report: machine, targets, then one table per suite."""
     meta = results["meta"]
@@ -231,6 +250,8 @@ def markdown(results: dict) -> str:
         lines += ["", "## Schedules inside a jitted step", ""] + _schedule_table(
             results["schedules"]
         )
+    if "lbfgs" in results:
+        lines += ["", "## L-BFGS (one torch step per update)", ""] + _lbfgs_table(results["lbfgs"])
     return "\n".join(lines) + "\n"
 
 

@@ -3,12 +3,13 @@
 ::
 
     python -m benchmarks [--quick | --smoke] [--device auto|cpu|gpu] [--out DIR]
-                         [--suites update,memory,metric,compile,schedules] [--no-torch]
+                         [--suites update,memory,metric,compile,schedules,lbfgs] [--no-torch]
     python benchmarks/run.py ...      # the same
 
 Suites (in this order): ``update`` (update time vs optax and torch, roofline), ``memory``
 (optimizer state bytes), ``metric`` (metric-driven scheduler overhead and host transfers),
-``compile`` (compile time vs leaves), ``schedules`` (cost of each schedule in a jitted step).
+``compile`` (compile time vs leaves), ``schedules`` (cost of each schedule in a jitted step),
+``lbfgs`` (optlib.lbfgs vs optax.lbfgs and torch's LBFGS, per step and per evaluation).
 
 Results go to ``DIR/latest.{json,md,png}`` (``latest_<platform>.*`` when JAX runs on another
 platform than the CPU); the JSON is rewritten after every suite, so an interrupted run keeps
@@ -30,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("update", "memory", "metric", "compile", "schedules")
+SUITES = ("update", "memory", "metric", "compile", "schedules", "lbfgs")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.config import MODES
     from benchmarks.context import Context
     from benchmarks.suites import compile as compile_suite
-    from benchmarks.suites import memory, metric, schedules, update
+    from benchmarks.suites import lbfgs, memory, metric, schedules, update
 
     device = jax.devices()[0]
     if args.device == "gpu" and device.platform != "gpu":
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "metric": metric.run,
         "compile": compile_suite.run,
         "schedules": schedules.run,
+        "lbfgs": lbfgs.run,
     }
     started = time.perf_counter()
     for name in args.suites:

@@ -356,6 +356,7 @@ PARITY_MODULES: dict[str, str] = {
     "schedule_free_sgd": "test_schedule_free",
     "schedule_free_radam": "test_schedule_free",
     "muon": "test_muon",
+    "lbfgs": "test_lbfgs",
 }
 
 

@@ -54,7 +54,7 @@ class OptimizerCase:
 
     @property
     def line_search(self) -> bool:
-        return self.factory in (optlib.newton, optlib.bfgs)
+        return self.factory in (optlib.newton, optlib.bfgs, optlib.lbfgs)
 
     def make(self, learning_rate: Any = None, **overrides: Any) -> optax.GradientTransformation:
         """The optimizer, with ``learning_rate`` (default: the case's) and keyword overrides."""
@@ -174,6 +174,20 @@ OPTIMIZER_CASES = (
         2e-2,
         static_args=("ns_steps",),
     ),
+    OptimizerCase(
+        "lbfgs",
+        optlib.lbfgs,
+        dict(max_iter=4, history_size=3),
+        0.2,
+        static_args=("max_iter", "history_size"),
+    ),
+    OptimizerCase(
+        "lbfgs_strong_wolfe",
+        optlib.lbfgs,
+        dict(max_iter=4, history_size=3, line_search_fn="strong_wolfe"),
+        1.0,
+        static_args=("max_iter", "history_size"),
+    ),
 )
 
 
@@ -183,7 +197,15 @@ def case_ids(cases) -> list[str]:
 
 # ------------------------------------------------------------------------------ counters
 
-COUNTERS = ("count", "fallbacks", "curvature_pairs", "num_bad_epochs", "num_good_epochs")
+COUNTERS = (
+    "count",
+    "fallbacks",
+    "curvature_pairs",
+    "num_bad_epochs",
+    "num_good_epochs",
+    "func_evals",
+    "n_iter",
+)
 """The int32 counters of optlib's states (and optax's ``count``) that grow with the steps."""
 
 

@@ -22,7 +22,7 @@ pytest.importorskip("matplotlib", reason="the benchmarks draw their chart with m
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SUITES = ("update", "memory", "metric", "compile", "schedules")
+SUITES = ("update", "memory", "metric", "compile", "schedules", "lbfgs")
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +180,14 @@ def test_paired_ratio_pairs_rounds_not_medians():
     paired = paired_ratio(optlib, optax)
     assert paired["ratio"] == pytest.approx(0.9)
     assert paired["slower_rounds"] == 0 and paired["p_slower"] == 1.0
+
+
+def test_lbfgs_rows_time_optlib_optax_and_torch_per_step_and_per_evaluation(smoke_run):
+    results, markdown, *_ = smoke_run
+    rows = {row["implementation"]: row for row in results["lbfgs"]["rows"]}
+    assert set(rows) == {"optlib", "optax", "torch"}
+    for name, row in rows.items():
+        assert _positive_finite(row["times"]["median_s"]), name
+        assert _positive_finite(row["per_eval"]["median_s"]), name
+        assert row["evals_per_step"] >= 1, name
+    assert "## L-BFGS" in markdown

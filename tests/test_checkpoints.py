@@ -107,6 +107,11 @@ FIRST_ORDER = {
     ),
 }
 SECOND_ORDER = {"newton": optlib.newton, "bfgs": optlib.bfgs}
+# Optimizers given the objective whose state keeps no value/gradient for
+# optax.value_and_grad_from_state (torch's LBFGS re-evaluates its closure at each step).
+CLOSURE = {
+    "lbfgs": lambda: optlib.lbfgs(0.5, max_iter=4, history_size=3, line_search_fn="strong_wolfe"),
+}
 METRIC_DRIVEN = {"reduce_lr_on_plateau", "greedy_lr"}
 
 
@@ -132,16 +137,21 @@ def loss_fn(params, x, y):
 
 def make_step(name: str):
     """(tx, jitted step(params, opt_state, step_index)) for the optimizer ``name``."""
-    if name in SECOND_ORDER:
-        tx = SECOND_ORDER[name]()
+    if name in SECOND_ORDER or name in CLOSURE:
+        tx = SECOND_ORDER[name]() if name in SECOND_ORDER else CLOSURE[name]()
         x, y = batch(0)
 
         def objective(params):
             return loss_fn(params, x, y)
 
+        def value_and_grad(params, state):
+            if name in CLOSURE:
+                return jax.value_and_grad(objective)(params)
+            return optax.value_and_grad_from_state(objective)(params, state=state)
+
         def step(params, opt_state, index):
             del index  # the objective is fixed
-            value, grad = optax.value_and_grad_from_state(objective)(params, state=opt_state)
+            value, grad = value_and_grad(params, opt_state)
             updates, opt_state = tx.update(
                 grad, opt_state, params, value=value, grad=grad, value_fn=objective
             )
@@ -176,7 +186,7 @@ def assert_bit_identical(actual, expected, what: str):
         np.testing.assert_array_equal(a, b, err_msg=where, strict=True)
 
 
-@pytest.mark.parametrize("name", [*FIRST_ORDER, *SECOND_ORDER])
+@pytest.mark.parametrize("name", [*FIRST_ORDER, *SECOND_ORDER, *CLOSURE])
 def test_resumed_run_continues_bit_identically(name, tmp_path):
     tx, step = make_step(name)
     # Everything committed to one device, restored arrays included (orbax commits them): the

@@ -21,7 +21,10 @@ and the CG solver are ``lax.while_loop``s, which reverse-mode differentiation do
 through (a JAX limitation, as torch's ``differentiable`` excludes LBFGS). ``muon`` runs its
 Newton–Schulz iteration in the parameters' float64 (``ns_dtype=None``): its default bfloat16
 rounding is piecewise constant, which finite differences see and ``jax.grad`` (a cast's
-derivative is the identity) does not.
+derivative is the identity) does not. ``lbfgs`` is one
+``lax.while_loop`` per update (torch's inner iterations): its meta-gradient is taken in
+forward mode (``jax.jvp``, which does go through while loops; the same derivative for a
+scalar ``theta``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from reliability_cases import (
     objective,
     train_step,
 )
+
+import optlib
 
 UPDATES = 3
 RELATIVE_STEP = 3e-4  # central differences with h = 3e-4 * theta, in float64
@@ -83,12 +88,27 @@ def unrolled(tx, params, state, train_batches, held_out):
     return objective(params, held_out)
 
 
-def finite_difference_check(meta_losses: dict, thetas: dict) -> dict:
+def forward_mode(case) -> bool:
+    """Updates that are ``lax.while_loop``s: differentiated with ``jax.jvp``."""
+    return case.factory is optlib.lbfgs
+
+
+def value_and_derivative(loss, theta, forward: bool):
+    if forward:
+        return jax.jvp(loss, (theta,), (jnp.ones_like(theta),))
+    return jax.value_and_grad(loss)(theta)
+
+
+def finite_difference_check(meta_losses: dict, thetas: dict, forward=frozenset()) -> dict:
     """For each ``name: theta -> loss``, at ``thetas[name]``: ``(value, jax.grad, central
     differences with Richardson extrapolation (error O(h**4)))``. All variants in one compile
-    (every theta is an argument of the same jitted function)."""
+    (every theta is an argument of the same jitted function). Names in ``forward`` are
+    differentiated in forward mode."""
     value_and_grads = jax.jit(
-        lambda ts: {name: jax.value_and_grad(loss)(ts[name]) for name, loss in meta_losses.items()}
+        lambda ts: {
+            name: value_and_derivative(loss, ts[name], name in forward)
+            for name, loss in meta_losses.items()
+        }
     )
 
     def at(shift):
@@ -160,16 +180,18 @@ def all_meta_gradients():
     """Every case's ``(value, grad, finite difference)``: the learning-rate meta-gradient of
     each optimizer with a rate, the initial-parameter one of those owning their rate."""
     params, train_batches, held_out = data()
-    losses, thetas = {}, {}
+    losses, thetas, forward = {}, {}, set()
     for case in WITH_RATE:
         key = f"{case.name}: learning rate"
         losses[key] = learning_rate_meta_loss(case, params, train_batches, held_out)
         thetas[key] = case.learning_rate
+        if forward_mode(case):
+            forward.add(key)
     for case in OWN_RATE:
         key = f"{case.name}: initial parameters"
         losses[key] = initial_parameters_meta_loss(case, params, train_batches, held_out)
         thetas[key] = 1.0
-    return finite_difference_check(losses, thetas)
+    return finite_difference_check(losses, thetas, frozenset(forward))
 
 
 @pytest.mark.xfail(

@@ -143,9 +143,12 @@ def test_factored_statistics_are_split_over_the_mesh_not_replicated(mesh, data):
         assert np.prod(block) < np.prod(shape)
 
 
-@pytest.mark.parametrize("make", [optlib.bfgs, optlib.newton], ids=["bfgs", "newton"])
+@pytest.mark.parametrize(
+    "make", [optlib.bfgs, optlib.newton, optlib.lbfgs], ids=["bfgs", "newton", "lbfgs"]
+)
 def test_second_order_state_is_created_in_place(make, mesh, data):
-    """BFGS / Newton: param-shaped line-search leaves sharded, their matrices replicated."""
+    """BFGS / Newton / L-BFGS: param-shaped line-search leaves sharded, their flat vectors and
+    matrices (L-BFGS's history) replicated."""
     host_params, _ = data
     tx = make()
     param_sh = example.param_shardings(mesh)

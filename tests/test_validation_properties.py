@@ -555,6 +555,16 @@ OPTIMIZERS = [
             "ns_dtype": "a floating dtype or None; tests/test_muon.py rejects an integer one",
         },
     ),
+    row(
+        optlib.lbfgs,
+        learning_rate=LR,
+        max_iter=Int(1),
+        max_eval=Int(1, optional=True),
+        tolerance_grad=non_negative(),
+        tolerance_change=non_negative(),
+        history_size=Int(1),
+        line_search_fn=Choice(("strong_wolfe",), optional=True),
+    ),
 ]
 
 TRANSFORMS = [
@@ -678,6 +688,16 @@ TRANSFORMS = [
     row(
         optlib.scale_by_shape,
         adjust_lr_fn=Choice(("original", "match_rms_adamw"), optional=True),
+    ),
+    row(
+        optlib.scale_by_torch_lbfgs,
+        learning_rate=LR,
+        max_iter=Int(1),
+        max_eval=Int(1, optional=True),
+        tolerance_grad=non_negative(),
+        tolerance_change=non_negative(),
+        history_size=Int(1),
+        line_search_fn=Choice(("strong_wolfe",), optional=True),
     ),
 ]
 

@@ -6,6 +6,9 @@ from optlib.optimizers.extras import (
     stable_adamw,
 )
 from optlib.optimizers.huggingface import adafactor
+from optlib.optimizers.lbfgs import (
+    lbfgs,
+)
 from optlib.optimizers.muon import (
     muon,
 )
@@ -62,4 +65,6 @@ __all__ = [
     "schedule_free_sgd",
     # torch.optim.Muon
     "muon",
+    # torch.optim.LBFGS
+    "lbfgs",
 ]

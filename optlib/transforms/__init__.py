@@ -100,6 +100,11 @@ from optlib.transforms.torch_adaptive import (
     scale_by_radam,
     scale_by_rprop,
 )
+from optlib.transforms.torch_lbfgs import (
+    LINE_SEARCH_FNS,
+    ScaleByTorchLbfgsState,
+    scale_by_torch_lbfgs,
+)
 
 __all__ = [
     # the learning rate
@@ -192,4 +197,8 @@ __all__ = [
     "newton_schulz",
     "scale_by_newton_schulz",
     "scale_by_shape",
+    # L-BFGS (torch.optim.LBFGS)
+    "LINE_SEARCH_FNS",
+    "ScaleByTorchLbfgsState",
+    "scale_by_torch_lbfgs",
 ]

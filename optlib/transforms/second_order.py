@@ -8,9 +8,8 @@ chain them with ``-learning_rate`` and a line search to get a descent step (see
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from optlib._numerics import safe_increment, statistics_dtype
+from optlib._objective import flat_objective
 from optlib._validation import check_choice, check_int, check_non_negative, check_positive
 
 __all__ = [
@@ -28,36 +28,6 @@ __all__ = [
 ]
 
 HESSIAN_MODES = ("auto", "dense", "cg")
-
-
-def _value_fn_kwargs(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> dict[str, Any]:
-    """The extra ``update`` keyword arguments that ``value_fn`` accepts (e.g. a batch).
-
-    The same rule as optax's line searches: an argument goes to the objective when the
-    objective's signature names it; ``value`` and ``grad`` are the line search's own.
-    """
-    names = inspect.signature(value_fn).parameters
-    return {key: arg for key, arg in extra_args.items() if key in names}
-
-
-def _flat_objective(
-    value_fn: Callable[..., Any] | None, params: optax.Params, extra_args: dict[str, Any], who: str
-) -> tuple[Callable[[jax.Array], jax.Array], jax.Array, Callable[[jax.Array], optax.Params]]:
-    """``x -> value_fn(unravel(x), **kwargs)``, the flat parameters and ``unravel``."""
-    if value_fn is None:
-        raise TypeError(
-            f"{who}.update needs the objective: call "
-            "update(grads, state, params, value=f(params), grad=grads, value_fn=f)"
-        )
-    if params is None:
-        raise ValueError(f"{who}.update needs params (the point where the Hessian is taken)")
-    kwargs = _value_fn_kwargs(value_fn, extra_args)
-    flat_params, unravel = ravel_pytree(params)
-
-    def objective(flat: jax.Array) -> jax.Array:
-        return value_fn(unravel(flat), **kwargs)
-
-    return objective, flat_params, unravel
 
 
 def _is_finite(x: jax.Array) -> jax.Array:
@@ -214,7 +184,7 @@ def scale_by_newton(
         return ScaleByNewtonState(count=zero, fallbacks=zero)
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
-        objective, flat_params, unravel = _flat_objective(
+        objective, flat_params, unravel = flat_objective(
             value_fn, params, extra_args, "scale_by_newton"
         )
         # float32 for bf16/fp16 parameters: eigh has no bf16/fp16 kernel, and the objective
