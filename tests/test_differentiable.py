@@ -194,11 +194,6 @@ def all_meta_gradients():
     return finite_difference_check(losses, thetas, frozenset(forward))
 
 
-@pytest.mark.xfail(
-    reason="fails after merging radam/adamax/rprop and lion/ademamix/stable_adamw rows; not yet "
-    "diagnosed (each branch passed it alone): see the closing note",
-    strict=False,
-)
 def test_meta_gradients_of_every_optimizer_match_finite_differences(x64):
     """All optimizers in one compile (one program per optimizer costs more in all); every
     case is checked and every failing one is reported."""

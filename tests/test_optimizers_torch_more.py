@@ -190,6 +190,35 @@ def test_rprop_ignores_the_schedule_after_its_first_step_like_torch(x64):
         np.testing.assert_array_equal(scheduled[key], fixed[key])
 
 
+def test_rprop_takes_the_rate_set_before_its_first_step_like_torch(x64):
+    """torch creates Rprop's step sizes at the first ``step()`` from ``group['lr']`` then:
+    a rate injected after ``init`` and before the first update is the one used."""
+    problem = make_problem(STEPS)
+
+    def set_rate_before_first_step(opt, step):
+        if step == 0:
+            opt.param_groups[0]["lr"] = 0.05
+
+    reference, *_ = torch_trajectory(
+        lambda params: torch.optim.Rprop(params.values(), lr=0.01),
+        problem,
+        torch.float64,
+        before_step=set_rate_before_first_step,
+    )
+    injected = optax.inject_hyperparams(optlib.rprop)(learning_rate=0.01)
+    init = injected.init
+
+    def init_then_set_rate(params):
+        state = init(params)
+        state.hyperparams["learning_rate"] = jnp.asarray(0.05, jnp.float64)
+        return state
+
+    ours, _ = optlib_trajectory(
+        optax.GradientTransformation(init_then_set_rate, injected.update), problem, jnp.float64
+    )
+    assert max_relative_error(ours, reference) <= OPTIMIZER_RTOL_F64
+
+
 @pytest.mark.parametrize("name", ["RAdam", "Adamax"])
 def test_one_cycle_lr_cycles_beta1_like_torch(name, x64):
     """torch's OneCycleLR (cycle_momentum=True) sets lr and betas[0] at every step."""

@@ -299,13 +299,15 @@ def scale_by_adamax(
 
 
 class ScaleByRpropState(NamedTuple):
-    """State of ``scale_by_rprop`` (torch's ``prev`` and ``step_size``).
+    """State of ``scale_by_rprop`` (torch's ``step``, ``prev`` and ``step_size``).
 
     Attributes:
+      count: int32 number of updates so far (saturating); torch's ``step``.
       prev: the previous gradient, zeroed where its sign had flipped.
-      step_size: the per-element step sizes.
+      step_size: the per-element step sizes (the initial rate until the first update).
     """
 
+    count: jax.Array  # type: ignore[assignment]
     prev: optax.Updates
     step_size: optax.Updates
 
@@ -360,10 +362,12 @@ def scale_by_rprop(
         u_t    = s_t * sign(g'_t)
 
     Follow with ``-1`` (``optlib.rprop`` ends with ``track_learning_rate``). As in torch the
-    first step moves every element by ``clip(lr)`` (``f_1 = 1``), and ``lr`` is read once: a
-    learning-rate schedule only sets the initial step sizes (its value at count 0, or a
-    metric-driven rate's initial rate), later values are ignored, as torch's Rprop ignores
-    the ``group['lr']`` a scheduler writes after the first step.
+    first step moves every element by ``clip(lr)`` (``f_1 = 1``), and ``lr`` is read once, at
+    the first update (when torch creates the state): a learning-rate schedule only sets the
+    initial step sizes (its value at count 0, or a metric-driven rate's initial rate), later
+    values are ignored, as torch's Rprop ignores the ``group['lr']`` a scheduler writes after
+    the first step. A rate injected before the first update (``optax.inject_hyperparams``,
+    like setting ``group['lr']`` before the first ``step()``) is the one used.
 
     ``optax.scale_by_rprop`` differs: it applies the previous step's ``s * sign(g)`` (its
     first update is 0) and keeps ``s`` unclipped when ``g * prev = 0``.
@@ -377,7 +381,8 @@ def scale_by_rprop(
     Returns:
       An ``optax.GradientTransformation``.
     """
-    if not isinstance(learning_rate, optax.GradientTransformation):  # checked where built
+    metric_driven = isinstance(learning_rate, optax.GradientTransformation)
+    if not metric_driven:  # a metric-driven rate is checked where it is built
         check_learning_rate(learning_rate)
     eta_minus, eta_plus = check_etas(etas)
     minimum, maximum = check_step_sizes(step_sizes)
@@ -385,6 +390,7 @@ def scale_by_rprop(
     def init_fn(params):
         rate = initial_learning_rate(learning_rate, params)
         return ScaleByRpropState(
+            count=jnp.zeros([], jnp.int32),
             prev=statistics_like(params),
             step_size=jax.tree.map(
                 lambda p: jnp.full(p.shape, rate, statistics_dtype(p.dtype)), params
@@ -393,8 +399,15 @@ def scale_by_rprop(
 
     def update_fn(updates, state, params=None):
         del params
+        first = state.count == 0
+        # the rate of the first update, read now (an injected rate may have replaced init's)
+        rate = (
+            None if metric_driven else learning_rate_at(learning_rate, jnp.zeros_like(state.count))
+        )
 
         def leaf(g, prev, step_size):
+            if rate is not None:
+                step_size = jnp.where(first, cast(rate, step_size.dtype), step_size)
             g32 = cast(g, prev.dtype)
             product = g32 * prev
             factor = jnp.where(product > 0, eta_plus, jnp.where(product < 0, eta_minus, 1.0))
@@ -404,6 +417,6 @@ def scale_by_rprop(
             return cast(jnp.sign(g32) * step_size, g.dtype), g32, step_size
 
         updates, prev, step_size = map_leaves(leaf, updates, state.prev, state.step_size)
-        return updates, ScaleByRpropState(prev, step_size)
+        return updates, ScaleByRpropState(safe_increment(state.count), prev, step_size)
 
     return optax.GradientTransformation(init_fn, update_fn)
