@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from reliability_cases import (
     OPTIMIZER_CASES,
     init_params,
