@@ -90,6 +90,20 @@ def expected_spec(path, leaf) -> tuple[str, P]:
     return "scalar", P()
 
 
+# RMSprop's momentum buffer holds g / rms(g) element by element. A gradient element near 0
+# (|g| ~ 1e-7 against a max of 4e-2 here) is a sum that cancels, and summed in another order
+# on the mesh it differs by up to ~1e-3 relative; the normalisation turns that element into
+# an O(1) value with the same relative error, so after 4 steps the buffer differs by ~3e-6
+# of its size (measured: 4.5e-5 on a buffer of 17). Every other statistic stays within
+# TOLERANCE of its size.
+NORMALISED_STATISTICS = {("rmsprop", "momentum"): 1e-5}
+
+
+def statistic_tolerance(name: str, path) -> float:
+    link = getattr(path[0], "key", None) if path else None
+    return NORMALISED_STATISTICS.get((name, link), TOLERANCE)
+
+
 @pytest.mark.parametrize("name", sorted(example.OPTIMIZERS))
 def test_state_is_sharded_like_its_parameters_and_training_matches_one_device(name, mesh, data):
     host_params, batches = data
@@ -118,11 +132,13 @@ def test_state_is_sharded_like_its_parameters_and_training_matches_one_device(na
     np.testing.assert_allclose(history["loss"], reference["loss"], rtol=TOLERANCE, atol=TOLERANCE)
     np.testing.assert_allclose(history["lr"], reference["lr"], rtol=TOLERANCE)
     assert example.max_abs_difference(params, ref_params) <= TOLERANCE
-    for leaf, ref in zip(jax.tree.leaves(opt_state), jax.tree.leaves(ref_state)):
+    for (path, leaf), ref in zip(
+        jax.tree_util.tree_leaves_with_path(opt_state), jax.tree.leaves(ref_state)
+    ):
         # Statistics such as RMSprop's momentum of normalised updates reach ~10: compare them
         # relative to their size (float32 reductions run in a different order when sharded).
         scale = max(1.0, float(np.max(np.abs(np.asarray(ref, np.float64)), initial=0.0)))
-        assert example.max_abs_difference(leaf, ref) <= TOLERANCE * scale
+        assert example.max_abs_difference(leaf, ref) <= statistic_tolerance(name, path) * scale
 
 
 def test_factored_statistics_are_split_over_the_mesh_not_replicated(mesh, data):
