@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 import optlib
+from optlib._registry import scheduler_entry
 
 INT32_MAX = 2**31 - 1
 
@@ -280,6 +281,13 @@ def split_batches(batches) -> list:
 # ------------------------------------------------------------------ one config per schedule
 
 METRIC_DRIVEN_NAMES = ("ReduceLROnPlateau", "reduce_lr_on_plateau", "GreedyLR", "greedy")
+# The step-based Hugging Face names, from the registry (transformers' SchedulerType values;
+# test_hf_schedules.py checks the two lists agree).
+HF_NAMES = tuple(
+    name
+    for name in optlib.scheduler_names()
+    if scheduler_entry(name).family == "hf" and name not in METRIC_DRIVEN_NAMES
+)
 
 
 def _sub(name: str, learning_rate: float, **kwargs: Any):

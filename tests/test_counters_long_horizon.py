@@ -39,7 +39,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from parity import ATOL_PEAK_F32, RTOL_F32, make_torch_optimizer, torch, torch_default_dtype
-from reliability_cases import INT32_MAX, counters, set_counters
+from reliability_cases import HF_NAMES, INT32_MAX, counters, set_counters
 
 import optlib
 
@@ -426,20 +426,6 @@ def test_torch_schedules_far_out_equal_torch_closed_form(name):
         )
 
     check()
-
-
-HF_NAMES = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "cosine_warmup_with_min_lr",
-    "warmup_stable_decay",
-)
 
 
 @st.composite

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from parity import RTOL_F64, assert_trace_close, make_torch_optimizer, optlib_trace, torch_trace
+from reliability_cases import HF_NAMES
 
 import optlib
 
@@ -23,22 +24,15 @@ transformers = pytest.importorskip("transformers", reason="HF parity needs trans
 from transformers import optimization as hf_optimization  # noqa: E402
 
 INT32_MAX = 2**31 - 1
-HF_NAMES = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "cosine_warmup_with_min_lr",
-    "warmup_stable_decay",
-)
 FUNCTIONS = {  # HF SchedulerType -> the function name shared by transformers and optlib
     name: hf_optimization.TYPE_TO_SCHEDULER_FUNCTION[transformers.SchedulerType(name)].__name__
     for name in HF_NAMES
 }
+
+
+def test_the_registry_has_every_step_based_scheduler_type_of_transformers():
+    metric_driven = {"reduce_lr_on_plateau", "greedy"}
+    assert set(HF_NAMES) == {kind.value for kind in transformers.SchedulerType} - metric_driven
 
 
 # --------------------------------------------------------------------------- configurations

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from parity import optlib_trace
+from reliability_cases import HF_NAMES
 
 import optlib
 from optlib.__main__ import _parse_keywords, main
@@ -22,18 +23,6 @@ from matplotlib.figure import Figure  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HF_NAMES = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "cosine_warmup_with_min_lr",
-    "warmup_stable_decay",
-)
 
 
 def _assert_png(path: str) -> None:

@@ -38,7 +38,7 @@ from parity import (
     torch_trace,
 )
 from references import CosineAnnealingWarmUpRestarts, document_linear_decay
-from reliability_cases import INT32_MAX, step_based_names
+from reliability_cases import HF_NAMES, INT32_MAX, step_based_names
 
 import optlib
 
@@ -213,19 +213,6 @@ def torch_bounds(name: str, lr: float, config: dict) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------- HF configurations
-
-HF_NAMES = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "cosine_warmup_with_min_lr",
-    "warmup_stable_decay",
-)
 
 
 @st.composite

@@ -15,8 +15,8 @@ from optlib._validation import (
 )
 from optlib.optimizers._links import named_chain
 from optlib.transforms.factored import (
-    _check_clip_threshold,
-    _check_decay_rate,
+    check_clip_threshold,
+    check_decay_rate,
     add_decayed_weights_scaled_by_learning_rate,
     clip_by_update_rms,
     ema_of_updates,
@@ -128,8 +128,8 @@ def adafactor(
     relative_step = check_bool("relative_step", relative_step)
     warmup_init = check_bool("warmup_init", warmup_init)
     eps_sq, eps_scale = _check_eps_pair(eps)
-    _check_clip_threshold(clip_threshold)
-    _check_decay_rate(decay_rate)
+    check_clip_threshold(clip_threshold)
+    check_decay_rate(decay_rate)
     if beta1 is not None:
         check_interval("beta1", beta1, 0.0, 1.0, high_closed=False)
     check_non_negative("weight_decay", weight_decay)

@@ -91,7 +91,7 @@ def _param_scale(param: jax.Array, eps: float) -> jax.Array:
     return jnp.maximum(eps, _rms(param.astype(_compute_dtype(param))))
 
 
-def _check_decay_rate(decay_rate: float) -> float:
+def check_decay_rate(decay_rate: float) -> float:
     decay_rate = check_real("decay_rate", decay_rate)
     if not is_traced(decay_rate) and decay_rate > 0:  # traced: injected
         raise ValueError(
@@ -101,7 +101,7 @@ def _check_decay_rate(decay_rate: float) -> float:
     return decay_rate
 
 
-def _check_clip_threshold(clip_threshold: float) -> float:
+def check_clip_threshold(clip_threshold: float) -> float:
     clip_threshold = check_real("clip_threshold", clip_threshold, allow_inf=True)
     if not is_traced(clip_threshold) and clip_threshold <= 0:
         raise ValueError(f"clip_threshold must be > 0, got {clip_threshold!r}")
@@ -216,7 +216,7 @@ def scale_by_factored_rms(
       An ``optax.GradientTransformation`` with state ``ScaleByFactoredRmsState``.
     """
     eps = check_non_negative("eps", eps)
-    decay_rate = _check_decay_rate(decay_rate)
+    decay_rate = check_decay_rate(decay_rate)
 
     def update_leaf(grad, row, col, full, beta2):
         dtype = row.dtype  # the statistics dtype, chosen from the param at init
@@ -343,7 +343,7 @@ def clip_by_update_rms(clip_threshold: float = 1.0) -> optax.GradientTransformat
     Returns:
       An ``optax.GradientTransformation`` (stateless).
     """
-    clip_threshold = _check_clip_threshold(clip_threshold)
+    clip_threshold = check_clip_threshold(clip_threshold)
 
     def clip_leaf(update):
         wide = update.astype(_compute_dtype(update))
