@@ -15,8 +15,11 @@ scheduler overwrites them), or a metric-driven learning-rate transform
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib.optimizers._links import (
     cycled_betas,
     learning_rate_link,
@@ -60,6 +63,7 @@ def sgd(
     nesterov: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Stochastic gradient descent with torch's momentum (torch.optim.SGD).
 
@@ -79,6 +83,9 @@ def sgd(
       weight_decay: coupled L2 penalty (>= 0).
       nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -87,7 +94,15 @@ def sgd(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("momentum", trace_momentum(momentum_from(learning_rate, momentum), dampening, nesterov)),
+        (
+            "momentum",
+            trace_momentum(
+                momentum_from(learning_rate, momentum),
+                dampening,
+                nesterov,
+                statistics_dtype=statistics_dtype,
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -101,6 +116,7 @@ def adam(
     *,
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adam (torch.optim.Adam).
 
@@ -118,6 +134,9 @@ def adam(
       amsgrad: use AMSGrad's running maximum of the second moment.
       maximize: maximize the objective instead of minimizing.
       decoupled_weight_decay: AdamW-style decay instead of L2.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -126,7 +145,12 @@ def adam(
     return named_chain(
         maximize_link(maximize),
         coupled,
-        ("adam", scale_by_adam(cycled_betas(learning_rate, betas), eps, amsgrad)),
+        (
+            "adam",
+            scale_by_adam(
+                cycled_betas(learning_rate, betas), eps, amsgrad, statistics_dtype=statistics_dtype
+            ),
+        ),
         decoupled,
         learning_rate_link(learning_rate),
     )
@@ -140,6 +164,7 @@ def adamw(
     amsgrad: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 1e-2.
 
@@ -157,6 +182,9 @@ def adamw(
       weight_decay: decoupled weight decay coefficient (>= 0).
       amsgrad: use AMSGrad's running maximum of the second moment.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -169,6 +197,7 @@ def adamw(
         amsgrad,
         maximize=maximize,
         decoupled_weight_decay=True,
+        statistics_dtype=statistics_dtype,
     )
 
 
@@ -180,6 +209,7 @@ def adagrad(
     eps: float = 1e-10,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adagrad (torch.optim.Adagrad).
 
@@ -197,6 +227,9 @@ def adagrad(
       initial_accumulator_value: starting value of the sum of squares (>= 0).
       eps: added to the denominator (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -209,7 +242,12 @@ def adagrad(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("adagrad", scale_by_adagrad(lr_decay, initial_accumulator_value, eps)),
+        (
+            "adagrad",
+            scale_by_adagrad(
+                lr_decay, initial_accumulator_value, eps, statistics_dtype=statistics_dtype
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -223,6 +261,7 @@ def rmsprop(
     centered: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """RMSprop (torch.optim.RMSprop).
 
@@ -243,6 +282,9 @@ def rmsprop(
       momentum: momentum factor (>= 0).
       centered: normalise by the estimated variance of the gradient.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -251,8 +293,13 @@ def rmsprop(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("rms", scale_by_rms(alpha, eps, centered)),
-        ("momentum", trace_momentum(momentum_from(learning_rate, momentum))),
+        ("rms", scale_by_rms(alpha, eps, centered, statistics_dtype=statistics_dtype)),
+        (
+            "momentum",
+            trace_momentum(
+                momentum_from(learning_rate, momentum), statistics_dtype=statistics_dtype
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -264,6 +311,7 @@ def adadelta(
     weight_decay: float = 0.0,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adadelta (torch.optim.Adadelta); torch's lr (default 1.0) multiplies the delta.
 
@@ -275,6 +323,9 @@ def adadelta(
       eps: added inside the square roots (>= 0).
       weight_decay: coupled L2 penalty (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -286,7 +337,7 @@ def adadelta(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("adadelta", scale_by_adadelta(rho, eps)),
+        ("adadelta", scale_by_adadelta(rho, eps, statistics_dtype=statistics_dtype)),
         learning_rate_link(learning_rate),
     )
 
@@ -300,6 +351,7 @@ def nadam(
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """NAdam (torch.optim.NAdam), with torch's momentum-decay schedule ``mu_t``.
 
@@ -316,6 +368,9 @@ def nadam(
       momentum_decay: ``psi`` of ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * psi))`` (>= 0).
       decoupled_weight_decay: AdamW-style decay instead of L2.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -324,7 +379,15 @@ def nadam(
     return named_chain(
         maximize_link(maximize),
         coupled,
-        ("nadam", scale_by_nadam(cycled_betas(learning_rate, betas), eps, momentum_decay)),
+        (
+            "nadam",
+            scale_by_nadam(
+                cycled_betas(learning_rate, betas),
+                eps,
+                momentum_decay,
+                statistics_dtype=statistics_dtype,
+            ),
+        ),
         decoupled,
         learning_rate_link(learning_rate),
     )
@@ -338,6 +401,7 @@ def radam(
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """RAdam (torch.optim.RAdam), rectified from torch's step exactly (``rho_t > 5``).
 
@@ -357,6 +421,9 @@ def radam(
       weight_decay: weight decay coefficient (>= 0).
       decoupled_weight_decay: AdamW-style decay instead of L2.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -365,7 +432,12 @@ def radam(
     return named_chain(
         maximize_link(maximize),
         coupled,
-        ("radam", scale_by_radam(cycled_betas(learning_rate, betas), eps)),
+        (
+            "radam",
+            scale_by_radam(
+                cycled_betas(learning_rate, betas), eps, statistics_dtype=statistics_dtype
+            ),
+        ),
         decoupled,
         learning_rate_link(learning_rate),
     )
@@ -378,6 +450,7 @@ def adamax(
     weight_decay: float = 0.0,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adamax (torch.optim.Adamax), Adam with an infinity norm.
 
@@ -394,6 +467,9 @@ def adamax(
       eps: added to ``|g|`` (>= 0).
       weight_decay: coupled L2 penalty (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -401,7 +477,12 @@ def adamax(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("adamax", scale_by_adamax(cycled_betas(learning_rate, betas), eps)),
+        (
+            "adamax",
+            scale_by_adamax(
+                cycled_betas(learning_rate, betas), eps, statistics_dtype=statistics_dtype
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -412,6 +493,7 @@ def rprop(
     step_sizes: tuple[float, float] = (1e-6, 50),
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Rprop (torch.optim.Rprop): per-element step sizes adapted by the gradient's sign.
 
@@ -432,6 +514,9 @@ def rprop(
       etas: ``(etaminus, etaplus)``, ``0 < etaminus < 1 < etaplus``.
       step_sizes: ``(minimum, maximum)`` step size, ``0 <= minimum <= maximum``.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -443,6 +528,9 @@ def rprop(
     reject_momentum_schedule(learning_rate, "rprop")
     return named_chain(
         maximize_link(maximize),
-        ("rprop", scale_by_rprop(learning_rate, etas, step_sizes)),
+        (
+            "rprop",
+            scale_by_rprop(learning_rate, etas, step_sizes, statistics_dtype=statistics_dtype),
+        ),
         ("learning_rate", track_learning_rate(learning_rate)),
     )

@@ -19,14 +19,22 @@ dtype they came in.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from optlib._numerics import as_float, ema, safe_increment, statistics_dtype, update_number
-from optlib._partition import register_state_partition, without_axis
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    as_float,
+    check_statistics_dtype,
+    ema,
+    safe_increment,
+    statistics_dtype,
+    update_number,
+)
+from optlib._partition import register_state_partition, state_leaf, without_axis
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import (
     check_bool,
@@ -136,28 +144,20 @@ def _is_factored(param: jax.Array) -> bool:
     return param.ndim >= 2
 
 
-def _placeholder(param: jax.Array) -> jax.Array:
-    return jnp.zeros([], _compute_dtype(param))
-
-
-def _zeros_without_axis(param: jax.Array, axis: int) -> jax.Array:
-    shape = list(param.shape)
-    del shape[axis]
-    return jnp.zeros(shape, _compute_dtype(param))
-
-
-def _init_row(param):
-    return _zeros_without_axis(param, -1) if _is_factored(param) else _placeholder(param)
-
-
-def _init_col(param):
-    return _zeros_without_axis(param, -2) if _is_factored(param) else _placeholder(param)
-
-
-def _init_full(param):
+def _init_row(param, dtype):
     if _is_factored(param):
-        return _placeholder(param)
-    return jnp.zeros_like(param, _compute_dtype(param))
+        return state_leaf(param, 0.0, dtype, drop_axis=-1)
+    return state_leaf(param, 0.0, dtype, scalar=True)
+
+
+def _init_col(param, dtype):
+    if _is_factored(param):
+        return state_leaf(param, 0.0, dtype, drop_axis=-2)
+    return state_leaf(param, 0.0, dtype, scalar=True)
+
+
+def _init_full(param, dtype):
+    return state_leaf(param, 0.0, dtype, scalar=_is_factored(param))
 
 
 def _approx_rsqrt_second_moment(row: jax.Array, col: jax.Array) -> jax.Array:
@@ -172,7 +172,10 @@ def _approx_rsqrt_second_moment(row: jax.Array, col: jax.Array) -> jax.Array:
 
 
 def scale_by_factored_rms(
-    eps: float = 1e-30, decay_rate: float = -0.8
+    eps: float = 1e-30,
+    decay_rate: float = -0.8,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Divides updates by HF Adafactor's (factored) RMS of past gradients.
 
@@ -198,19 +201,22 @@ def scale_by_factored_rms(
       eps: added to the squared gradient (HF ``eps[0]``), ``>= 0``.
       decay_rate: exponent of ``beta2_t = 1 - t**decay_rate``; ``<= 0`` so that
         ``beta2_t`` is in ``[0, 1)`` (``0`` means no averaging).
+      statistics_dtype: dtype of the statistics and of the computation (at least this wide;
+        None: the parameters' dtype, which HF does not do: it always computes in float32).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``ScaleByFactoredRmsState``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     eps = check_non_negative("eps", eps)
     decay_rate = _check_decay_rate(decay_rate)
 
     def init_fn(params):
         return ScaleByFactoredRmsState(
             count=jnp.zeros([], jnp.int32),
-            exp_avg_sq_row=jax.tree.map(_init_row, params),
-            exp_avg_sq_col=jax.tree.map(_init_col, params),
-            exp_avg_sq=jax.tree.map(_init_full, params),
+            exp_avg_sq_row=jax.tree.map(lambda p: _init_row(p, statistics_dtype), params),
+            exp_avg_sq_col=jax.tree.map(lambda p: _init_col(p, statistics_dtype), params),
+            exp_avg_sq=jax.tree.map(lambda p: _init_full(p, statistics_dtype), params),
         )
 
     def update_leaf(grad, row, col, full, beta2):
@@ -414,7 +420,9 @@ def scale_by_relative_step_size(warmup_init: bool = False) -> optax.GradientTran
 # --- momentum and weight decay ----------------------------------------------------------------
 
 
-def ema_of_updates(decay: float) -> optax.GradientTransformation:
+def ema_of_updates(
+    decay: float, *, statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE
+) -> optax.GradientTransformation:
     """Replaces updates by their exponential moving average (HF Adafactor's ``beta1``).
 
     ``m_t = decay * m_{t-1} + (1 - decay) * u_t`` with ``m_0 = 0``, no bias correction;
@@ -427,15 +435,19 @@ def ema_of_updates(decay: float) -> optax.GradientTransformation:
 
     Args:
       decay: HF's ``beta1``, in ``[0, 1)``.
+      statistics_dtype: dtype of the average (at least this wide; None: the parameters'
+        dtype; HF keeps it in float32).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``optax.EmaState``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     decay = check_interval("decay", decay, 0.0, 1.0, high_closed=False)
     average = optax.ema(decay, debias=False)
 
     def init_fn(params):
-        return average.init(jax.tree.map(lambda p: jnp.zeros(p.shape, _compute_dtype(p)), params))
+        zeros = jax.tree.map(lambda p: state_leaf(p, 0.0, statistics_dtype), params)
+        return average.init(zeros)
 
     def update_fn(updates, state, params=None):
         del params

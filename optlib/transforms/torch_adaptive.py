@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import cast, float_dtype, safe_increment, statistics_dtype, update_number
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    cast,
+    check_statistics_dtype,
+    float_dtype,
+    safe_increment,
+    update_number,
+)
 from optlib._validation import check_learning_rate, check_non_negative, check_real
 from optlib.transforms.learning_rate import (
     LearningRate,
@@ -166,6 +173,8 @@ def _rectification(beta2, first_rectified, t: jax.Array):
 def scale_by_radam(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """RAdam's scaling (torch.optim.RAdam), without weight decay and learning rate.
 
@@ -190,17 +199,22 @@ def scale_by_radam(
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to the denominator (>= 0).
+      statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     first_rectified = _first_rectified_step(beta2) if isinstance(beta2, float) else None
 
     def init_fn(params):
         return ScaleByRadamState(
-            jnp.zeros([], jnp.int32), statistics_like(params), statistics_like(params)
+            jnp.zeros([], jnp.int32),
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -248,6 +262,8 @@ class ScaleByAdamaxState(NamedTuple):
 def scale_by_adamax(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adamax's scaling (torch.optim.Adamax), without weight decay and learning rate.
 
@@ -262,16 +278,21 @@ def scale_by_adamax(
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to ``|g|`` inside the maximum (>= 0).
+      statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
 
     def init_fn(params):
         return ScaleByAdamaxState(
-            jnp.zeros([], jnp.int32), statistics_like(params), statistics_like(params)
+            jnp.zeros([], jnp.int32),
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -349,6 +370,8 @@ def scale_by_rprop(
     learning_rate: LearningRate = 1e-2,
     etas: tuple[float, float] = (0.5, 1.2),
     step_sizes: tuple[float, float] = (1e-6, 50),
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Rprop's step (torch.optim.Rprop): the per-element step sizes times the gradient's sign.
 
@@ -373,6 +396,8 @@ def scale_by_rprop(
         whose initial value is used.
       etas: ``(etaminus, etaplus)``, ``0 < etaminus < 1 < etaplus``.
       step_sizes: ``(minimum, maximum)`` step size, ``0 <= minimum <= maximum``.
+      statistics_dtype: dtype of ``prev`` and the step sizes (at least this wide; None: the
+        parameters' dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -381,14 +406,13 @@ def scale_by_rprop(
         check_learning_rate(learning_rate)
     eta_minus, eta_plus = check_etas(etas)
     minimum, maximum = check_step_sizes(step_sizes)
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
 
     def init_fn(params):
         rate = initial_learning_rate(learning_rate, params)
         return ScaleByRpropState(
-            prev=statistics_like(params),
-            step_size=jax.tree.map(
-                lambda p: jnp.full(p.shape, rate, statistics_dtype(p.dtype)), params
-            ),
+            prev=statistics_like(params, 0.0, statistics_dtype),
+            step_size=statistics_like(params, rate, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
