@@ -40,7 +40,7 @@ from optlib.transforms.moments import (
     check_betas,
     decay_add_square,
     lerp,
-    map_leaves,
+    map_statistics,
     statistics_like,
 )
 from optlib.transforms.regularization import add_decoupled_weight_decay
@@ -146,7 +146,7 @@ def scale_by_lion(
             exp_avg = _ema(exp_avg, g32, _coefficients(beta2, None, dtype))
             return cast(u, g.dtype), exp_avg
 
-        updates, exp_avg = map_leaves(leaf, updates, state.exp_avg)
+        updates, exp_avg = map_statistics(leaf, updates, state.exp_avg)
         return updates, ScaleByLionState(safe_increment(state.count), exp_avg)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -286,7 +286,7 @@ def scale_by_ademamix(
             u = mixed / (jnp.sqrt(nu) / cast(bias_correction2_sqrt, dtype) + eps)
             return cast(u, g.dtype), m1, m2, nu
 
-        updates, m1, m2, nu = map_leaves(
+        updates, m1, m2, nu = map_statistics(
             leaf, updates, state.exp_avg, state.exp_avg_slow, state.exp_avg_sq
         )
         return updates, ScaleByAdemamixState(safe_increment(state.count), m1, m2, nu)
@@ -383,7 +383,7 @@ def scale_by_stable_adam(
             direction = exp_avg / (jnp.sqrt(exp_avg_sq) + eps)
             return direction, jnp.maximum(rms, 1), exp_avg, exp_avg_sq
 
-        directions, clips, exp_avg, exp_avg_sq = map_leaves(
+        directions, clips, exp_avg, exp_avg_sq = map_statistics(
             leaf, updates, state.exp_avg, state.exp_avg_sq
         )
         wide_params = jax.tree.map(lambda p, d: cast(p, d.dtype), params, directions)

@@ -31,9 +31,9 @@ from optlib._numerics import (
     check_statistics_dtype,
     ema,
     safe_increment,
-    statistics_dtype,
     update_number,
 )
+from optlib._numerics import statistics_dtype as statistics_dtype_of
 from optlib._partition import register_state_partition, state_leaf, without_axis
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import (
@@ -45,6 +45,7 @@ from optlib._validation import (
     is_traced,
 )
 from optlib.transforms.learning_rate import learning_rate_at, scale_updates
+from optlib.transforms.moments import in_statistics_dtype
 
 __all__ = [
     "ScaleByFactoredRmsState",
@@ -78,7 +79,7 @@ def _rms(x: jax.Array) -> jax.Array:
 
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
     """float32 for bf16/fp16 (HF upcasts), else the array's own float dtype."""
-    return statistics_dtype(x.dtype)
+    return statistics_dtype_of(x.dtype)
 
 
 def _param_scale(param: jax.Array, eps: float) -> jax.Array:
@@ -220,7 +221,9 @@ def scale_by_factored_rms(
         )
 
     def update_leaf(grad, row, col, full, beta2):
-        dtype = row.dtype  # the statistics dtype, chosen from the param at init
+        stored = row.dtype  # the statistics dtype, chosen from the param at init
+        dtype = statistics_dtype_of(stored)  # computed in float32 or wider, as HF does
+        row, col, full = (x.astype(dtype) for x in (row, col, full))
         beta2 = beta2.astype(dtype)
         grad = grad.astype(dtype)
         squared = jnp.square(grad) + eps
@@ -231,7 +234,7 @@ def scale_by_factored_rms(
         else:
             full = ema(full, squared, beta2)
             update = jax.lax.rsqrt(full) * grad
-        return update, row, col, full
+        return update, row.astype(stored), col.astype(stored), full.astype(stored)
 
     def update_fn(updates, state, params=None):
         del params
@@ -443,18 +446,7 @@ def ema_of_updates(
     """
     statistics_dtype = check_statistics_dtype(statistics_dtype)
     decay = check_interval("decay", decay, 0.0, 1.0, high_closed=False)
-    average = optax.ema(decay, debias=False)
-
-    def init_fn(params):
-        zeros = jax.tree.map(lambda p: state_leaf(p, 0.0, statistics_dtype), params)
-        return average.init(zeros)
-
-    def update_fn(updates, state, params=None):
-        del params
-        averaged, state = average.update(updates, state)
-        return jax.tree.map(lambda m, u: m.astype(u.dtype), averaged, updates), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return in_statistics_dtype(optax.ema(decay, debias=False), statistics_dtype=statistics_dtype)
 
 
 class AddDecayedWeightsScaledByLearningRateState(NamedTuple):

@@ -65,6 +65,31 @@ def map_leaves(fn: Callable[..., tuple], tree: Any, *rest: Any) -> tuple:
     return tuple(treedef.unflatten(list(column)) for column in zip(*outputs))
 
 
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype a statistic kept in ``dtype`` is computed in: float32 or wider (torch also
+    computes each op on bf16/fp16 tensors in float32, its ``opmath`` type)."""
+    return statistics_dtype_of(dtype)
+
+
+def map_statistics(fn: Callable[..., tuple], updates: Any, *statistics: Any) -> tuple:
+    """``map_leaves`` for a transform's step on per-parameter statistics.
+
+    ``fn(g, *stats)`` sees each statistic in its ``compute_dtype`` (float32 or wider) and
+    returns ``(*outputs, *new_stats)``, the new statistics last, in the order of
+    ``statistics``; they are stored back in the dtype each statistic is kept in (the
+    ``statistics_dtype`` option: a no-op for float32 statistics, one rounding per step for
+    bf16/fp16 ones under ``statistics_dtype=None``).
+    """
+    count = len(statistics)
+
+    def step(g, *stats):
+        outputs = fn(g, *(cast(s, compute_dtype(s.dtype)) for s in stats))
+        head, new = outputs[: len(outputs) - count], outputs[len(outputs) - count :]
+        return tuple(head) + tuple(cast(n, s.dtype) for n, s in zip(new, stats))
+
+    return map_leaves(step, updates, *statistics)
+
+
 def _arity(fn: Callable[..., tuple], rest: tuple) -> int:
     """Number of outputs of ``fn``, for an empty tree (e.g. a parameter group with no leaves)."""
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
@@ -194,7 +219,7 @@ def scale_by_adagrad(
             u = g32 / (jnp.sqrt(acc) + eps) / cast(decay, acc.dtype)
             return cast(u, g.dtype), acc
 
-        updates, sums = map_leaves(leaf, updates, state.sum)
+        updates, sums = map_statistics(leaf, updates, state.sum)
         return updates, ScaleByAdagradState(safe_increment(state.count), sums)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -223,8 +248,11 @@ def in_statistics_dtype(
     Args:
       inner: an ``optax.GradientTransformation`` whose statistics follow the input dtype.
       cast_like_params: return the updates in the parameters' dtype (when ``params`` is given).
-      statistics_dtype: the dtype to widen to (at least this wide); None runs ``inner`` on the
-        inputs as they are (torch's behaviour: statistics in the parameters' dtype).
+      statistics_dtype: the dtype to widen to (at least this wide). None keeps ``inner``'s
+        state in the parameters' dtype (torch's storage) and still computes each step on
+        float32-or-wider copies (the inputs and the state), rounding the new state once to
+        the dtype it is kept in (torch computes each of its ops in float32 and rounds after
+        each; see the README's deviations).
 
     Returns:
       The same transformation with float32-or-wider state.
@@ -242,15 +270,26 @@ def in_statistics_dtype(
 
         return jax.tree.map(one, tree)
 
+    def compute(tree):
+        return jax.tree.map(lambda x: cast(jnp.asarray(x), statistics_dtype_of(x.dtype)), tree)
+
     def init_fn(params):
         return inner.init(widen(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         wide = {
-            key: widen(arg) if key in ("value", "grad") else arg for key, arg in extra_args.items()
+            key: compute(arg) if key in ("value", "grad") else arg
+            for key, arg in extra_args.items()
         }
-        wide_params = None if params is None else widen(params)
-        new_updates, state = inner.update(widen(updates), state, wide_params, **wide)
+        wide_params = None if params is None else compute(params)
+        if statistics_dtype is None:  # kept narrow, computed wide
+            stored = state
+            state = jax.tree.map(
+                lambda x: compute(x) if jnp.issubdtype(x.dtype, jnp.floating) else x, state
+            )
+        new_updates, state = inner.update(compute(updates), state, wide_params, **wide)
+        if statistics_dtype is None:
+            state = jax.tree.map(lambda new, old: cast(new, old.dtype), state, stored)
         like = params if cast_like_params and params is not None else updates
         return jax.tree.map(lambda new, old: cast(new, old.dtype), new_updates, like), state
 
@@ -448,7 +487,7 @@ def scale_by_adam(
 
         moments = (state.exp_avg, state.exp_avg_sq)
         moments += (state.max_exp_avg_sq,) if amsgrad else ()
-        updates, exp_avg, exp_avg_sq, *maximum = map_leaves(leaf, updates, *moments)
+        updates, exp_avg, exp_avg_sq, *maximum = map_statistics(leaf, updates, *moments)
         new_state = ScaleByAdamState(
             safe_increment(state.count), exp_avg, exp_avg_sq, maximum[0] if amsgrad else None
         )
@@ -562,7 +601,9 @@ def scale_by_nadam(
             )
             return cast(u, g.dtype), exp_avg, exp_avg_sq
 
-        updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
+        updates, exp_avg, exp_avg_sq = map_statistics(
+            leaf, updates, state.exp_avg, state.exp_avg_sq
+        )
         new_state = ScaleByNadamState(safe_increment(state.count), mu_product, exp_avg, exp_avg_sq)
         return updates, new_state
 

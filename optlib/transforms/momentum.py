@@ -16,7 +16,7 @@ from optlib._numerics import (
 )
 from optlib._validation import check_bool, check_interval, check_non_negative, is_traced
 from optlib.transforms.learning_rate import learning_rate_at
-from optlib.transforms.moments import map_leaves, statistics_like
+from optlib.transforms.moments import map_statistics, statistics_like
 
 __all__ = ["TraceMomentumState", "check_momentum", "trace_momentum"]
 
@@ -130,7 +130,7 @@ def trace_momentum(
                 jax.lax.select(active, new_buf, buf),
             )
 
-        new_updates, new_buffer = map_leaves(leaf, updates, state.momentum_buffer)
+        new_updates, new_buffer = map_statistics(leaf, updates, state.momentum_buffer)
         new_state = TraceMomentumState(
             safe_increment(state.count), state.has_buffer | active, new_buffer
         )

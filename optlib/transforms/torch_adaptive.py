@@ -37,6 +37,7 @@ from optlib.transforms.moments import (
     first_moment_weight,
     lerp,
     map_leaves,
+    map_statistics,
     statistics_like,
 )
 
@@ -235,7 +236,9 @@ def scale_by_radam(
             u = jnp.where(rectified, corrected * adaptive * cast(rect, dtype), corrected)
             return cast(u, g.dtype), exp_avg, exp_avg_sq
 
-        updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
+        updates, exp_avg, exp_avg_sq = map_statistics(
+            leaf, updates, state.exp_avg, state.exp_avg_sq
+        )
         return updates, ScaleByRadamState(safe_increment(state.count), exp_avg, exp_avg_sq)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -309,7 +312,7 @@ def scale_by_adamax(
             u = exp_avg / exp_inf / cast(bias_correction, dtype)
             return cast(u, g.dtype), exp_avg, exp_inf
 
-        updates, exp_avg, exp_inf = map_leaves(leaf, updates, state.exp_avg, state.exp_inf)
+        updates, exp_avg, exp_inf = map_statistics(leaf, updates, state.exp_avg, state.exp_inf)
         return updates, ScaleByAdamaxState(safe_increment(state.count), exp_avg, exp_inf)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -427,6 +430,9 @@ def scale_by_rprop(
             g32 = jnp.where(product < 0, jnp.zeros_like(g32), g32)
             return cast(jnp.sign(g32) * step_size, g.dtype), g32, step_size
 
+        # Computed in the statistics' own dtype, not widened (map_leaves): torch multiplies a
+        # bf16/fp16 step size by a tensor of etas in that dtype, so under
+        # statistics_dtype=None this rounds exactly as torch does.
         updates, prev, step_size = map_leaves(leaf, updates, state.prev, state.step_size)
         return updates, ScaleByRpropState(prev, step_size)
 
