@@ -258,6 +258,7 @@ def in_statistics_dtype(
       The same transformation with float32-or-wider state.
     """
     statistics_dtype = check_statistics_dtype(statistics_dtype)
+    cast_like_params = check_bool("cast_like_params", cast_like_params)
 
     if not isinstance(inner, optax.GradientTransformation):
         raise TypeError(f"inner must be an optax.GradientTransformation, got {inner!r}")
