@@ -135,6 +135,8 @@ def state_leaf(
     Returns:
       The new leaf.
     """
+    if not hasattr(param, "dtype"):  # a Python scalar leaf
+        param = jnp.asarray(param)
     leaf_dtype = statistics_dtype(param.dtype, dtype)
     if scalar:
         shape: tuple = ()

@@ -99,6 +99,20 @@ def test_eager_and_jitted_init_lay_every_leaf_out_like_its_parameter(name, mesh,
     assert checked - {"scalar"}, f"{name}: no statistic was checked"
 
 
+def test_flax_train_state_create_keeps_the_moments_sharded(mesh, host_params):
+    """``TrainState.create`` calls ``tx.init(params)`` eagerly: the moments come out sharded
+    like the parameters (before, optlib's were on one device)."""
+    train_state = pytest.importorskip("flax.training.train_state")
+    param_sh = example.param_shardings(mesh)
+    params = jax.tree.map(example.put, host_params, param_sh)
+    for tx in (optlib.adamw(1e-3), optlib.adagrad(1e-2)):
+        state = train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
+        statistics = [leaf for leaf in jax.tree.leaves(state.opt_state) if leaf.shape == (8, 16)]
+        assert statistics
+        for leaf in statistics:
+            assert leaf.sharding.is_equivalent_to(param_sh["embed"], 2)
+
+
 def test_jitted_init_without_out_shardings_is_no_worse_than_optax(mesh, host_params):
     """Under ``jit`` without ``out_shardings`` XLA places constants; optlib's moments then
     hold no more bytes per device than optax's."""
