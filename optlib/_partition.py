@@ -94,9 +94,8 @@ def _leaf_sharding(param: Any, drop_axis: int | None, scalar: bool) -> Any:
     if drop_axis is None and not scalar:
         return sharding
     if isinstance(sharding, NamedSharding):
-        if scalar:
-            spec: tuple = ()
-        else:
+        spec: tuple = ()
+        if not scalar and drop_axis is not None:
             kept = list(full_spec(sharding.spec, param.ndim))
             del kept[drop_axis]
             spec = tuple(kept)
