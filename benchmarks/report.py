@@ -109,7 +109,29 @@ def _memory_table(memory: dict) -> list[str]:
         f"{memory['problems'][p]}: {ratio:.3%}"
         for p, ratio in memory["adafactor_over_adam"].items()
     )
-    return lines + ["", f"Adafactor state / Adam state: {ratios}."]
+    lines += ["", f"Adafactor state / Adam state: {ratios}."]
+    if "sharded" in memory:
+        lines += ["", *_sharded_memory_table(memory["sharded"])]
+    return lines
+
+
+def _sharded_memory_table(sharded: dict) -> list[str]:
+    devices = sharded["rows"][0]["devices"] if sharded["rows"] else 0
+    lines = [
+        f"Per-device optimizer state, {sharded['problem']}, on {devices} devices: replicated; "
+        "parameters split over the devices (state follows them); parameters replicated and "
+        'state split (ZeRO-1, `shard_state_over="data"`).',
+        "",
+        "| optimizer | replicated MiB | param-sharded MiB | ZeRO-1 MiB | ZeRO-1 / replicated |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in sharded["rows"]:
+        lines.append(
+            f"| {row['optimizer']} | {_mib(row['replicated_bytes'])} | "
+            f"{_mib(row['param_sharded_bytes'])} | {_mib(row['zero1_bytes'])} | "
+            f"{row['zero1_over_replicated']:.4f} |"
+        )
+    return lines
 
 
 def _metric_table(metric: dict) -> list[str]:

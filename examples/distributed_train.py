@@ -10,16 +10,24 @@ CPU collectives go through gloo (``jax_cpu_collectives_implementation``); on a T
 cluster, drop the CPU settings and call ``jax.distributed.initialize()`` as the platform
 documents.
 
-Run the launcher (starts both workers on 127.0.0.1 and checks they agree):
+Run the launcher (starts both workers on 127.0.0.1, checks they agree, and compares their
+result with the same training in one process on 8 devices):
 
-    python examples/distributed_train.py [--optimizer adamw] [--steps 20]
+    python examples/distributed_train.py [--optimizer adamw] [--steps 20] [--zero1]
+
+``--zero1``: the parameters are replicated over ``"data"`` (split over ``"model"`` only) and
+the optimizer state is split over ``"data"`` as well
+(``optlib.state_shardings(..., shard_state_over="data")``, ZeRO-1): each process then holds
+half of the statistics.
 
 or start each worker yourself:
 
     python examples/distributed_train.py --worker --process-id 0 --coordinator 127.0.0.1:12345
     python examples/distributed_train.py --worker --process-id 1 --coordinator 127.0.0.1:12345
 
-Each worker prints ``process <i>/<n>: final_loss=<float>``.
+Each worker prints ``process <i>/<n>: final_loss=<float>``. The collectives' own per-rank
+messages (gloo's "Rank 0 is connected to 1 peer ranks" lines, written by C++ to standard
+output) are silenced unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -61,7 +69,9 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def launch(optimizer: str, steps: int, timeout: float = 120.0) -> list[tuple[float, str]]:
+def launch(
+    optimizer: str, steps: int, timeout: float = 120.0, zero1: bool = False
+) -> list[tuple[float, str]]:
     """Runs ``NUM_PROCESSES`` workers on localhost; returns each one's (final loss, stdout).
 
     Raises:
@@ -90,6 +100,7 @@ def launch(optimizer: str, steps: int, timeout: float = 120.0) -> list[tuple[flo
                 optimizer,
                 "--steps",
                 str(steps),
+                *(["--zero1"] if zero1 else []),
             ],
             env=env,
             stdout=stdout,
@@ -130,8 +141,41 @@ def _read(log) -> str:
     return text
 
 
+def single_process_loss(optimizer: str, steps: int, zero1: bool, timeout: float = 120.0) -> float:
+    """The final loss of the same training in one process on 8 CPU devices
+    (``sharded_train.py``, run in a fresh interpreter so that its device count is its own)."""
+    env = worker_environment()
+    env["XLA_FLAGS"] = env["XLA_FLAGS"].replace(
+        f"device_count={LOCAL_DEVICES}", f"device_count={NUM_PROCESSES * LOCAL_DEVICES}"
+    )
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sharded_train.py")
+    command = [sys.executable, script, "--optimizer", optimizer, "--steps", str(steps), "--quiet"]
+    done = subprocess.run(
+        [*command, *(["--zero1"] if zero1 else [])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    found = re.findall(r"final_loss=(\S+)", done.stdout)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"the single-process run failed:\n{done.stdout}\n{done.stderr[-4000:]}")
+    return float(found[-1])
+
+
+def _quiet_stdout():
+    """Sends file descriptor 1 (where gloo's C++ code prints) to /dev/null; returns a text
+    stream on the original standard output for this process's own lines."""
+    original = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    return os.fdopen(original, "w")
+
+
 def run_worker(args: argparse.Namespace) -> float:
     """One process of the distributed run: join the cluster, train on the global mesh."""
+    out = sys.stdout if args.verbose else _quiet_stdout()
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -147,13 +191,14 @@ def run_worker(args: argparse.Namespace) -> float:
     mesh = example.make_mesh(jax.devices())
     tx = example.OPTIMIZERS[args.optimizer]()
     _, _, history = example.train_sharded(
-        tx, mesh, example.init_params(), example.make_batches(args.steps)
+        tx, mesh, example.init_params(), example.make_batches(args.steps), zero1=args.zero1
     )
     # history["lr"]: optlib.current_learning_rate of each step, computed inside the step.
     print(
         f"process {jax.process_index()}/{jax.process_count()}: "
         f"{jax.local_device_count()} local of {jax.device_count()} devices, "
         f"last lr {history['lr'][-1]:.3e}, final_loss={float(history['loss'][-1])!r}",
+        file=out,
         flush=True,
     )
     jax.distributed.shutdown()
@@ -169,18 +214,29 @@ def main(argv: Sequence[str] | None = None) -> list[float]:
     parser.add_argument("--num-processes", type=int, default=NUM_PROCESSES)
     parser.add_argument("--coordinator", default=None, help="host:port of process 0")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--zero1", action="store_true", help="replicated params, ZeRO-1 state")
+    parser.add_argument("--verbose", action="store_true", help="keep the collectives' messages")
     args = parser.parse_args(argv)
 
     if args.worker:
         if args.coordinator is None:
             parser.error("--worker needs --coordinator host:port")
         return [run_worker(args)]
-    results = launch(args.optimizer, args.steps, args.timeout)
+    results = launch(args.optimizer, args.steps, args.timeout, args.zero1)
     for _, stdout in results:
         print(stdout.strip())
     losses = [loss for loss, _ in results]
     if len(set(losses)) != 1:
         raise SystemExit(f"the processes disagree: {losses}")
+    reference = single_process_loss(args.optimizer, args.steps, args.zero1, args.timeout)
+    difference = abs(losses[0] - reference)
+    print(
+        f"{NUM_PROCESSES} processes: final_loss={losses[0]!r}; 1 process on "
+        f"{NUM_PROCESSES * LOCAL_DEVICES} devices: final_loss={reference!r}; "
+        f"|difference| = {difference:.3g}" + (" (ZeRO-1)" if args.zero1 else "")
+    )
+    if difference > 1e-6 * abs(reference):
+        raise SystemExit("the distributed run does not match the single-process run")
     return losses
 
 

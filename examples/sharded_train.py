@@ -150,8 +150,14 @@ def train_step(tx: optax.GradientTransformation):
     return step
 
 
-def param_shardings(mesh: Mesh) -> dict[str, NamedSharding]:
-    return {name: NamedSharding(mesh, spec) for name, spec in PARAM_SPECS.items()}
+def param_shardings(mesh: Mesh, *, zero1: bool = False) -> dict[str, NamedSharding]:
+    """The parameters' shardings; with ``zero1``, replicated over ``"data"`` (data parallel),
+    split over ``"model"`` only."""
+
+    def spec(names: P) -> P:
+        return P(*(None if axis == "data" else axis for axis in names)) if zero1 else names
+
+    return {name: NamedSharding(mesh, spec(names)) for name, names in PARAM_SPECS.items()}
 
 
 def put(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -159,10 +165,16 @@ def put(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def sharded_setup(tx: optax.GradientTransformation, mesh: Mesh, host_params):
-    """Sharded params, the optimizer state created in place, and the jitted sharded step."""
-    param_sh = param_shardings(mesh)
-    state_sh = optlib.state_shardings(tx, host_params, param_sh)
+def sharded_setup(tx: optax.GradientTransformation, mesh: Mesh, host_params, zero1: bool = False):
+    """Sharded params, the optimizer state created in place, and the jitted sharded step.
+
+    With ``zero1`` the parameters are replicated over ``"data"`` and the optimizer state is
+    split over it (``optlib.state_shardings(..., shard_state_over="data")``, ZeRO-1).
+    """
+    param_sh = param_shardings(mesh, zero1=zero1)
+    state_sh = optlib.state_shardings(
+        tx, host_params, param_sh, shard_state_over="data" if zero1 else None
+    )
     batch_sh = tuple(NamedSharding(mesh, spec) for spec in BATCH_SPECS)
     replicated = NamedSharding(mesh, P())
     params = jax.tree.map(put, host_params, param_sh)
@@ -180,9 +192,9 @@ def host_history(metrics: list[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
     return {key: np.asarray([float(m[key]) for m in metrics]) for key in ("loss", "lr")}
 
 
-def train_sharded(tx, mesh: Mesh, host_params, batches):
+def train_sharded(tx, mesh: Mesh, host_params, batches, zero1: bool = False):
     """Trains on the mesh; returns (params, opt_state, {"loss", "lr"} per step)."""
-    params, opt_state, step, batch_sh = sharded_setup(tx, mesh, host_params)
+    params, opt_state, step, batch_sh = sharded_setup(tx, mesh, host_params, zero1)
     metrics = []
     for x, y in zip(*batches):
         params, opt_state, m = step(params, opt_state, put(x, batch_sh[0]), put(y, batch_sh[1]))
@@ -223,13 +235,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adafactor")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--zero1", action="store_true", help="replicated params, ZeRO-1 state")
+    parser.add_argument("--quiet", action="store_true", help="print only the final loss")
     args = parser.parse_args(argv)
 
     mesh = make_mesh()
     tx = OPTIMIZERS[args.optimizer]()
     host_params, batches = init_params(), make_batches(args.steps)
-    params, opt_state, history = train_sharded(tx, mesh, host_params, batches)
+    params, opt_state, history = train_sharded(tx, mesh, host_params, batches, args.zero1)
     ref_params, _, ref_history = train_single_device(tx, host_params, batches)
     difference = max_abs_difference(params, ref_params)
     if not args.quiet:
@@ -241,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for step in range(0, args.steps, max(1, args.steps // 5)):
             print(f"step {step:4d}  loss {history['loss'][step]:.5f}  lr {history['lr'][step]:.3e}")
         print(f"max |sharded - single-device| over the params: {difference:.2e}")
-        print(f"final_loss={float(history['loss'][-1])!r}")
+    print(f"final_loss={float(history['loss'][-1])!r}")
     return {"sharded": history, "single_device": ref_history, "max_param_difference": difference}
 
 

@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "DEFAULT_STATISTICS_DTYPE",
     "INT32_MAX",
     "as_float",
     "cast",
+    "check_statistics_dtype",
     "ema",
     "float_dtype",
     "safe_increment",
@@ -39,13 +41,42 @@ def cast(x: jax.Array, dtype) -> jax.Array:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def statistics_dtype(dtype) -> jnp.dtype:
+DEFAULT_STATISTICS_DTYPE = jnp.float32
+"""The ``statistics_dtype`` every optimizer and statistics transform defaults to."""
+
+
+def statistics_dtype(dtype, minimum=DEFAULT_STATISTICS_DTYPE) -> jnp.dtype:
     """Dtype for optimizer statistics of a parameter of ``dtype``.
 
-    At least float32 (bf16/fp16 parameters keep float32 statistics, as HF Adafactor computes
-    in float32), float64 parameters keep float64.
+    With the default ``minimum=float32``: at least float32 (bf16/fp16 parameters keep float32
+    statistics, as HF Adafactor computes in float32), float64 parameters keep float64. With
+    ``minimum=None``: the parameter's own dtype, as torch keeps its optimizer state (and
+    computes its step) in the parameter's dtype. This is what an optimizer's
+    ``statistics_dtype`` option means.
     """
-    return jnp.promote_types(dtype, jnp.float32)
+    if minimum is None:
+        return jnp.dtype(dtype)
+    return jnp.promote_types(dtype, minimum)
+
+
+def check_statistics_dtype(value):
+    """The ``statistics_dtype`` option checked: ``None`` or a floating dtype.
+
+    Raises:
+      TypeError: naming ``statistics_dtype`` and the bad value.
+    """
+    if value is None:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            "statistics_dtype must be None (the parameters' dtype, as torch) or a floating "
+            f"dtype such as jnp.float32, got {value!r}"
+        )
+    return dtype
 
 
 def safe_increment(count: jax.Array, amount=1) -> jax.Array:

@@ -44,3 +44,28 @@ def test_two_processes_finish_with_the_single_process_loss():
     )
     expected = float(single["loss"][-1])
     assert abs(losses[0] - expected) <= 1e-6 * abs(expected), (losses, expected)
+
+
+def test_two_processes_with_a_zero1_state_finish_with_the_single_process_loss():
+    """``--zero1``: parameters replicated over "data", the optimizer state split over it."""
+    if len(jax.devices("cpu")) < 8:
+        pytest.fail("needs 8 CPU devices for the single-process run (tests/conftest.py XLA_FLAGS)")
+    distributed = load_example("distributed_train")
+    sharded = load_example("sharded_train")
+
+    results = distributed.launch(OPTIMIZER, STEPS, timeout=150.0, zero1=True)
+    losses = [loss for loss, _ in results]
+    assert losses[0] == losses[1]
+    assert not any("[Gloo]" in stdout for _, stdout in results), "collectives' chatter shown"
+
+    tx = sharded.OPTIMIZERS[OPTIMIZER]()
+    mesh = sharded.make_mesh(jax.devices("cpu")[:8])
+    params, state, single = sharded.train_sharded(
+        tx, mesh, sharded.init_params(), sharded.make_batches(STEPS), zero1=True
+    )
+    moments = state["momentum"].ema["embed"]  # adafactor(beta1=0.9): param-shaped average
+    assert "data" in tuple(moments.sharding.spec) and "data" not in tuple(
+        params["embed"].sharding.spec
+    )
+    expected = float(single["loss"][-1])
+    assert abs(losses[0] - expected) <= 1e-6 * abs(expected), (losses, expected)

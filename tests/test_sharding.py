@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 import optlib
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-STEPS = 4
+STEPS = 5
 TOLERANCE = 1e-6
 
 

@@ -716,6 +716,32 @@ OTHERS = [
     ),
 ]
 
+
+# statistics_dtype: every optimizer and statistics transform that takes it gets the domain
+# (None or a floating dtype), so a new one is covered without an edit here.
+@dataclasses.dataclass(frozen=True)
+class StatisticsDtype:
+    """None (the parameters' dtype) or a floating dtype."""
+
+    def invalid(self) -> st.SearchStrategy:
+        return st.sampled_from(
+            ["int32", "bf16", np.int8, np.bool_, np.complex64, 3, 0.5, True, [None], _Opaque()]
+        )
+
+
+def _with_statistics_dtype(rows: list[Row]) -> list[Row]:
+    return [
+        dataclasses.replace(row_, domains={**row_.domains, "statistics_dtype": StatisticsDtype()})
+        if "statistics_dtype" in inspect.signature(row_.signature_of).parameters
+        else row_
+        for row_ in rows
+    ]
+
+
+OPTIMIZERS = _with_statistics_dtype(OPTIMIZERS)
+TRANSFORMS = _with_statistics_dtype(TRANSFORMS)
+
+
 # Constructors of the public API deliberately left out (not constructors, or plain records).
 NOT_CONSTRUCTORS = {
     "negate_gradients": "takes no arguments",

@@ -17,8 +17,11 @@ optimi's ``foreach``/``triton``/``gradient_release``) have no meaning here and a
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib._validation import check_bool, check_non_negative, check_positive
 from optlib.optimizers._links import (
     cycled_betas,
@@ -43,6 +46,8 @@ def lion(
     learning_rate: LearningRate = 1e-4,
     betas: tuple[float, float] = (0.9, 0.99),
     weight_decay: float = 0.0,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Lion (bitsandbytes.optim.Lion, 32-bit; Trainer's ``optim="lion_32bit"``).
 
@@ -61,13 +66,18 @@ def lion(
         as torch's ``cycle_momentum`` does) or lr transform.
       betas: ``(beta1, beta2)``, each in [0, 1).
       weight_decay: decoupled weight decay coefficient (>= 0).
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32, as the 32-bit reference keeps them); None keeps the parameters' dtype.
 
     Returns:
       An ``optax.GradientTransformation``.
     """
     _, decoupled = weight_decay_links(weight_decay, True)
     return named_chain(
-        ("lion", scale_by_lion(cycled_betas(learning_rate, betas))),
+        (
+            "lion",
+            scale_by_lion(cycled_betas(learning_rate, betas), statistics_dtype=statistics_dtype),
+        ),
         decoupled,
         learning_rate_link(learning_rate),
     )
@@ -81,6 +91,8 @@ def ademamix(
     t_beta3: int | None = None,
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """AdEMAMix (bitsandbytes.optim.AdEMAMix, 32-bit; Trainer's ``optim="ademamix"``).
 
@@ -106,6 +118,8 @@ def ademamix(
       t_beta3: warm-up steps of ``beta3`` (``None`` or 0: none); needs beta1, beta3 > 0.
       eps: added to the denominator (>= 0).
       weight_decay: decoupled weight decay coefficient (>= 0).
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32, as the 32-bit reference keeps them); None keeps the parameters' dtype.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -113,7 +127,12 @@ def ademamix(
     beta1, beta2, beta3 = check_ademamix_betas(betas)
     _, decoupled = weight_decay_links(weight_decay, True)
     scaling = scale_by_ademamix(
-        (momentum_from(learning_rate, beta1), beta2, beta3), alpha, t_alpha, t_beta3, eps
+        (momentum_from(learning_rate, beta1), beta2, beta3),
+        alpha,
+        t_alpha,
+        t_beta3,
+        eps,
+        statistics_dtype=statistics_dtype,
     )
     return named_chain(("ademamix", scaling), decoupled, learning_rate_link(learning_rate))
 
@@ -125,6 +144,8 @@ def stable_adamw(
     eps: float = 1e-6,
     decouple_lr: bool = False,
     max_lr: float | None = None,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """StableAdamW (optimi.StableAdamW from torch-optimi; Trainer's ``optim="stable_adamw"``).
 
@@ -153,6 +174,8 @@ def stable_adamw(
       decouple_lr: fully decoupled weight decay (not scaled by ``lr / max_lr``'s lr).
       max_lr: the largest scheduled lr, for ``decouple_lr`` (> 0); default: the float
         ``learning_rate`` (required with ``decouple_lr`` when it is a schedule).
+      statistics_dtype: dtype of the moments, at least this wide (default float32); None
+        keeps the parameters' dtype (optimi's bf16 state, without its ``kahan_sum``).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -176,6 +199,9 @@ def stable_adamw(
             max_lr = check_positive("max_lr (= learning_rate)", learning_rate)
         weight_decay = weight_decay / max_lr
     return named_chain(
-        ("stable_adam", scale_by_stable_adam(betas, eps, weight_decay)),
+        (
+            "stable_adam",
+            scale_by_stable_adam(betas, eps, weight_decay, statistics_dtype=statistics_dtype),
+        ),
         learning_rate_link(learning_rate),
     )

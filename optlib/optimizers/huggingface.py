@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib._validation import (
     check_bool,
     check_interval,
@@ -15,9 +17,9 @@ from optlib._validation import (
 )
 from optlib.optimizers._links import named_chain
 from optlib.transforms.factored import (
+    add_decayed_weights_scaled_by_learning_rate,
     check_clip_threshold,
     check_decay_rate,
-    add_decayed_weights_scaled_by_learning_rate,
     clip_by_update_rms,
     ema_of_updates,
     relative_step_size,
@@ -71,6 +73,8 @@ def adafactor(
     scale_parameter: bool = True,
     relative_step: bool = True,
     warmup_init: bool = False,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adafactor with Hugging Face's semantics (``transformers.optimization.Adafactor``).
 
@@ -112,6 +116,9 @@ def adafactor(
       scale_parameter: multiply the rate by the parameter's RMS (at least ``eps[1]``).
       relative_step: use the relative step size instead of ``learning_rate``.
       warmup_init: linear warm-up of the relative step size (needs ``relative_step``).
+      statistics_dtype: dtype of the statistics, at least this wide (default float32, as HF
+        keeps and computes them); None keeps the parameters' dtype (less memory, not HF's
+        numbers for bf16/fp16).
 
     Returns:
       An ``optax.GradientTransformation`` (``...ExtraArgs`` with a metric-driven rate)
@@ -142,12 +149,21 @@ def adafactor(
         scale_by_step_size = apply_learning_rate(learning_rate)
         step_size = learning_rate
     return named_chain(
-        ("factored_rms", scale_by_factored_rms(eps=eps_sq, decay_rate=decay_rate)),
+        (
+            "factored_rms",
+            scale_by_factored_rms(
+                eps=eps_sq, decay_rate=decay_rate, statistics_dtype=statistics_dtype
+            ),
+        ),
         ("clip", clip_by_update_rms(clip_threshold)),
         # HF folds the parameter scale into its lr, so it comes before beta1 and the decay.
         ("param_scale", scale_by_param_rms(eps_scale)) if scale_parameter else None,
         ("learning_rate", scale_by_step_size),
-        ("momentum", ema_of_updates(beta1)) if beta1 is not None else None,
+        (
+            ("momentum", ema_of_updates(beta1, statistics_dtype=statistics_dtype))
+            if beta1 is not None
+            else None
+        ),
         (
             "decoupled_weight_decay",
             add_decayed_weights_scaled_by_learning_rate(

@@ -15,8 +15,11 @@ scheduler overwrites them), or a metric-driven learning-rate transform
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib._validation import check_non_negative
 from optlib.optimizers._links import (
     cycled_betas,
@@ -63,6 +66,7 @@ def sgd(
     nesterov: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Stochastic gradient descent with torch's momentum (torch.optim.SGD).
 
@@ -82,6 +86,9 @@ def sgd(
       weight_decay: coupled L2 penalty (>= 0).
       nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -90,7 +97,15 @@ def sgd(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("momentum", trace_momentum(momentum_from(learning_rate, momentum), dampening, nesterov)),
+        (
+            "momentum",
+            trace_momentum(
+                momentum_from(learning_rate, momentum),
+                dampening,
+                nesterov,
+                statistics_dtype=statistics_dtype,
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -104,6 +119,7 @@ def adam(
     *,
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adam (torch.optim.Adam).
 
@@ -121,6 +137,9 @@ def adam(
       amsgrad: use AMSGrad's running maximum of the second moment.
       maximize: maximize the objective instead of minimizing.
       decoupled_weight_decay: AdamW-style decay instead of L2.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -129,7 +148,12 @@ def adam(
     return named_chain(
         maximize_link(maximize),
         coupled,
-        ("adam", scale_by_adam(cycled_betas(learning_rate, betas), eps, amsgrad)),
+        (
+            "adam",
+            scale_by_adam(
+                cycled_betas(learning_rate, betas), eps, amsgrad, statistics_dtype=statistics_dtype
+            ),
+        ),
         decoupled,
         learning_rate_link(learning_rate),
     )
@@ -143,6 +167,7 @@ def adamw(
     amsgrad: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 1e-2.
 
@@ -160,6 +185,9 @@ def adamw(
       weight_decay: decoupled weight decay coefficient (>= 0).
       amsgrad: use AMSGrad's running maximum of the second moment.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -172,6 +200,7 @@ def adamw(
         amsgrad,
         maximize=maximize,
         decoupled_weight_decay=True,
+        statistics_dtype=statistics_dtype,
     )
 
 
@@ -183,6 +212,7 @@ def adagrad(
     eps: float = 1e-10,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adagrad (torch.optim.Adagrad).
 
@@ -200,6 +230,9 @@ def adagrad(
       initial_accumulator_value: starting value of the sum of squares (>= 0).
       eps: added to the denominator (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -212,7 +245,12 @@ def adagrad(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("adagrad", scale_by_adagrad(lr_decay, initial_accumulator_value, eps)),
+        (
+            "adagrad",
+            scale_by_adagrad(
+                lr_decay, initial_accumulator_value, eps, statistics_dtype=statistics_dtype
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -226,6 +264,7 @@ def rmsprop(
     centered: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """RMSprop (torch.optim.RMSprop).
 
@@ -246,6 +285,9 @@ def rmsprop(
       momentum: momentum factor (>= 0).
       centered: normalise by the estimated variance of the gradient.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -254,8 +296,13 @@ def rmsprop(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("rms", scale_by_rms(alpha, eps, centered)),
-        ("momentum", trace_momentum(momentum_from(learning_rate, momentum))),
+        ("rms", scale_by_rms(alpha, eps, centered, statistics_dtype=statistics_dtype)),
+        (
+            "momentum",
+            trace_momentum(
+                momentum_from(learning_rate, momentum), statistics_dtype=statistics_dtype
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -267,6 +314,7 @@ def adadelta(
     weight_decay: float = 0.0,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adadelta (torch.optim.Adadelta); torch's lr (default 1.0) multiplies the delta.
 
@@ -278,6 +326,9 @@ def adadelta(
       eps: added inside the square roots (>= 0).
       weight_decay: coupled L2 penalty (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -289,7 +340,7 @@ def adadelta(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("adadelta", scale_by_adadelta(rho, eps)),
+        ("adadelta", scale_by_adadelta(rho, eps, statistics_dtype=statistics_dtype)),
         learning_rate_link(learning_rate),
     )
 
@@ -303,6 +354,7 @@ def nadam(
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """NAdam (torch.optim.NAdam), with torch's momentum-decay schedule ``mu_t``.
 
@@ -319,6 +371,9 @@ def nadam(
       momentum_decay: ``psi`` of ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * psi))`` (>= 0).
       decoupled_weight_decay: AdamW-style decay instead of L2.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -327,7 +382,15 @@ def nadam(
     return named_chain(
         maximize_link(maximize),
         coupled,
-        ("nadam", scale_by_nadam(cycled_betas(learning_rate, betas), eps, momentum_decay)),
+        (
+            "nadam",
+            scale_by_nadam(
+                cycled_betas(learning_rate, betas),
+                eps,
+                momentum_decay,
+                statistics_dtype=statistics_dtype,
+            ),
+        ),
         decoupled,
         learning_rate_link(learning_rate),
     )
@@ -341,6 +404,7 @@ def radam(
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """RAdam (torch.optim.RAdam), rectified from torch's step exactly (``rho_t > 5``).
 
@@ -360,6 +424,9 @@ def radam(
       weight_decay: weight decay coefficient (>= 0).
       decoupled_weight_decay: AdamW-style decay instead of L2.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -368,7 +435,12 @@ def radam(
     return named_chain(
         maximize_link(maximize),
         coupled,
-        ("radam", scale_by_radam(cycled_betas(learning_rate, betas), eps)),
+        (
+            "radam",
+            scale_by_radam(
+                cycled_betas(learning_rate, betas), eps, statistics_dtype=statistics_dtype
+            ),
+        ),
         decoupled,
         learning_rate_link(learning_rate),
     )
@@ -381,6 +453,7 @@ def adamax(
     weight_decay: float = 0.0,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adamax (torch.optim.Adamax), Adam with an infinity norm.
 
@@ -397,6 +470,9 @@ def adamax(
       eps: added to ``|g|`` (>= 0).
       weight_decay: coupled L2 penalty (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -404,7 +480,12 @@ def adamax(
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("adamax", scale_by_adamax(cycled_betas(learning_rate, betas), eps)),
+        (
+            "adamax",
+            scale_by_adamax(
+                cycled_betas(learning_rate, betas), eps, statistics_dtype=statistics_dtype
+            ),
+        ),
         learning_rate_link(learning_rate),
     )
 
@@ -415,6 +496,7 @@ def rprop(
     step_sizes: tuple[float, float] = (1e-6, 50),
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Rprop (torch.optim.Rprop): per-element step sizes adapted by the gradient's sign.
 
@@ -435,6 +517,9 @@ def rprop(
       etas: ``(etaminus, etaplus)``, ``0 < etaminus < 1 < etaplus``.
       step_sizes: ``(minimum, maximum)`` step size, ``0 <= minimum <= maximum``.
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -446,7 +531,10 @@ def rprop(
     reject_momentum_schedule(learning_rate, "rprop")
     return named_chain(
         maximize_link(maximize),
-        ("rprop", scale_by_rprop(learning_rate, etas, step_sizes)),
+        (
+            "rprop",
+            scale_by_rprop(learning_rate, etas, step_sizes, statistics_dtype=statistics_dtype),
+        ),
         ("learning_rate", track_learning_rate(learning_rate)),
     )
 

@@ -26,14 +26,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import cast, float_dtype, safe_increment, update_number
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    cast,
+    check_statistics_dtype,
+    float_dtype,
+    safe_increment,
+    update_number,
+)
 from optlib._validation import check_int, check_interval, check_non_negative, is_traced
 from optlib.transforms.learning_rate import learning_rate_at
 from optlib.transforms.moments import (
     check_betas,
     decay_add_square,
     lerp,
-    map_leaves,
+    map_statistics,
     statistics_like,
 )
 from optlib.transforms.regularization import add_decoupled_weight_decay
@@ -94,6 +101,8 @@ class ScaleByLionState(NamedTuple):
 
 def scale_by_lion(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.99),
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Lion's scaling (bitsandbytes.optim.Lion, lion_pytorch.Lion), without decay and lr.
 
@@ -112,14 +121,19 @@ def scale_by_lion(
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1) (bitsandbytes' check); ``beta1`` may be a
         schedule of the count.
+      statistics_dtype: dtype of the momentum (at least this wide; None: the parameters'
+        dtype, as the reference).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
     beta1, beta2 = check_betas(betas)
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
 
     def init_fn(params):
-        return ScaleByLionState(jnp.zeros([], jnp.int32), statistics_like(params))
+        return ScaleByLionState(
+            jnp.zeros([], jnp.int32), statistics_like(params, 0.0, statistics_dtype)
+        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -132,7 +146,7 @@ def scale_by_lion(
             exp_avg = _ema(exp_avg, g32, _coefficients(beta2, None, dtype))
             return cast(u, g.dtype), exp_avg
 
-        updates, exp_avg = map_leaves(leaf, updates, state.exp_avg)
+        updates, exp_avg = map_statistics(leaf, updates, state.exp_avg)
         return updates, ScaleByLionState(safe_increment(state.count), exp_avg)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -186,6 +200,8 @@ def scale_by_ademamix(
     t_alpha: int | None = None,
     t_beta3: int | None = None,
     eps: float = 1e-8,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """AdEMAMix's scaling (bitsandbytes.optim.AdEMAMix), without weight decay and lr.
 
@@ -215,10 +231,13 @@ def scale_by_ademamix(
       t_beta3: steps of ``beta3``'s warm-up from ``beta1``; ``None`` (or 0): none. Needs
         ``beta1 > 0`` and ``beta3 > 0`` (the schedule takes their logarithms).
       eps: added to the denominator (>= 0).
+      statistics_dtype: dtype of the averages (at least this wide; None: the parameters'
+        dtype, as the reference).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2, beta3 = check_ademamix_betas(betas)
     alpha = check_non_negative("alpha", alpha)
     t_alpha = _check_warmup_steps("t_alpha", t_alpha)
@@ -245,7 +264,7 @@ def scale_by_ademamix(
         )
 
     def init_fn(params):
-        zeros = [statistics_like(params) for _ in range(3)]
+        zeros = [statistics_like(params, 0.0, statistics_dtype) for _ in range(3)]
         return ScaleByAdemamixState(jnp.zeros([], jnp.int32), *zeros)
 
     def update_fn(updates, state, params=None):
@@ -267,7 +286,7 @@ def scale_by_ademamix(
             u = mixed / (jnp.sqrt(nu) / cast(bias_correction2_sqrt, dtype) + eps)
             return cast(u, g.dtype), m1, m2, nu
 
-        updates, m1, m2, nu = map_leaves(
+        updates, m1, m2, nu = map_statistics(
             leaf, updates, state.exp_avg, state.exp_avg_slow, state.exp_avg_sq
         )
         return updates, ScaleByAdemamixState(safe_increment(state.count), m1, m2, nu)
@@ -307,6 +326,8 @@ def scale_by_stable_adam(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.99),
     eps: float = 1e-6,
     weight_decay: float = 0.0,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """StableAdamW's scaling (optimi.StableAdamW), decoupled weight decay included, no lr.
 
@@ -327,6 +348,8 @@ def scale_by_stable_adam(
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to the denominator, and ``eps**2`` floors ``v_t`` in the RMS (>= 0).
       weight_decay: decoupled decay coefficient (>= 0), scaled by the clip.
+      statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
+        dtype, as the reference).
 
     Returns:
       An ``optax.GradientTransformation`` (needs ``params`` in ``update``).
@@ -334,10 +357,13 @@ def scale_by_stable_adam(
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     decay = add_decoupled_weight_decay(weight_decay)
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
 
     def init_fn(params):
         return ScaleByStableAdamState(
-            jnp.zeros([], jnp.int32), statistics_like(params), statistics_like(params)
+            jnp.zeros([], jnp.int32),
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -357,7 +383,7 @@ def scale_by_stable_adam(
             direction = exp_avg / (jnp.sqrt(exp_avg_sq) + eps)
             return direction, jnp.maximum(rms, 1), exp_avg, exp_avg_sq
 
-        directions, clips, exp_avg, exp_avg_sq = map_leaves(
+        directions, clips, exp_avg, exp_avg_sq = map_statistics(
             leaf, updates, state.exp_avg, state.exp_avg_sq
         )
         wide_params = jax.tree.map(lambda p, d: cast(p, d.dtype), params, directions)

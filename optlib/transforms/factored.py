@@ -30,8 +30,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optlib._numerics import as_float, ema, safe_increment, statistics_dtype, update_number
-from optlib._partition import register_state_partition, without_axis
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    as_float,
+    check_statistics_dtype,
+    ema,
+    safe_increment,
+    update_number,
+)
+from optlib._numerics import statistics_dtype as statistics_dtype_of
+from optlib._partition import register_state_partition, state_leaf, without_axis
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import (
     check_bool,
@@ -47,6 +55,7 @@ from optlib.transforms.learning_rate import (
     learning_rate_tracker,
     scale_updates,
 )
+from optlib.transforms.moments import in_statistics_dtype
 
 __all__ = [
     "ScaleByCappedRelativeStepState",
@@ -83,7 +92,7 @@ def _rms(x: jax.Array) -> jax.Array:
 
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
     """float32 for bf16/fp16 (HF upcasts), else the array's own float dtype."""
-    return statistics_dtype(x.dtype)
+    return statistics_dtype_of(x.dtype)
 
 
 def _param_scale(param: jax.Array, eps: float) -> jax.Array:
@@ -149,28 +158,20 @@ def _is_factored(param: jax.Array) -> bool:
     return param.ndim >= 2
 
 
-def _placeholder(param: jax.Array) -> jax.Array:
-    return jnp.zeros([], _compute_dtype(param))
-
-
-def _zeros_without_axis(param: jax.Array, axis: int) -> jax.Array:
-    shape = list(param.shape)
-    del shape[axis]
-    return jnp.zeros(shape, _compute_dtype(param))
-
-
-def _init_row(param):
-    return _zeros_without_axis(param, -1) if _is_factored(param) else _placeholder(param)
-
-
-def _init_col(param):
-    return _zeros_without_axis(param, -2) if _is_factored(param) else _placeholder(param)
-
-
-def _init_full(param):
+def _init_row(param, dtype):
     if _is_factored(param):
-        return _placeholder(param)
-    return jnp.zeros_like(param, _compute_dtype(param))
+        return state_leaf(param, 0.0, dtype, drop_axis=-1)
+    return state_leaf(param, 0.0, dtype, scalar=True)
+
+
+def _init_col(param, dtype):
+    if _is_factored(param):
+        return state_leaf(param, 0.0, dtype, drop_axis=-2)
+    return state_leaf(param, 0.0, dtype, scalar=True)
+
+
+def _init_full(param, dtype):
+    return state_leaf(param, 0.0, dtype, scalar=_is_factored(param))
 
 
 def _approx_rsqrt_second_moment(row: jax.Array, col: jax.Array) -> jax.Array:
@@ -185,7 +186,10 @@ def _approx_rsqrt_second_moment(row: jax.Array, col: jax.Array) -> jax.Array:
 
 
 def scale_by_factored_rms(
-    eps: float = 1e-30, decay_rate: float = -0.8
+    eps: float = 1e-30,
+    decay_rate: float = -0.8,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Divides updates by HF Adafactor's (factored) RMS of past gradients.
 
@@ -211,15 +215,28 @@ def scale_by_factored_rms(
       eps: added to the squared gradient (HF ``eps[0]``), ``>= 0``.
       decay_rate: exponent of ``beta2_t = 1 - t**decay_rate``; ``<= 0`` so that
         ``beta2_t`` is in ``[0, 1)`` (``0`` means no averaging).
+      statistics_dtype: dtype of the statistics and of the computation (at least this wide;
+        None: the parameters' dtype, which HF does not do: it always computes in float32).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``ScaleByFactoredRmsState``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     eps = check_non_negative("eps", eps)
     decay_rate = check_decay_rate(decay_rate)
 
+    def init_fn(params):
+        return ScaleByFactoredRmsState(
+            count=jnp.zeros([], jnp.int32),
+            exp_avg_sq_row=jax.tree.map(lambda p: _init_row(p, statistics_dtype), params),
+            exp_avg_sq_col=jax.tree.map(lambda p: _init_col(p, statistics_dtype), params),
+            exp_avg_sq=jax.tree.map(lambda p: _init_full(p, statistics_dtype), params),
+        )
+
     def update_leaf(grad, row, col, full, beta2):
-        dtype = row.dtype  # the statistics dtype, chosen from the param at init
+        stored = row.dtype  # the statistics dtype, chosen from the param at init
+        dtype = statistics_dtype_of(stored)  # computed in float32 or wider, as HF does
+        row, col, full = (x.astype(dtype) for x in (row, col, full))
         beta2 = beta2.astype(dtype)
         grad = grad.astype(dtype)
         squared = jnp.square(grad) + eps
@@ -230,7 +247,7 @@ def scale_by_factored_rms(
         else:
             full = ema(full, squared, beta2)
             update = jax.lax.rsqrt(full) * grad
-        return update, row, col, full
+        return update, row.astype(stored), col.astype(stored), full.astype(stored)
 
     return _scale_by_second_moment(decay_rate, update_leaf)
 
@@ -561,7 +578,9 @@ def scale_by_capped_relative_step(
 # --- momentum and weight decay ----------------------------------------------------------------
 
 
-def ema_of_updates(decay: float) -> optax.GradientTransformation:
+def ema_of_updates(
+    decay: float, *, statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE
+) -> optax.GradientTransformation:
     """Replaces updates by their exponential moving average (HF Adafactor's ``beta1``).
 
     ``m_t = decay * m_{t-1} + (1 - decay) * u_t`` with ``m_0 = 0``, no bias correction;
@@ -574,22 +593,15 @@ def ema_of_updates(decay: float) -> optax.GradientTransformation:
 
     Args:
       decay: HF's ``beta1``, in ``[0, 1)``.
+      statistics_dtype: dtype of the average (at least this wide; None: the parameters'
+        dtype; HF keeps it in float32).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``optax.EmaState``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     decay = check_interval("decay", decay, 0.0, 1.0, high_closed=False)
-    average = optax.ema(decay, debias=False)
-
-    def init_fn(params):
-        return average.init(jax.tree.map(lambda p: jnp.zeros(p.shape, _compute_dtype(p)), params))
-
-    def update_fn(updates, state, params=None):
-        del params
-        averaged, state = average.update(updates, state)
-        return jax.tree.map(lambda m, u: m.astype(u.dtype), averaged, updates), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return in_statistics_dtype(optax.ema(decay, debias=False), statistics_dtype=statistics_dtype)
 
 
 class AddDecayedWeightsScaledByLearningRateState(NamedTuple):

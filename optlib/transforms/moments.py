@@ -20,7 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import cast, float_dtype, safe_increment, statistics_dtype, update_number
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    cast,
+    check_statistics_dtype,
+    float_dtype,
+    safe_increment,
+    update_number,
+)
+from optlib._numerics import statistics_dtype as statistics_dtype_of
+from optlib._partition import state_leaf
 from optlib._validation import check_bool, check_interval, check_non_negative
 from optlib.transforms.learning_rate import learning_rate_at
 
@@ -58,15 +67,45 @@ def map_leaves(fn: Callable[..., tuple], tree: Any, *rest: Any) -> tuple:
     return tuple(treedef.unflatten(list(column)) for column in zip(*outputs))
 
 
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype a statistic kept in ``dtype`` is computed in: float32 or wider (torch also
+    computes each op on bf16/fp16 tensors in float32, its ``opmath`` type)."""
+    return statistics_dtype_of(dtype)
+
+
+def map_statistics(fn: Callable[..., tuple], updates: Any, *statistics: Any) -> tuple:
+    """``map_leaves`` for a transform's step on per-parameter statistics.
+
+    ``fn(g, *stats)`` sees each statistic in its ``compute_dtype`` (float32 or wider) and
+    returns ``(*outputs, *new_stats)``, the new statistics last, in the order of
+    ``statistics``; they are stored back in the dtype each statistic is kept in (the
+    ``statistics_dtype`` option: a no-op for float32 statistics, one rounding per step for
+    bf16/fp16 ones under ``statistics_dtype=None``).
+    """
+    count = len(statistics)
+
+    def step(g, *stats):
+        outputs = fn(g, *(cast(s, compute_dtype(s.dtype)) for s in stats))
+        head, new = outputs[: len(outputs) - count], outputs[len(outputs) - count :]
+        return tuple(head) + tuple(cast(n, s.dtype) for n, s in zip(new, stats))
+
+    return map_leaves(step, updates, *statistics)
+
+
 def _arity(fn: Callable[..., tuple], rest: tuple) -> int:
     """Number of outputs of ``fn``, for an empty tree (e.g. a parameter group with no leaves)."""
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
     return len(jax.eval_shape(fn, *(scalar for _ in range(len(rest) + 1))))
 
 
-def statistics_like(params: Any, fill: float = 0.0) -> Any:
-    """A tree like ``params`` filled with ``fill``, in the statistics dtype (>= float32)."""
-    return jax.tree.map(lambda p: jnp.full(p.shape, fill, statistics_dtype(p.dtype)), params)
+def statistics_like(params: Any, fill: Any = 0.0, dtype: Any = DEFAULT_STATISTICS_DTYPE) -> Any:
+    """A tree like ``params`` filled with ``fill``: one ``state_leaf`` per parameter.
+
+    In the statistics dtype (``dtype`` is a transform's ``statistics_dtype`` option: float32
+    or wider by default, None for the parameters' dtype), each leaf laid out like its
+    parameter (sharded like it when the parameter is a sharded array).
+    """
+    return jax.tree.map(lambda p: state_leaf(p, fill, dtype), params)
 
 
 def lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> jax.Array:
@@ -134,6 +173,8 @@ def scale_by_adagrad(
     lr_decay: float = 0.0,
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adagrad's scaling (torch.optim.Adagrad), without the learning rate.
 
@@ -151,10 +192,13 @@ def scale_by_adagrad(
       lr_decay: learning-rate decay (>= 0).
       initial_accumulator_value: starting value of the sum of squares (>= 0).
       eps: added to the denominator (>= 0).
+      statistics_dtype: dtype of the sum (at least this wide; None: the parameters' dtype,
+        as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     lr_decay = check_non_negative("lr_decay", lr_decay)
     initial_accumulator_value = check_non_negative(
         "initial_accumulator_value", initial_accumulator_value
@@ -163,7 +207,9 @@ def scale_by_adagrad(
 
     def init_fn(params):
         count = jnp.zeros([], jnp.int32)
-        return ScaleByAdagradState(count, statistics_like(params, initial_accumulator_value))
+        return ScaleByAdagradState(
+            count, statistics_like(params, initial_accumulator_value, statistics_dtype)
+        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -175,7 +221,7 @@ def scale_by_adagrad(
             u = g32 / (jnp.sqrt(acc) + eps) / cast(decay, acc.dtype)
             return cast(u, g.dtype), acc
 
-        updates, sums = map_leaves(leaf, updates, state.sum)
+        updates, sums = map_statistics(leaf, updates, state.sum)
         return updates, ScaleByAdagradState(safe_increment(state.count), sums)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -186,7 +232,10 @@ def scale_by_adagrad(
 
 
 def in_statistics_dtype(
-    inner: optax.GradientTransformation, *, cast_like_params: bool = False
+    inner: optax.GradientTransformation,
+    *,
+    cast_like_params: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformationExtraArgs:
     """Runs ``inner`` on float32 (or wider) copies of the gradients and params.
 
@@ -201,10 +250,17 @@ def in_statistics_dtype(
     Args:
       inner: an ``optax.GradientTransformation`` whose statistics follow the input dtype.
       cast_like_params: return the updates in the parameters' dtype (when ``params`` is given).
+      statistics_dtype: the dtype to widen to (at least this wide). None keeps ``inner``'s
+        state in the parameters' dtype (torch's storage) and still computes each step on
+        float32-or-wider copies (the inputs and the state), rounding the new state once to
+        the dtype it is kept in (torch computes each of its ops in float32 and rounds after
+        each; see the README's deviations).
 
     Returns:
       The same transformation with float32-or-wider state.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
+    cast_like_params = check_bool("cast_like_params", cast_like_params)
 
     if not isinstance(inner, optax.GradientTransformation):
         raise TypeError(f"inner must be an optax.GradientTransformation, got {inner!r}")
@@ -214,19 +270,30 @@ def in_statistics_dtype(
     def widen(tree):
         def one(x):
             x = jnp.asarray(x)
-            return cast(x, statistics_dtype(x.dtype))
+            return cast(x, statistics_dtype_of(x.dtype, statistics_dtype))
 
         return jax.tree.map(one, tree)
+
+    def compute(tree):
+        return jax.tree.map(lambda x: cast(jnp.asarray(x), statistics_dtype_of(x.dtype)), tree)
 
     def init_fn(params):
         return inner.init(widen(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         wide = {
-            key: widen(arg) if key in ("value", "grad") else arg for key, arg in extra_args.items()
+            key: compute(arg) if key in ("value", "grad") else arg
+            for key, arg in extra_args.items()
         }
-        wide_params = None if params is None else widen(params)
-        new_updates, state = inner.update(widen(updates), state, wide_params, **wide)
+        wide_params = None if params is None else compute(params)
+        if statistics_dtype is None:  # kept narrow, computed wide
+            stored = state
+            state = jax.tree.map(
+                lambda x: compute(x) if jnp.issubdtype(x.dtype, jnp.floating) else x, state
+            )
+        new_updates, state = inner.update(compute(updates), state, wide_params, **wide)
+        if statistics_dtype is None:
+            state = jax.tree.map(lambda new, old: cast(new, old.dtype), state, stored)
         like = params if cast_like_params and params is not None else updates
         return jax.tree.map(lambda new, old: cast(new, old.dtype), new_updates, like), state
 
@@ -234,7 +301,11 @@ def in_statistics_dtype(
 
 
 def scale_by_rms(
-    alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    centered: bool = False,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """RMSprop's scaling (torch.optim.RMSprop), without momentum and learning rate.
 
@@ -256,6 +327,8 @@ def scale_by_rms(
       alpha: smoothing constant, in [0, 1].
       eps: added to the denominator (>= 0).
       centered: normalise by the estimated variance instead of the second moment.
+      statistics_dtype: dtype of the averages (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation`` (state ``optax.ScaleByRmsState``, or
@@ -265,11 +338,14 @@ def scale_by_rms(
     eps = check_non_negative("eps", eps)
     statistics = optax.scale_by_stddev if check_bool("centered", centered) else optax.scale_by_rms
     return in_statistics_dtype(
-        statistics(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)
+        statistics(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False),
+        statistics_dtype=statistics_dtype,
     )
 
 
-def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTransformation:
+def scale_by_adadelta(
+    rho: float = 0.9, eps: float = 1e-6, *, statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE
+) -> optax.GradientTransformation:
     """Adadelta's scaling (torch.optim.Adadelta), without the learning rate.
 
     ::
@@ -293,6 +369,8 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
     Args:
       rho: coefficient of the running averages, in [0, 1].
       eps: added inside both square roots (>= 0).
+      statistics_dtype: dtype of the averages (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation`` (state ``optax.ScaleByAdaDeltaState``).
@@ -320,7 +398,9 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
         updates, e_g, e_x = map_leaves(leaf, updates, state.e_g, state.e_x)
         return updates, optax.ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
 
-    return in_statistics_dtype(optax.GradientTransformation(init_fn, update_fn))
+    return in_statistics_dtype(
+        optax.GradientTransformation(init_fn, update_fn), statistics_dtype=statistics_dtype
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +427,8 @@ def scale_by_adam(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
     eps: float = 1e-8,
     amsgrad: bool = False,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adam's scaling (torch.optim.Adam / AdamW), without weight decay and learning rate.
 
@@ -367,10 +449,13 @@ def scale_by_adam(
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to the denominator (>= 0).
       amsgrad: use the running maximum of the second moment (AMSGrad).
+      statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     amsgrad = check_bool("amsgrad", amsgrad)
@@ -378,9 +463,9 @@ def scale_by_adam(
     def init_fn(params):
         return ScaleByAdamState(
             jnp.zeros([], jnp.int32),
-            statistics_like(params),
-            statistics_like(params),
-            statistics_like(params) if amsgrad else None,
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype) if amsgrad else None,
         )
 
     def update_fn(updates, state, params=None):
@@ -406,7 +491,7 @@ def scale_by_adam(
 
         moments = (state.exp_avg, state.exp_avg_sq)
         moments += (state.max_exp_avg_sq,) if amsgrad else ()
-        updates, exp_avg, exp_avg_sq, *maximum = map_leaves(leaf, updates, *moments)
+        updates, exp_avg, exp_avg_sq, *maximum = map_statistics(leaf, updates, *moments)
         new_state = ScaleByAdamState(
             safe_increment(state.count), exp_avg, exp_avg_sq, maximum[0] if amsgrad else None
         )
@@ -438,10 +523,10 @@ class ScaleByNadamState(NamedTuple):
     exp_avg_sq: optax.Updates
 
 
-def _product_dtype(params: Any) -> jnp.dtype:
+def _product_dtype(params: Any, minimum: Any = DEFAULT_STATISTICS_DTYPE) -> jnp.dtype:
     """The statistics dtype of a whole tree (the widest leaf's; float32 for no leaves)."""
     return jnp.result_type(
-        jnp.float32, *(statistics_dtype(p.dtype) for p in jax.tree.leaves(params))
+        jnp.float32, *(statistics_dtype_of(p.dtype, minimum) for p in jax.tree.leaves(params))
     )
 
 
@@ -449,6 +534,8 @@ def scale_by_nadam(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
     eps: float = 1e-8,
     momentum_decay: float = 4e-3,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """NAdam's scaling (torch.optim.NAdam), without weight decay and learning rate.
 
@@ -473,10 +560,13 @@ def scale_by_nadam(
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to the denominator (>= 0).
       momentum_decay: ``psi`` (>= 0).
+      statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
+        dtype, as torch; ``P_t`` stays in float32 or wider, as torch's default dtype).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     momentum_decay = check_non_negative("momentum_decay", momentum_decay)
@@ -488,8 +578,8 @@ def scale_by_nadam(
         return ScaleByNadamState(
             jnp.zeros([], jnp.int32),
             jnp.ones([], _product_dtype(params)),
-            statistics_like(params),
-            statistics_like(params),
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -515,7 +605,9 @@ def scale_by_nadam(
             )
             return cast(u, g.dtype), exp_avg, exp_avg_sq
 
-        updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
+        updates, exp_avg, exp_avg_sq = map_statistics(
+            leaf, updates, state.exp_avg, state.exp_avg_sq
+        )
         new_state = ScaleByNadamState(safe_increment(state.count), mu_product, exp_avg, exp_avg_sq)
         return updates, new_state
 

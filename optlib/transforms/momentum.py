@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from optlib._numerics import cast, safe_increment, statistics_dtype
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    cast,
+    check_statistics_dtype,
+    safe_increment,
+)
 from optlib._validation import check_bool, check_interval, check_non_negative, is_traced
 from optlib.transforms.learning_rate import learning_rate_at
-from optlib.transforms.moments import map_leaves
+from optlib.transforms.moments import map_statistics, statistics_like
 
 __all__ = ["TraceMomentumState", "check_momentum", "trace_momentum"]
 
@@ -54,6 +59,8 @@ def trace_momentum(
     momentum: float | optax.Schedule,
     dampening: float = 0.0,
     nesterov: bool = False,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """torch's momentum buffer (torch.optim.SGD; also RMSprop's ``momentum``).
 
@@ -77,6 +84,8 @@ def trace_momentum(
         ``MomentumSchedule``'s ``.momentum``, torch's ``cycle_momentum``).
       dampening: dampening for momentum, in [0, 1].
       nesterov: Nesterov momentum (needs momentum > 0 and zero dampening, as in torch).
+      statistics_dtype: dtype of the buffer (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``; updates keep the gradients' dtype, the buffer is
@@ -89,12 +98,13 @@ def trace_momentum(
     # An array momentum (optax.inject_hyperparams) may change per step, like a schedule:
     # keep the buffer so that init and a jitted update agree on the state.
     varying = callable(momentum) or isinstance(momentum, jax.Array)
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     momentum, dampening = check_momentum(momentum, dampening, nesterov)
     if not varying and momentum == 0:
         return optax.identity()
 
     def init_fn(params):
-        buffer = jax.tree.map(lambda p: jnp.full(p.shape, -0.0, statistics_dtype(p.dtype)), params)
+        buffer = statistics_like(params, -0.0, statistics_dtype)
         return TraceMomentumState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.bool_), buffer)
 
     undampened = isinstance(dampening, float) and dampening == 0
@@ -120,7 +130,7 @@ def trace_momentum(
                 jax.lax.select(active, new_buf, buf),
             )
 
-        new_updates, new_buffer = map_leaves(leaf, updates, state.momentum_buffer)
+        new_updates, new_buffer = map_statistics(leaf, updates, state.momentum_buffer)
         new_state = TraceMomentumState(
             safe_increment(state.count), state.has_buffer | active, new_buffer
         )

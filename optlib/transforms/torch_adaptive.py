@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import cast, float_dtype, safe_increment, statistics_dtype, update_number
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    cast,
+    check_statistics_dtype,
+    float_dtype,
+    safe_increment,
+    update_number,
+)
 from optlib._validation import check_learning_rate, check_non_negative, check_real
 from optlib.transforms.learning_rate import (
     LearningRate,
@@ -30,6 +37,7 @@ from optlib.transforms.moments import (
     first_moment_weight,
     lerp,
     map_leaves,
+    map_statistics,
     statistics_like,
 )
 
@@ -166,6 +174,8 @@ def _rectification(beta2, first_rectified, t: jax.Array):
 def scale_by_radam(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """RAdam's scaling (torch.optim.RAdam), without weight decay and learning rate.
 
@@ -190,17 +200,22 @@ def scale_by_radam(
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to the denominator (>= 0).
+      statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     first_rectified = _first_rectified_step(beta2) if isinstance(beta2, float) else None
 
     def init_fn(params):
         return ScaleByRadamState(
-            jnp.zeros([], jnp.int32), statistics_like(params), statistics_like(params)
+            jnp.zeros([], jnp.int32),
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -221,7 +236,9 @@ def scale_by_radam(
             u = jnp.where(rectified, corrected * adaptive * cast(rect, dtype), corrected)
             return cast(u, g.dtype), exp_avg, exp_avg_sq
 
-        updates, exp_avg, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg, state.exp_avg_sq)
+        updates, exp_avg, exp_avg_sq = map_statistics(
+            leaf, updates, state.exp_avg, state.exp_avg_sq
+        )
         return updates, ScaleByRadamState(safe_increment(state.count), exp_avg, exp_avg_sq)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -248,6 +265,8 @@ class ScaleByAdamaxState(NamedTuple):
 def scale_by_adamax(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adamax's scaling (torch.optim.Adamax), without weight decay and learning rate.
 
@@ -262,16 +281,21 @@ def scale_by_adamax(
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to ``|g|`` inside the maximum (>= 0).
+      statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
 
     def init_fn(params):
         return ScaleByAdamaxState(
-            jnp.zeros([], jnp.int32), statistics_like(params), statistics_like(params)
+            jnp.zeros([], jnp.int32),
+            statistics_like(params, 0.0, statistics_dtype),
+            statistics_like(params, 0.0, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -288,7 +312,7 @@ def scale_by_adamax(
             u = exp_avg / exp_inf / cast(bias_correction, dtype)
             return cast(u, g.dtype), exp_avg, exp_inf
 
-        updates, exp_avg, exp_inf = map_leaves(leaf, updates, state.exp_avg, state.exp_inf)
+        updates, exp_avg, exp_inf = map_statistics(leaf, updates, state.exp_avg, state.exp_inf)
         return updates, ScaleByAdamaxState(safe_increment(state.count), exp_avg, exp_inf)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -351,6 +375,8 @@ def scale_by_rprop(
     learning_rate: LearningRate = 1e-2,
     etas: tuple[float, float] = (0.5, 1.2),
     step_sizes: tuple[float, float] = (1e-6, 50),
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Rprop's step (torch.optim.Rprop): the per-element step sizes times the gradient's sign.
 
@@ -377,6 +403,8 @@ def scale_by_rprop(
         whose initial value is used.
       etas: ``(etaminus, etaplus)``, ``0 < etaminus < 1 < etaplus``.
       step_sizes: ``(minimum, maximum)`` step size, ``0 <= minimum <= maximum``.
+      statistics_dtype: dtype of ``prev`` and the step sizes (at least this wide; None: the
+        parameters' dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -386,15 +414,14 @@ def scale_by_rprop(
         check_learning_rate(learning_rate)
     eta_minus, eta_plus = check_etas(etas)
     minimum, maximum = check_step_sizes(step_sizes)
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
 
     def init_fn(params):
         rate = initial_learning_rate(learning_rate, params)
         return ScaleByRpropState(
             count=jnp.zeros([], jnp.int32),
-            prev=statistics_like(params),
-            step_size=jax.tree.map(
-                lambda p: jnp.full(p.shape, rate, statistics_dtype(p.dtype)), params
-            ),
+            prev=statistics_like(params, 0.0, statistics_dtype),
+            step_size=statistics_like(params, rate, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -416,6 +443,9 @@ def scale_by_rprop(
             g32 = jnp.where(product < 0, jnp.zeros_like(g32), g32)
             return cast(jnp.sign(g32) * step_size, g.dtype), g32, step_size
 
+        # Computed in the statistics' own dtype, not widened (map_leaves): torch multiplies a
+        # bf16/fp16 step size by a tensor of etas in that dtype, so under
+        # statistics_dtype=None this rounds exactly as torch does.
         updates, prev, step_size = map_leaves(leaf, updates, state.prev, state.step_size)
         return updates, ScaleByRpropState(safe_increment(state.count), prev, step_size)
 
