@@ -225,20 +225,8 @@ def scale_by_factored_rms(
     eps = check_non_negative("eps", eps)
     decay_rate = check_decay_rate(decay_rate)
 
-    def init_fn(params):
-        return ScaleByFactoredRmsState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg_sq_row=jax.tree.map(lambda p: _init_row(p, statistics_dtype), params),
-            exp_avg_sq_col=jax.tree.map(lambda p: _init_col(p, statistics_dtype), params),
-            exp_avg_sq=jax.tree.map(lambda p: _init_full(p, statistics_dtype), params),
-        )
-
-    def update_leaf(grad, row, col, full, beta2):
-        stored = row.dtype  # the statistics dtype, chosen from the param at init
-        dtype = statistics_dtype_of(stored)  # computed in float32 or wider, as HF does
-        row, col, full = (x.astype(dtype) for x in (row, col, full))
-        beta2 = beta2.astype(dtype)
-        grad = grad.astype(dtype)
+    def update_leaf(grad, row, col, full, beta2, grad_dtype):
+        del grad_dtype
         squared = jnp.square(grad) + eps
         if _is_factored(grad):
             row = ema(row, jnp.mean(squared, axis=-1), beta2)
@@ -247,30 +235,44 @@ def scale_by_factored_rms(
         else:
             full = ema(full, squared, beta2)
             update = jax.lax.rsqrt(full) * grad
-        return update, row.astype(stored), col.astype(stored), full.astype(stored)
+        return update, row, col, full
 
-    return _scale_by_second_moment(decay_rate, update_leaf)
+    return _scale_by_second_moment(decay_rate, update_leaf, statistics_dtype)
 
 
-def _scale_by_second_moment(decay_rate, update_leaf) -> optax.GradientTransformation:
-    """The transform HF's and torch's Adafactor share: state ``ScaleByFactoredRmsState``,
-    ``beta2_t = 1 - t**decay_rate``, and ``update_leaf(grad, row, col, full, beta2) ->
-    (update, row, col, full)`` per parameter (its own normalization)."""
+def _scale_by_second_moment(
+    decay_rate, update_leaf, statistics_dtype: Any
+) -> optax.GradientTransformation:
+    """The transform HF's and torch's Adafactor share.
+
+    State ``ScaleByFactoredRmsState`` kept in ``statistics_dtype``; ``beta2_t = 1 -
+    t**decay_rate``; ``update_leaf(grad, row, col, full, beta2, grad_dtype) -> (update, row,
+    col, full)`` per parameter (its own normalization; ``grad_dtype`` is the incoming
+    gradient's) sees the gradient and the statistics in float32 or wider, as both references
+    compute, and the new statistics are stored back rounded once.
+    """
 
     def init_fn(params):
         return ScaleByFactoredRmsState(
             count=jnp.zeros([], jnp.int32),
-            exp_avg_sq_row=jax.tree.map(_init_row, params),
-            exp_avg_sq_col=jax.tree.map(_init_col, params),
-            exp_avg_sq=jax.tree.map(_init_full, params),
+            exp_avg_sq_row=jax.tree.map(lambda p: _init_row(p, statistics_dtype), params),
+            exp_avg_sq_col=jax.tree.map(lambda p: _init_col(p, statistics_dtype), params),
+            exp_avg_sq=jax.tree.map(lambda p: _init_full(p, statistics_dtype), params),
         )
+
+    def step_leaf(grad, row, col, full, beta2):
+        stored = row.dtype  # the statistics dtype, chosen from the param at init
+        dtype = statistics_dtype_of(stored)
+        wide = (x.astype(dtype) for x in (grad, row, col, full))
+        update, *new = update_leaf(*wide, beta2.astype(dtype), grad.dtype)
+        return (update, *(x.astype(stored) for x in new))
 
     def update_fn(updates, state, params=None):
         del params
         beta2 = 1 - jnp.power(update_number(state.count), decay_rate)
         grads, treedef = jax.tree.flatten(updates)
         per_leaf = [
-            update_leaf(grad, row, col, full, beta2)
+            step_leaf(grad, row, col, full, beta2)
             for grad, row, col, full in zip(
                 grads,
                 treedef.flatten_up_to(state.exp_avg_sq_row),
@@ -292,7 +294,10 @@ def _scale_by_second_moment(decay_rate, update_leaf) -> optax.GradientTransforma
 
 
 def scale_by_torch_factored_rms(
-    beta2_decay: float = -0.8, eps: float | None = None
+    beta2_decay: float = -0.8,
+    eps: float | None = None,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Divides updates by torch.optim.Adafactor's (factored) RMS of past gradients.
 
@@ -312,21 +317,21 @@ def scale_by_torch_factored_rms(
     Args:
       beta2_decay: exponent of ``1 - beta2_t = t**beta2_decay``; ``<= 0``.
       eps: torch's ``eps[0]`` (``>= 0``), or ``None`` for the parameter dtype's epsilon.
+      statistics_dtype: dtype of the statistics (at least this wide; None: the parameters'
+        dtype, as torch keeps them), computed in float32 or wider.
 
     Returns:
       An ``optax.GradientTransformation`` with state ``ScaleByFactoredRmsState``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta2_decay = check_real("beta2_decay", beta2_decay)
     if not isinstance(beta2_decay, jax.core.Tracer) and beta2_decay > 0:
         raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay} (beta2_decay)")
     if eps is not None:
         eps = check_non_negative("eps", eps)
 
-    def update_leaf(grad, row, col, full, beta2):
-        dtype = row.dtype
-        floor = jnp.finfo(grad.dtype).eps if eps is None else eps
-        beta2 = beta2.astype(dtype)
-        grad = grad.astype(dtype)
+    def update_leaf(grad, row, col, full, beta2, grad_dtype):
+        floor = jnp.finfo(grad_dtype).eps if eps is None else eps
         squared = jnp.square(grad)
         if _is_factored(grad):
             row = ema(row, jnp.mean(squared, axis=-1), beta2)
@@ -339,7 +344,7 @@ def scale_by_torch_factored_rms(
         update = jax.lax.rsqrt(jnp.maximum(estimate, floor * floor)) * grad
         return update, row, col, full
 
-    return _scale_by_second_moment(beta2_decay, update_leaf)
+    return _scale_by_second_moment(beta2_decay, update_leaf, statistics_dtype)
 
 
 # --- clipping ---------------------------------------------------------------------------------
