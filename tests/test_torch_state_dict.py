@@ -1,0 +1,400 @@
+"""Resuming a torch run with optlib: ``from_torch_state_dict`` / ``to_torch_state_dict``.
+
+Each case: torch trains 20 steps in float64 (optimizer + scheduler), saves both state dicts
+with ``torch.save`` and reads them back with ``torch.load(weights_only=True)``; optlib loads
+them into its twin and both continue 30 steps on the same gradients. The parameters must
+agree to float64 rounding at every step and the learning rates must be equal. Then the
+optlib state after 10 of those steps goes back to a fresh torch optimizer and scheduler with
+``to_torch_state_dict`` and torch's next 20 steps must equal optlib's.
+
+The problem is tests/parity.py's (a scalar, 1-D, 2-D and 3-D leaf, quartic loss plus
+noise). Cases with ``layouts`` keep the 2-D and 3-D leaves transposed on the JAX side (as a
+Flax ``Dense`` kernel is against a torch ``Linear.weight``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import transformers.optimization as hf
+from parity import (
+    OPTIMIZER_RTOL_F64,
+    gradient,
+    make_problem,
+    max_relative_error,
+    torch,
+    torch_default_dtype,
+)
+
+import optlib
+
+BEFORE, AFTER, ROUND_TRIP = 20, 30, 10
+STEPS = BEFORE + AFTER
+LR = torch.optim.lr_scheduler
+KEYS = ("scalar", "vector", "matrix", "tensor")
+TRANSPOSED = {"matrix": "transpose", "tensor": (2, 1, 0)}
+# Adafactor factors the last two axes: a layout must keep them last (here: swapped).
+SWAPPED_LAST = {"matrix": "transpose", "tensor": (0, 2, 1)}
+
+
+@dataclasses.dataclass
+class Case:
+    """``torch_optimizer(named params) -> optimizer``, ``torch_scheduler(opt) -> sched``,
+    ``optlib_tx() -> tx``; ``metric``: the scheduler steps on ``metric(k)``; ``groups``:
+    the torch param groups as lists of keys (one group of every key by default)."""
+
+    torch_optimizer: Callable
+    optlib_tx: Callable
+    torch_scheduler: Callable | None = None
+    metric: Callable | None = None
+    groups: tuple = (KEYS,)
+    layouts: dict | None = None
+    round_trip: bool = True
+
+
+def _two_groups(cls, decay_kwargs, other_kwargs):
+    def build(params):
+        return cls(
+            [
+                {"params": [params["matrix"], params["tensor"]], **decay_kwargs},
+                {"params": [params["scalar"], params["vector"]], **other_kwargs},
+            ]
+        )
+
+    return build
+
+
+def _one_group(cls, **kwargs):
+    return lambda params: cls([params[k] for k in KEYS], **kwargs)
+
+
+def _plateau_metric(k):
+    return 1.0 if k % 7 else 0.5 - 0.01 * k  # mostly flat, an improvement every 7 steps
+
+
+CASES = {
+    "sgd_nesterov_step_lr": Case(
+        _one_group(torch.optim.SGD, lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda: optlib.sgd(
+            optlib.step_lr(0.02, step_size=7, gamma=0.5), 0.9, weight_decay=0.01, nesterov=True
+        ),
+        lambda opt: LR.StepLR(opt, step_size=7, gamma=0.5),
+    ),
+    "sgd_plain_constant": Case(
+        _one_group(torch.optim.SGD, lr=0.01), lambda: optlib.sgd(0.01), layouts=TRANSPOSED
+    ),
+    "adam_amsgrad_one_cycle": Case(
+        _one_group(torch.optim.Adam, lr=0.01, amsgrad=True),
+        lambda: optlib.adam(optlib.one_cycle_lr(0.01, max_lr=0.05, total_steps=60), amsgrad=True),
+        lambda opt: LR.OneCycleLR(opt, max_lr=0.05, total_steps=60),
+        round_trip=False,  # torch takes the cycled betas from its param groups (see docs)
+        layouts=TRANSPOSED,
+    ),
+    "adamw_two_groups_sequential": Case(
+        _two_groups(
+            torch.optim.AdamW, {"weight_decay": 0.1, "lr": 0.01}, {"weight_decay": 0.0, "lr": 0.005}
+        ),
+        lambda: optlib.param_groups(
+            {
+                "decay": optlib.adamw(_sequential(0.01), weight_decay=0.1),
+                "no_decay": optlib.adamw(_sequential(0.005), weight_decay=0.0),
+            },
+            optlib.decay_labels,
+        ),
+        lambda opt: LR.SequentialLR(
+            opt,
+            [LR.LinearLR(opt, start_factor=0.2, total_iters=5), LR.CosineAnnealingLR(opt, 30)],
+            milestones=[5],
+        ),
+        groups=(("matrix", "tensor"), ("scalar", "vector")),
+    ),
+    "adagrad_exponential": Case(
+        _one_group(torch.optim.Adagrad, lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1),
+        lambda: optlib.adagrad(
+            optlib.exponential_lr(0.05, gamma=0.97), lr_decay=0.01, initial_accumulator_value=0.1
+        ),
+        lambda opt: LR.ExponentialLR(opt, gamma=0.97),
+    ),
+    "rmsprop_centered_one_cycle_momentum": Case(
+        _one_group(torch.optim.RMSprop, lr=0.01, momentum=0.9, centered=True),
+        lambda: optlib.rmsprop(
+            optlib.one_cycle_lr(0.01, max_lr=0.01, total_steps=60), momentum=0.9, centered=True
+        ),
+        lambda opt: LR.OneCycleLR(opt, max_lr=0.01, total_steps=60),
+        round_trip=False,
+    ),
+    "adadelta_plateau": Case(
+        _one_group(torch.optim.Adadelta, lr=1.0, weight_decay=0.01),
+        lambda: optlib.adadelta(
+            optlib.reduce_lr_on_plateau(1.0, factor=0.5, patience=2, cooldown=1),
+            weight_decay=0.01,
+        ),
+        lambda opt: LR.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1),
+        metric=_plateau_metric,
+    ),
+    "adam_two_groups_plateau": Case(
+        _two_groups(torch.optim.Adam, {"lr": 0.01}, {"lr": 0.02}),
+        lambda: optlib.param_groups(
+            {
+                "decay": optlib.adam(optlib.reduce_lr_on_plateau(0.01, factor=0.5, patience=3)),
+                "no_decay": optlib.adam(optlib.reduce_lr_on_plateau(0.02, factor=0.5, patience=3)),
+            },
+            optlib.decay_labels,
+        ),
+        lambda opt: LR.ReduceLROnPlateau(opt, factor=0.5, patience=3),
+        metric=_plateau_metric,
+        groups=(("matrix", "tensor"), ("scalar", "vector")),
+    ),
+    "nadam_hf_linear": Case(
+        _one_group(torch.optim.NAdam, lr=0.01),
+        lambda: optlib.nadam(optlib.get_linear_schedule_with_warmup(0.01, 5, 60)),
+        lambda opt: hf.get_linear_schedule_with_warmup(opt, 5, 60),
+    ),
+    "radam_cosine": Case(
+        _one_group(torch.optim.RAdam, lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
+        lambda: optlib.radam(
+            optlib.cosine_annealing_lr(0.01, T_max=25),
+            weight_decay=0.01,
+            decoupled_weight_decay=True,
+        ),
+        lambda opt: LR.CosineAnnealingLR(opt, T_max=25),
+    ),
+    "adamax_chained": Case(
+        _one_group(torch.optim.Adamax, lr=0.01),
+        lambda: optlib.adamax(
+            optlib.chained_scheduler(
+                0.01, [optlib.exponential_lr(0.01, gamma=0.98), optlib.step_lr(0.01, step_size=9)]
+            )
+        ),
+        lambda opt: LR.ChainedScheduler(
+            [LR.ExponentialLR(opt, gamma=0.98), LR.StepLR(opt, step_size=9)], optimizer=opt
+        ),
+    ),
+    "rprop_greedy": Case(
+        _one_group(torch.optim.Rprop, lr=0.01),
+        lambda: optlib.rprop(optlib.greedy_lr(0.01, patience=2, min_lr=1e-4)),
+        lambda opt: hf.GreedyLR(opt, patience=2, min_lr=1e-4),
+        metric=_plateau_metric,
+    ),
+    "adafactor_relative_step": Case(
+        _one_group(hf.Adafactor, lr=None),
+        lambda: optlib.adafactor(),
+        layouts=SWAPPED_LAST,
+    ),
+    "adafactor_lr_beta1_linear_lr": Case(
+        _one_group(
+            hf.Adafactor,
+            lr=0.01,
+            relative_step=False,
+            beta1=0.9,
+            weight_decay=0.01,
+            scale_parameter=False,
+        ),
+        lambda: optlib.adafactor(
+            optlib.linear_lr(0.01, start_factor=0.5, total_iters=30),
+            relative_step=False,
+            beta1=0.9,
+            weight_decay=0.01,
+            scale_parameter=False,
+        ),
+        lambda opt: LR.LinearLR(opt, start_factor=0.5, total_iters=30),
+        layouts=SWAPPED_LAST,
+    ),
+}
+
+
+def _sequential(lr):
+    return optlib.sequential_lr(
+        lr,
+        [optlib.linear_lr(lr, start_factor=0.2, total_iters=5), optlib.cosine_annealing_lr(lr, 30)],
+        milestones=[5],
+    )
+
+
+# ------------------------------------------------------------------------------- the loops
+
+
+def _perm(layout, ndim: int) -> tuple[int, ...]:
+    return tuple(reversed(range(ndim))) if layout == "transpose" else tuple(layout)
+
+
+def _jax_view(tree: dict, layouts: dict | None, batch: int = 0, inverse: bool = False) -> dict:
+    """torch-layout arrays -> the JAX layout (``inverse``: back), after ``batch`` leading axes."""
+    out = {}
+    for key, value in tree.items():
+        layout = (layouts or {}).get(key)
+        if layout is not None:
+            perm = _perm(layout, value.ndim - batch)
+            if inverse:
+                perm = tuple(int(i) for i in np.argsort(perm))
+            value = np.transpose(value, (*range(batch), *(batch + axis for axis in perm)))
+        out[key] = value
+    return out
+
+
+def _torch_run(
+    case: Case, problem, start: int, stop: int, optimizer=None, scheduler=None, params=None
+):
+    """torch from ``start`` to ``stop`` (building optimizer and scheduler if not given);
+    returns the params after every step, the lr of each group before every step, and the
+    torch objects."""
+    if params is None:
+        params = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in problem.params.items()}
+    if optimizer is None:
+        optimizer = case.torch_optimizer(params)
+        scheduler = case.torch_scheduler(optimizer) if case.torch_scheduler else None
+    a = {k: torch.tensor(v) for k, v in problem.a.items()}
+    b = {k: torch.tensor(v) for k, v in problem.b.items()}
+    trajectory = {k: [] for k in params}
+    lrs = []
+    for k in range(start, stop):
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        with torch.no_grad():
+            for key, p in params.items():
+                p.grad = gradient(p, a[key], b[key], torch.tensor(problem.noise[key][k, 0]), 1.0)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step(*([case.metric(k)] if case.metric else []))
+        for key, p in params.items():
+            trajectory[key].append(p.detach().numpy().copy())
+    return (
+        {k: np.stack(v) for k, v in trajectory.items()},
+        np.asarray(lrs),
+        optimizer,
+        scheduler,
+        params,
+    )
+
+
+def _optlib_run(case: Case, tx, state, params: dict, problem, start: int, stop: int):
+    """optlib from ``start`` to ``stop`` in one jitted scan (JAX layout throughout)."""
+    a, b = (_jax_view(tree, case.layouts) for tree in (problem.a, problem.b))
+    noise = _jax_view({k: v[start:stop, 0] for k, v in problem.noise.items()}, case.layouts, 1)
+    step = _jitted_step(tx, case.metric is not None)
+    trajectory, lrs = [], []
+    for k in range(start, stop):
+        c = {key: value[k - start] for key, value in noise.items()}
+        metric = case.metric(k) if case.metric else 0.0
+        lrs.append(optlib.current_learning_rate(state))
+        params, state = step(params, state, a, b, c, metric)
+        trajectory.append(params)
+    stacked = {k: np.stack([np.asarray(p[k]) for p in trajectory]) for k in params}
+    return stacked, jax.tree.map(lambda *x: np.stack(x), *lrs), params, state
+
+
+_STEPS: dict = {}
+
+
+def _jitted_step(tx, with_metric: bool):
+    """One jitted update per ``tx`` (compiled once, reused for every stretch of steps)."""
+    if id(tx) not in _STEPS:
+
+        def step(p, s, a, b, c, metric):
+            grads = {k: gradient(p[k], a[k], b[k], c[k], 1.0) for k in p}
+            extra = {"value": metric} if with_metric else {}
+            updates, s = tx.update(grads, s, p, **extra)
+            return optax.apply_updates(p, updates), s
+
+        _STEPS[id(tx)] = (tx, jax.jit(step))
+    return _STEPS[id(tx)][1]
+
+
+def _torch_layout(trajectory: dict, layouts: dict | None) -> dict:
+    """JAX-layout trajectories (steps first) back to torch's layout."""
+    return _jax_view(trajectory, layouts, 1, inverse=True)
+
+
+def _lr_columns(lrs: Any, groups: tuple) -> np.ndarray:
+    """optlib's current_learning_rate per step as (steps, torch groups)."""
+    if isinstance(lrs, dict):
+        labels = ["decay", "no_decay"] if len(groups) == 2 else list(lrs)
+        return np.stack([np.asarray(lrs[label]) for label in labels], axis=1)
+    return np.asarray(lrs)[:, None]
+
+
+def _param_paths(case: Case) -> list[str]:
+    return [key for group in case.groups for key in group]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_torch_run_resumes_in_optlib_and_goes_back(name, x64, tmp_path):
+    case = CASES[name]
+    problem = make_problem(STEPS, seed=3)
+    with torch_default_dtype(torch.float64), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, _, optimizer, scheduler, torch_params = _torch_run(case, problem, 0, BEFORE)
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+            },
+            tmp_path / "checkpoint.pt",
+        )
+        saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        start = {k: p.detach().numpy().copy() for k, p in torch_params.items()}
+        reference, reference_lrs, *_ = _torch_run(
+            case, problem, BEFORE, STEPS, optimizer, scheduler, torch_params
+        )
+
+    params = {k: jnp.asarray(v) for k, v in _jax_view(start, case.layouts).items()}
+    tx = case.optlib_tx()
+    state = optlib.from_torch_state_dict(
+        tx,
+        params,
+        saved["optimizer"],
+        saved["scheduler"],
+        param_paths=_param_paths(case),
+        layouts=case.layouts,
+    )
+    ours, lrs, _, _ = _optlib_run(case, tx, state, params, problem, BEFORE, STEPS)
+    error = max_relative_error(_torch_layout(ours, case.layouts), reference)
+    assert error <= OPTIMIZER_RTOL_F64, f"{name}: parameters differ by {error:.2e}"
+    if not name.startswith("adafactor_relative"):  # HF keeps lr=None in its group
+        np.testing.assert_allclose(_lr_columns(lrs, case.groups), reference_lrs, rtol=1e-12)
+
+    if not case.round_trip:
+        return
+    # optlib 10 steps, then back to a fresh torch optimizer + scheduler for the last 20.
+    _, _, mid_params, mid_state = _optlib_run(
+        case, tx, state, params, problem, BEFORE, BEFORE + ROUND_TRIP
+    )
+    with torch_default_dtype(torch.float64), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mid = _jax_view(
+            {k: np.asarray(v) for k, v in mid_params.items()}, case.layouts, inverse=True
+        )
+        fresh = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in mid.items()}
+        optimizer = case.torch_optimizer(fresh)
+        scheduler = case.torch_scheduler(optimizer) if case.torch_scheduler else None
+        dicts = optlib.to_torch_state_dict(
+            tx,
+            mid_state,
+            mid_params,
+            param_paths=_param_paths(case),
+            layouts=case.layouts,
+            param_groups=optimizer.state_dict()["param_groups"],
+            scheduler_state_dict=scheduler.state_dict() if scheduler else None,
+        )
+        torch.save(dicts._asdict(), tmp_path / "back.pt")
+        back = torch.load(tmp_path / "back.pt", weights_only=True)
+        optimizer.load_state_dict(back["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(back["scheduler"])
+        again, again_lrs, *_ = _torch_run(
+            case, problem, BEFORE + ROUND_TRIP, STEPS, optimizer, scheduler, fresh
+        )
+    tail = {k: v[ROUND_TRIP:] for k, v in _torch_layout(ours, case.layouts).items()}
+    error = max_relative_error(tail, again)
+    assert error <= OPTIMIZER_RTOL_F64, f"{name} round trip: parameters differ by {error:.2e}"
+    if not name.startswith("adafactor_relative"):
+        np.testing.assert_allclose(
+            _lr_columns(lrs, case.groups)[ROUND_TRIP:], again_lrs, rtol=1e-12
+        )
