@@ -398,3 +398,141 @@ def test_torch_run_resumes_in_optlib_and_goes_back(name, x64, tmp_path):
         np.testing.assert_allclose(
             _lr_columns(lrs, case.groups)[ROUND_TRIP:], again_lrs, rtol=1e-12
         )
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def _torch_state(cls, steps: int = 2, scheduler=None, named: bool = False, **kwargs):
+    """A small torch optimizer (and scheduler) after ``steps`` steps: (params, dicts)."""
+    model = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.arange(12.0).reshape(3, 4) / 10)
+        model.bias.copy_(torch.arange(3.0) / 10)
+    parameters = list(model.named_parameters()) if named else list(model.parameters())
+    optimizer = cls(parameters, **kwargs)
+    sched = scheduler(optimizer) if scheduler else None
+    for _ in range(steps):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        if sched is not None:
+            sched.step()
+    params = {
+        "dense": {
+            "kernel": jnp.asarray(model.weight.detach().numpy().T),
+            "bias": jnp.asarray(model.bias.detach().numpy()),
+        }
+    }
+    return params, optimizer.state_dict(), sched.state_dict() if sched else None
+
+
+PATHS = ["dense/kernel", "dense/bias"]
+KERNEL_T = {"dense/kernel": "transpose"}
+
+
+def test_state_dict_of_another_optimizer_is_named():
+    params, sd, _ = _torch_state(torch.optim.SGD, lr=0.1, momentum=0.9)
+    with pytest.raises(
+        ValueError, match=r"not a torch\.optim\.Adam .*looks like torch\.optim\.SGD"
+    ):
+        optlib.from_torch_state_dict(optlib.adam(), params, sd, param_paths=PATHS, layouts=KERNEL_T)
+    params, sd, _ = _torch_state(torch.optim.Adam)
+    with pytest.raises(ValueError, match=r"not a torch\.optim\.RAdam"):
+        optlib.from_torch_state_dict(
+            optlib.radam(), params, sd, param_paths=PATHS, layouts=KERNEL_T
+        )
+
+
+def test_an_option_torch_used_and_tx_lacks_is_named():
+    params, sd, _ = _torch_state(torch.optim.Adam, amsgrad=True)
+    with pytest.raises(ValueError, match="max_exp_avg_sq"):
+        optlib.from_torch_state_dict(optlib.adam(), params, sd, param_paths=PATHS, layouts=KERNEL_T)
+
+
+def test_wrong_parameter_count_paths_and_shapes_are_named():
+    params, sd, _ = _torch_state(torch.optim.Adam)
+    with pytest.raises(ValueError, match="param_paths has 1 entries but the torch optimizer has 2"):
+        optlib.from_torch_state_dict(optlib.adam(), params, sd, param_paths=PATHS[:1])
+    with pytest.raises(ValueError, match="'dense/weight' is not in params"):
+        optlib.from_torch_state_dict(
+            optlib.adam(), params, sd, param_paths=["dense/weight", "dense/bias"]
+        )
+    with pytest.raises(ValueError, match=r"'dense/kernel'.*shape \(3, 4\).*expects \(4, 3\)"):
+        optlib.from_torch_state_dict(optlib.adam(), params, sd, param_paths=PATHS)
+    extra = {**params, "head": jnp.zeros(2)}
+    with pytest.raises(ValueError, match="does not hold.*head"):
+        optlib.from_torch_state_dict(optlib.adam(), extra, sd, param_paths=PATHS, layouts=KERNEL_T)
+    with pytest.raises(ValueError, match="param_paths is required"):
+        optlib.from_torch_state_dict(optlib.adam(), params, sd)
+
+
+def test_scheduler_that_does_not_match_tx_is_named(x64):
+    step = lambda opt: LR.StepLR(opt, step_size=1, gamma=0.5)
+    params, sd, ssd = _torch_state(torch.optim.Adam, scheduler=step, lr=0.1)
+    kwargs = dict(param_paths=PATHS, layouts=KERNEL_T)
+    with pytest.raises(ValueError, match=r"does not match tx's schedule.*0\.025"):
+        optlib.from_torch_state_dict(
+            optlib.adam(optlib.step_lr(0.1, step_size=1, gamma=0.9)), params, sd, ssd, **kwargs
+        )
+    with pytest.raises(ValueError, match="not a torch ReduceLROnPlateau state dict"):
+        optlib.from_torch_state_dict(
+            optlib.adam(optlib.reduce_lr_on_plateau(0.1)), params, sd, ssd, **kwargs
+        )
+    plateau = lambda opt: LR.ReduceLROnPlateau(opt, patience=4)
+    params, sd, ssd = _torch_state(torch.optim.Adam, scheduler=None, lr=0.1)
+    model_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    plateau_sd = plateau(model_opt).state_dict()
+    with pytest.raises(ValueError, match="metric-driven scheduler"):
+        optlib.from_torch_state_dict(optlib.adam(0.1), params, sd, plateau_sd, **kwargs)
+    with pytest.raises(ValueError, match="patience is 4"):
+        optlib.from_torch_state_dict(
+            optlib.adam(optlib.reduce_lr_on_plateau(0.1, patience=3)),
+            params,
+            sd,
+            plateau_sd,
+            **kwargs,
+        )
+    # the right schedule loads
+    params, sd, ssd = _torch_state(torch.optim.Adam, scheduler=step, lr=0.1)
+    state = optlib.from_torch_state_dict(
+        optlib.adam(optlib.step_lr(0.1, step_size=1, gamma=0.5)), params, sd, ssd, **kwargs
+    )
+    assert float(optlib.current_learning_rate(state)) == pytest.approx(0.025)
+    assert int(state["adam"].count) == 2 and int(state["learning_rate"].count) == 2
+
+
+def test_param_names_map_by_name_callable_or_default():
+    params, sd, _ = _torch_state(torch.optim.Adam, named=True)
+    assert sd["param_groups"][0]["param_names"] == ["weight", "bias"]
+    by_name = {"weight": ("dense", "kernel"), "bias": "dense/bias"}
+    layouts = {("dense", "kernel"): "transpose"}
+    first = optlib.from_torch_state_dict(
+        optlib.adam(), params, sd, param_paths=by_name, layouts=layouts
+    )
+    second = optlib.from_torch_state_dict(
+        optlib.adam(),
+        params,
+        sd,
+        param_paths=lambda name: "dense/" + {"weight": "kernel"}.get(name, name),
+        layouts=KERNEL_T,
+    )
+    expected = sd["state"][0]["exp_avg_sq"].numpy().T
+    for state in (first, second):
+        np.testing.assert_array_equal(
+            np.asarray(state["adam"].exp_avg_sq["dense"]["kernel"]), expected
+        )
+    with pytest.raises(ValueError, match=r"no entry for torch parameter\(s\) \['bias'\]"):
+        optlib.from_torch_state_dict(
+            optlib.adam(), params, sd, param_paths={"weight": "dense/kernel"}, layouts=KERNEL_T
+        )
+
+
+def test_missing_torch_says_how_to_install(monkeypatch):
+    import sys
+
+    from optlib._torch_state import require_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r'pip install "optlib\[torch\]"'):
+        require_torch()
