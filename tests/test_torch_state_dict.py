@@ -461,7 +461,7 @@ def test_wrong_parameter_count_paths_and_shapes_are_named():
     with pytest.raises(ValueError, match=r"'dense/kernel'.*shape \(3, 4\).*expects \(4, 3\)"):
         optlib.from_torch_state_dict(optlib.adam(), params, sd, param_paths=PATHS)
     extra = {**params, "head": jnp.zeros(2)}
-    with pytest.raises(ValueError, match="does not hold.*head"):
+    with pytest.raises(ValueError, match=r"does not hold.*head"):
         optlib.from_torch_state_dict(optlib.adam(), extra, sd, param_paths=PATHS, layouts=KERNEL_T)
     with pytest.raises(ValueError, match="param_paths is required"):
         optlib.from_torch_state_dict(optlib.adam(), params, sd)
@@ -536,3 +536,57 @@ def test_missing_torch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r'pip install "optlib\[torch\]"'):
         require_torch()
+
+
+# ------------------------------------------------------------------- schedules: last_epoch
+
+LAST_EPOCH_CASES = {
+    "StepLR": {"step_size": 4, "gamma": 0.5},
+    "MultiStepLR": {"milestones": [3, 9, 12], "gamma": 0.5},
+    "ExponentialLR": {"gamma": 0.9},
+    "LinearLR": {"start_factor": 0.25, "total_iters": 10},
+    "ConstantLR": {"factor": 0.5, "total_iters": 9},
+    "PolynomialLR": {"total_iters": 15, "power": 2.0},
+    "CosineAnnealingLR": {"T_max": 8, "eta_min": 0.01},
+    "CosineAnnealingWarmRestarts": {"T_0": 5, "T_mult": 2},
+    "LambdaLR": {"lr_lambda": lambda step: 1.0 / (1.0 + step)},
+    "MultiplicativeLR": {"lr_lambda": lambda step: 0.95},
+    "CyclicLR": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 4},
+    "OneCycleLR": {"max_lr": 0.1, "total_steps": 30},
+}
+
+
+@pytest.mark.parametrize("name", list(LAST_EPOCH_CASES))
+def test_last_epoch_resumes_the_schedule_as_torch(name, x64):
+    kwargs, resume, steps = LAST_EPOCH_CASES[name], 6, 15
+    with torch_default_dtype(torch.float64), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params = [torch.nn.Parameter(torch.zeros(1))]
+        first = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        scheduler = getattr(LR, name)(first, **kwargs)
+        for _ in range(resume):
+            first.step()
+            scheduler.step()
+        # a new run: the optimizer from its state dict, the scheduler with last_epoch
+        optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        optimizer.load_state_dict(first.state_dict())
+        scheduler = getattr(LR, name)(optimizer, **kwargs, last_epoch=resume)
+        reference = []
+        for _ in range(steps):
+            reference.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    schedule = optlib.get_scheduler(name, learning_rate=0.1, **kwargs, last_epoch=resume)
+    ours = jax.jit(jax.vmap(schedule))(jnp.arange(steps))
+    np.testing.assert_allclose(np.asarray(ours), reference, rtol=1e-12)
+
+
+def test_last_epoch_is_checked_and_composites_take_it_whole():
+    with pytest.raises(ValueError, match="last_epoch"):
+        optlib.step_lr(0.1, step_size=2, last_epoch=-2)
+    resumed = optlib.step_lr(0.1, step_size=2, last_epoch=3)
+    with pytest.raises(ValueError, match="was built with last_epoch"):
+        optlib.sequential_lr(0.1, [resumed, optlib.step_lr(0.1, step_size=2)], milestones=[4])
+    members = [optlib.linear_lr(0.1, total_iters=4), optlib.step_lr(0.1, step_size=2)]
+    with pytest.raises(ValueError, match="SequentialLR does not resume from last_epoch"):
+        optlib.sequential_lr(0.1, members, milestones=[4], last_epoch=5)
