@@ -590,3 +590,26 @@ def test_last_epoch_is_checked_and_composites_take_it_whole():
     members = [optlib.linear_lr(0.1, total_iters=4), optlib.step_lr(0.1, step_size=2)]
     with pytest.raises(ValueError, match="SequentialLR does not resume from last_epoch"):
         optlib.sequential_lr(0.1, members, milestones=[4], last_epoch=5)
+
+
+# ---------------------------------------------------------------------------------- example
+
+
+def test_resume_example_continues_torch_exactly_and_goes_back():
+    import importlib.util
+    import pathlib
+
+    path = (
+        pathlib.Path(__file__).resolve().parent.parent / "examples" / "resume_torch_checkpoint.py"
+    )
+    spec = importlib.util.spec_from_file_location("resume_torch_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    previous = jax.config.read("jax_enable_x64")
+    try:
+        spec.loader.exec_module(module)
+        result = module.main(["--torch-steps", "8", "--jax-steps", "6"])
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    assert result["difference"] <= OPTIMIZER_RTOL_F64
+    assert float(result["optimizer"]["state"][0]["step"]) == 14
+    assert result["scheduler"]["last_epoch"] == 14
