@@ -681,7 +681,8 @@ def _greedy_state(template: GreedyLRState, sd: Mapping, group: int, lr) -> Any:
 
 def _with_count(link_state: Any, count: int) -> Any:
     if isinstance(link_state, tuple) and "count" in getattr(link_state, "_fields", ()):
-        return link_state._replace(count=jnp.asarray(count, link_state.count.dtype))
+        old: Any = link_state
+        return old._replace(count=jnp.asarray(count, old.count.dtype))
     return link_state
 
 
@@ -974,7 +975,7 @@ def _learning_rate_of_chain(chain) -> Any:
 def _scheduler_out(chains, template: Mapping | None, lrs: list) -> dict | None:
     state = chains[0][0]["learning_rate"]
     if isinstance(state, ReduceLROnPlateauState):
-        c = state.config
+        c: Any = state.config
         maximize = bool(c.maximize)
         return {
             "factor": _scalar(c.factor),
@@ -1115,13 +1116,13 @@ def to_torch_state_dict(
             leaf_of = {tuple(_key_name(k) for k in p): i for i, (p, _) in enumerate(leaves)}
             groups = []
             for chain, entry in chains:
-                members = set(_members(chain, entry, treedef) or [])
+                held = set(_members(chain, entry, treedef) or [])
                 groups.append(
                     {
                         "params": [
                             i
                             for i, path in enumerate(paths)
-                            if leaf_of.get(_normalize_path(path, "param_paths")) in members
+                            if leaf_of.get(_normalize_path(path, "param_paths")) in held
                         ]
                     }
                 )

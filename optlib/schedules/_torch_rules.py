@@ -301,4 +301,4 @@ class TorchSchedule:
             if restart <= k + 1:
                 restart += period
             return jnp.where(reached(t, restart), rule.value(t), continued)
-        return rule.value(t)  # type: ignore[union-attr]  # Absolute and Composite
+        return rule.value(t)  # Absolute and Composite
