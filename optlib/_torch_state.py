@@ -469,7 +469,11 @@ def _assign_groups(chains, groups, parameters, treedef) -> list[int]:
             assigned.append(None)
             continue
         found = sorted({group_of_leaf[leaf] for leaf in members})
-        if len(found) > 1:
+        settings = [
+            {k: v for k, v in groups[g].items() if k not in ("params", "param_names")}
+            for g in found
+        ]
+        if len(found) > 1 and any(setting != settings[0] for setting in settings):
             raise ValueError(
                 f"one optlib {entry.name} group holds parameters of torch param groups {found}; "
                 "build tx with optlib.param_groups, one optimizer per torch param group"
@@ -766,35 +770,46 @@ def _chain_from_torch(chain, entry, group_index, group, parameters, state, treed
     return new
 
 
-def _check_learning_rates(tx, params, opt_state, groups, assigned, sched_count) -> None:
-    """A step schedule in ``tx`` must give torch's current lr at ``last_epoch``.
+def _check_learning_rates(tx, params, opt_state, groups, assigned, scheduled: bool) -> None:
+    """``tx``'s learning rate must give torch's current lr at the resumed count.
 
-    The learning-rate link is set one step back and ``tx.update`` is run once on zero
-    gradients: the rate it then records is ``schedule(last_epoch)``.
+    Each step-schedule link at count ``c >= 1`` is set one step back and ``tx.update`` runs
+    once on zero gradients: the rate the link then records is ``schedule(c)``, compared with
+    torch's ``group['lr']`` (a schedule of another type or other hyperparameters, a constant
+    rate against a scheduled run, a wrong base lr: all differ there).
     """
-    if not sched_count:
-        return
+    checked = []
 
     def back(chain, entry):
         state = chain["learning_rate"]
-        if type(state) is not ScaleByLearningRateState:
+        ok = type(state) is ScaleByLearningRateState and int(state.count) >= 1
+        checked.append(ok)
+        if not ok:
             return chain
-        return {**chain, "learning_rate": _with_count(state, sched_count - 1)}
+        return {**chain, "learning_rate": _with_count(state, int(state.count) - 1)}
 
     probe = _map_chains(opt_state, back)
+    if not any(checked):
+        return
     zeros = jax.tree.map(jnp.zeros_like, params)
     _, stepped = jax.jit(tx.update)(zeros, probe, params)
-    for (chain, _), group_index in zip(_chains(stepped), assigned, strict=True):
-        state = chain["learning_rate"]
+    chains = _chains(stepped)
+    for (chain, _), group_index, ok in zip(chains, assigned, checked, strict=True):
         lr = groups[group_index].get("lr")
-        if type(state) is not ScaleByLearningRateState or lr is None:
+        if not ok or lr is None:
             continue
-        ours = float(state.learning_rate)
+        ours = float(chain["learning_rate"].learning_rate)
         if not math.isclose(ours, float(lr), rel_tol=1e-5, abs_tol=1e-12):
+            count = int(chain["learning_rate"].count)
+            what = (
+                f"after last_epoch={count} scheduler steps"
+                if scheduled
+                else f"after {count} steps (no scheduler_state_dict given)"
+            )
             raise ValueError(
-                f"scheduler_state_dict does not match tx's schedule: torch's lr of param group "
-                f"{group_index} after last_epoch={sched_count} steps is {float(lr)!r}, tx's "
-                f"schedule gives {ours!r} (another scheduler type, or other hyperparameters?)"
+                f"tx's learning rate does not match the torch run: torch's lr of param group "
+                f"{group_index} {what} is {float(lr)!r}, tx's gives {ours!r} (another "
+                "scheduler type or other hyperparameters, or a missing scheduler_state_dict?)"
             )
 
 
@@ -880,10 +895,7 @@ def from_torch_state_dict(
         )
 
     new_state = _map_chains(template, fill)
-    if scheduler_state_dict is not None:
-        _check_learning_rates(
-            tx, params, new_state, groups, assigned, _scheduler_count(scheduler_state_dict)
-        )
+    _check_learning_rates(tx, params, new_state, groups, assigned, scheduler_state_dict is not None)
     return new_state
 
 

@@ -471,7 +471,7 @@ def test_scheduler_that_does_not_match_tx_is_named(x64):
     step = lambda opt: LR.StepLR(opt, step_size=1, gamma=0.5)
     params, sd, ssd = _torch_state(torch.optim.Adam, scheduler=step, lr=0.1)
     kwargs = dict(param_paths=PATHS, layouts=KERNEL_T)
-    with pytest.raises(ValueError, match=r"does not match tx's schedule.*0\.025"):
+    with pytest.raises(ValueError, match=r"does not match the torch run.*0\.025"):
         optlib.from_torch_state_dict(
             optlib.adam(optlib.step_lr(0.1, step_size=1, gamma=0.9)), params, sd, ssd, **kwargs
         )
@@ -500,6 +500,34 @@ def test_scheduler_that_does_not_match_tx_is_named(x64):
     )
     assert float(optlib.current_learning_rate(state)) == pytest.approx(0.025)
     assert int(state["adam"].count) == 2 and int(state["learning_rate"].count) == 2
+
+
+def test_learning_rate_that_does_not_match_the_run_is_named(x64):
+    params, sd, _ = _torch_state(torch.optim.Adam, lr=0.1)
+    with pytest.raises(
+        ValueError, match=r"no scheduler_state_dict given\) is 0\.1, tx's gives 0\.01"
+    ):
+        optlib.from_torch_state_dict(
+            optlib.adam(0.01), params, sd, param_paths=PATHS, layouts=KERNEL_T
+        )
+
+
+def test_torch_groups_with_equal_settings_may_share_one_optimizer():
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam([{"params": [model.weight]}, {"params": [model.bias]}], lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    params = {"dense": {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)}}
+    state = optlib.from_torch_state_dict(
+        optlib.adam(0.1), params, optimizer.state_dict(), param_paths=PATHS, layouts=KERNEL_T
+    )
+    assert int(state["adam"].count) == 1
+    optimizer.param_groups[1]["lr"] = 0.2
+    with pytest.raises(ValueError, match=r"torch param groups \[0, 1\]"):
+        optlib.from_torch_state_dict(
+            optlib.adam(0.1), params, optimizer.state_dict(), param_paths=PATHS, layouts=KERNEL_T
+        )
 
 
 def test_param_names_map_by_name_callable_or_default():
