@@ -690,7 +690,7 @@ def _with_count(link_state: Any, count: int) -> Any:
     return link_state
 
 
-def _learning_rate_link(template, group: Mapping, group_index, step, sched_count, sd, rate_kind):
+def _learning_rate_link(template, group: Mapping, group_index, step, sched_count, sd):
     lr = group.get("lr")
     if isinstance(template, ReduceLROnPlateauState):
         if sd is None:
@@ -760,9 +760,7 @@ def _chain_from_torch(chain, entry, group_index, group, parameters, state, treed
             )
     for link, link_state in new.items():
         if link == "learning_rate":
-            new[link] = _learning_rate_link(
-                link_state, group, group_index, step, sched_count, sd, entry
-            )
+            new[link] = _learning_rate_link(link_state, group, group_index, step, sched_count, sd)
         elif link in entry.step_links:
             new[link] = _with_count(link_state, step)
         else:
