@@ -1,12 +1,12 @@
 """A real ``transformers.Trainer`` checkpoint resumed in JAX with ``load_hf_trainer_checkpoint``.
 
 A tiny two-layer torch MLP (float64, generated data, one full batch per step) trains with the
-Trainer's default AdamW (two param groups: weights with weight decay, biases without) and a
-linear warm-up schedule, saving ``checkpoint-3``. A second Trainer resumes from it
-(``resume_from_checkpoint``) and runs to step 6. In JAX, a Flax twin of the model (``Dense``
-kernels are the transposed torch weights: ``layouts``) loads the checkpoint's weights and
-optimizer state and takes the same steps: the parameters after each step and the learning
-rates must match the resumed Trainer's.
+Trainer's default AdamW (two param groups: weights with weight decay, biases without), a
+linear warm-up schedule and gradient clipping, saving ``checkpoint-3``. A second Trainer
+resumes from it (``resume_from_checkpoint``) and runs to step 6. In JAX, a Flax twin of the
+model (``Dense`` kernels are the transposed torch weights: ``layouts``) loads the
+checkpoint's weights and optimizer state and takes the same steps: the parameters after each
+step and the learning rates must match the resumed Trainer's.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from safetensors.numpy import load_file  # noqa: E402
 import optlib  # noqa: E402
 
 LEARNING_RATE, WEIGHT_DECAY, WARMUP, MAX_STEPS, SAVE_AT = 0.05, 0.1, 2, 6, 3
+MAX_GRAD_NORM = 0.1  # small enough that the Trainer's clipping acts at every step
 rng = np.random.default_rng(0)
 INPUTS = rng.normal(size=(8, 3))
 TARGETS = rng.normal(size=(8, 2))
@@ -82,7 +83,7 @@ def _trainer(output_dir, model, callbacks=()):
         weight_decay=WEIGHT_DECAY,
         lr_scheduler_type="linear",
         warmup_steps=WARMUP,
-        max_grad_norm=0.0,
+        max_grad_norm=MAX_GRAD_NORM,
         use_cpu=True,
         report_to=[],
         disable_tqdm=True,
@@ -117,12 +118,15 @@ def test_trainer_checkpoint_resumes_in_jax_as_the_resumed_trainer(tmp_path, x64)
         num_warmup_steps=WARMUP,
         num_training_steps=MAX_STEPS,
     )
-    tx = optlib.param_groups(
-        {
-            "decay": optlib.adamw(schedule, weight_decay=WEIGHT_DECAY),
-            "no_decay": optlib.adamw(schedule, weight_decay=0.0),
-        },
-        optlib.decay_labels,
+    tx = optax.chain(  # the Trainer clips the global norm, then steps AdamW
+        optlib.clip_grad_norm(MAX_GRAD_NORM),
+        optlib.param_groups(
+            {
+                "decay": optlib.adamw(schedule, weight_decay=WEIGHT_DECAY),
+                "no_decay": optlib.adamw(schedule, weight_decay=0.0),
+            },
+            optlib.decay_labels,
+        ),
     )
     saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     names = saved["param_groups"][0].get("param_names")
@@ -146,6 +150,8 @@ def test_trainer_checkpoint_resumes_in_jax_as_the_resumed_trainer(tmp_path, x64)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+    grads = jax.grad(lambda p: jnp.mean((model.apply(p, x) - y) ** 2))(params)
+    assert float(optlib.global_grad_norm(grads)) > MAX_GRAD_NORM  # the clipping acts
     assert len(record.params) == MAX_STEPS - SAVE_AT
     for expected, expected_lrs in zip(record.params, record.lrs, strict=True):
         lrs = optlib.current_learning_rate(opt_state)
