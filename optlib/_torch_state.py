@@ -103,6 +103,9 @@ class TorchOptimizer:
       step_links: links whose ``count`` is torch's per-parameter ``step``.
       has_step: torch keeps a per-parameter ``step`` (every class but SGD).
       integer_step: torch keeps ``step`` as a Python int (HF Adafactor), not a tensor.
+      momentum: ``(link, attribute, group_key)``: the average whose factor is torch's
+        ``group[group_key]`` (``"momentum"``, or ``"betas"``' first entry), which OneCycleLR /
+        CyclicLR cycle; ``to_torch_state_dict`` reads the current factor from it.
       buffer_flag: ``(link, key)``: that link's ``has_buffer`` is whether torch holds ``key``
         (SGD's / RMSprop's ``momentum_buffer``, created at the first step).
     """
@@ -116,6 +119,7 @@ class TorchOptimizer:
     step_links: tuple[str, ...] = ()
     has_step: bool = True
     integer_step: bool = False
+    momentum: tuple[str, str, str] | None = None
     buffer_flag: tuple[str, str] | None = None
 
 
@@ -132,6 +136,7 @@ def _adam_like(name, reference, link, second, *, group_keys, absent=(), extra=()
             *extra,
         ),
         step_links=(link,),
+        momentum=(link, "exp_avg", "betas"),
     )
 
 
@@ -162,6 +167,7 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
             TorchField("grad_avg", "rms", "mu"),
             _MOMENTUM_BUFFER,
         ),
+        momentum=("momentum", "momentum_buffer", "momentum"),
         buffer_flag=("momentum", "momentum_buffer"),
     ),
     _adam_like(
@@ -231,6 +237,7 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
         group_keys=frozenset({"momentum", "dampening", "nesterov"}),
         fields=(_MOMENTUM_BUFFER,),
         has_step=False,
+        momentum=("momentum", "momentum_buffer", "momentum"),
         buffer_flag=("momentum", "momentum_buffer"),
     ),
 )
@@ -1064,6 +1071,65 @@ def _step_scheduler_dict(out: dict, count: int, lrs: list) -> None:
     out["_last_lr"] = list(lrs)
 
 
+def _current_momenta(tx, opt_state, params) -> list[float | None]:
+    """Each chain's momentum / ``beta1`` at its current count (``None``: it keeps none).
+
+    The average named by the table's ``momentum`` is set to 1 and ``tx.update`` runs once on
+    zero gradients and zero parameters: ``b <- mu * b + 0`` (SGD, RMSprop) and
+    ``m <- lerp(m, 0, 1 - beta1)`` (Adam family) then hold the factor the next update uses,
+    including one a ``MomentumSchedule`` cycles.
+    """
+    treedef = jax.tree.structure(params)
+    probed: list[bool] = []
+
+    def ones(chain, entry):
+        if (
+            entry.momentum is None
+            or getattr(chain.get(entry.momentum[0]), entry.momentum[1], None) is None
+        ):
+            probed.append(False)
+            return chain
+        link, attribute, _ = entry.momentum
+        leaves = treedef.flatten_up_to(getattr(chain[link], attribute))
+        filled = [
+            leaf if isinstance(leaf, optax.MaskedNode) else jnp.ones_like(leaf) for leaf in leaves
+        ]
+        replaced = chain[link]._replace(**{attribute: treedef.unflatten(filled)})
+        if hasattr(replaced, "has_buffer"):
+            replaced = replaced._replace(has_buffer=jnp.asarray(True))
+        probed.append(True)
+        return {**chain, link: replaced}
+
+    probe = _map_chains(opt_state, ones)
+    if not any(probed):
+        return [None] * len(probed)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    _, stepped = jax.jit(tx.update)(zeros, probe, zeros)
+    momenta: list[float | None] = []
+    for (chain, entry), ok in zip(_chains(stepped), probed, strict=True):
+        if not ok:
+            momenta.append(None)
+            continue
+        link, attribute, _ = entry.momentum  # type: ignore[misc]
+        real = [
+            leaf
+            for leaf in treedef.flatten_up_to(getattr(chain[link], attribute))
+            if not isinstance(leaf, optax.MaskedNode) and np.size(leaf)
+        ]
+        momenta.append(float(np.asarray(real[0]).reshape(-1)[0]) if real else None)
+    return momenta
+
+
+def _set_momentum(group: dict, key: str, value: float | None) -> None:
+    """``group[key]`` (``betas[0]`` for ``"betas"``) := ``value`` unless equal to rounding."""
+    if value is None or key not in group:
+        return
+    current = group[key][0] if key == "betas" else group[key]
+    if math.isclose(float(current), value, rel_tol=1e-12, abs_tol=1e-15):
+        return
+    group[key] = (value, *group[key][1:]) if key == "betas" else value
+
+
 def to_torch_state_dict(
     tx: optax.GradientTransformation,
     opt_state: Any,
@@ -1084,9 +1150,10 @@ def to_torch_state_dict(
     dict's, and an optlib optimizer does not keep its constructor's arguments in its state; so
     give ``param_groups=torch_optimizer.state_dict()["param_groups"]`` of a torch optimizer
     built with the same hyperparameters: its groups are copied, with ``lr`` (and
-    ``initial_lr`` under a scheduler) set from the optlib state. Without it, each group holds
-    only ``params`` and ``lr``. Momentum / ``betas`` cycled by OneCycleLR / CyclicLR are
-    taken from ``param_groups`` as they are (torch sets them again at its next scheduler step).
+    ``initial_lr`` under a scheduler) set from the optlib state, and the momentum /
+    ``betas[0]`` that OneCycleLR / CyclicLR cycle set to the value the next update uses (read
+    from ``tx`` by one update on zeros). Without it, each group holds only ``params`` and
+    ``lr``: torch's ``load_state_dict`` would then drop the group's other hyperparameters.
 
     The scheduler dict of a step schedule sets ``last_epoch``, ``_step_count`` and ``_last_lr``
     (enough for ``load_state_dict`` of any single torch scheduler); for SequentialLR /
@@ -1108,7 +1175,6 @@ def to_torch_state_dict(
       ``TorchStateDicts(optimizer, scheduler)``.
     """
     torch = require_torch()
-    del tx  # the state says everything the dicts need
     chains = _chains(opt_state)
     if not chains:
         raise ValueError("opt_state holds no optlib optimizer with a torch twin")
@@ -1147,9 +1213,12 @@ def to_torch_state_dict(
     scheduled = isinstance(chains[0][0]["learning_rate"], ScaleByLearningRateState) and (
         scheduler_state_dict is not None or param_groups is not None
     )
-    for (chain, entry), group_index in zip(chains, assigned, strict=True):
+    momenta = _current_momenta(tx, opt_state, params) if param_groups is not None else None
+    for index, ((chain, entry), group_index) in enumerate(zip(chains, assigned, strict=True)):
         members = [p for p in parameters if p.group == group_index]
         _chain_to_torch(torch, chain, entry, members, treedef, params_leaves, state)
+        if momenta is not None and entry.momentum is not None:
+            _set_momentum(groups[group_index], entry.momentum[2], momenta[index])
         lr = _learning_rate_of_chain(chain)
         if isinstance(chain["learning_rate"], ScaleByRelativeStepSizeState):
             lr = groups[group_index].get("lr")

@@ -95,7 +95,6 @@ CASES = {
         _one_group(torch.optim.Adam, lr=0.01, amsgrad=True),
         lambda: optlib.adam(optlib.one_cycle_lr(0.01, max_lr=0.05, total_steps=60), amsgrad=True),
         lambda opt: LR.OneCycleLR(opt, max_lr=0.05, total_steps=60),
-        round_trip=False,  # torch takes the cycled betas from its param groups (see docs)
         layouts=TRANSPOSED,
     ),
     "adamw_two_groups_sequential": Case(
@@ -129,7 +128,6 @@ CASES = {
             optlib.one_cycle_lr(0.01, max_lr=0.01, total_steps=60), momentum=0.9, centered=True
         ),
         lambda opt: LR.OneCycleLR(opt, max_lr=0.01, total_steps=60),
-        round_trip=False,
     ),
     "adadelta_plateau": Case(
         _one_group(torch.optim.Adadelta, lr=1.0, weight_decay=0.01),
