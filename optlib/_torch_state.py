@@ -1079,7 +1079,7 @@ def _current_momenta(tx, opt_state, params) -> list[float | None]:
     ``m <- lerp(m, 0, 1 - beta1)`` (Adam family) then hold the factor the next update uses,
     including one a ``MomentumSchedule`` cycles.
     """
-    treedef = jax.tree.structure(params)
+    treedef: Any = jax.tree.structure(params)  # jax has no type for PyTreeDef
     probed: list[bool] = []
 
     def ones(chain, entry):
