@@ -607,6 +607,41 @@ def test_last_epoch_resumes_the_schedule_as_torch(name, x64):
     np.testing.assert_allclose(np.asarray(ours), reference, rtol=1e-12)
 
 
+HF_LAST_EPOCH_CASES = {
+    "get_linear_schedule_with_warmup": {"num_warmup_steps": 4, "num_training_steps": 20},
+    "get_cosine_with_hard_restarts_schedule_with_warmup": {
+        "num_warmup_steps": 2,
+        "num_training_steps": 20,
+        "num_cycles": 2,
+    },
+    "get_inverse_sqrt_schedule": {"num_warmup_steps": 3},
+}
+
+
+@pytest.mark.parametrize("name", list(HF_LAST_EPOCH_CASES))
+def test_hf_last_epoch_resumes_the_schedule_as_transformers(name, x64):
+    kwargs, resume, steps = HF_LAST_EPOCH_CASES[name], 6, 12
+    with torch_default_dtype(torch.float64), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params = [torch.nn.Parameter(torch.zeros(1))]
+        first = torch.optim.SGD(params, lr=0.1)
+        scheduler = getattr(hf, name)(first, **kwargs)
+        for _ in range(resume):
+            first.step()
+            scheduler.step()
+        optimizer = torch.optim.SGD(params, lr=0.1)
+        optimizer.load_state_dict(first.state_dict())
+        scheduler = getattr(hf, name)(optimizer, **kwargs, last_epoch=resume)
+        reference = []
+        for _ in range(steps):
+            reference.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    schedule = getattr(optlib, name)(0.1, **kwargs, last_epoch=resume)
+    ours = jax.jit(jax.vmap(schedule))(jnp.arange(steps))
+    np.testing.assert_allclose(np.asarray(ours), reference, rtol=1e-12)
+
+
 def test_last_epoch_is_checked_and_composites_take_it_whole():
     with pytest.raises(ValueError, match="last_epoch"):
         optlib.step_lr(0.1, step_size=2, last_epoch=-2)

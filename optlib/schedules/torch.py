@@ -30,8 +30,6 @@ once per epoch use ``optlib.per_epoch(step_lr(0.1, step_size=30), steps_per_epoc
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -50,7 +48,7 @@ from optlib._validation import (
     check_non_negative,
     check_positive,
 )
-from optlib.schedules._core import MomentumSchedule
+from optlib.schedules._core import MomentumSchedule, takes_last_epoch
 from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (
     INT32_MAX,
@@ -171,23 +169,7 @@ def resume_after(schedule, last_epoch: int):
     return dataclasses.replace(schedule, last_epoch=last_epoch)
 
 
-def _takes_last_epoch(factory: Callable) -> Callable:
-    """Adds torch's keyword ``last_epoch`` to a schedule factory (see ``resume_after``)."""
-    signature = inspect.signature(factory)
-    last_epoch = inspect.Parameter(
-        "last_epoch", inspect.Parameter.KEYWORD_ONLY, default=-1, annotation="int"
-    )
-
-    @functools.wraps(factory)
-    def build(*args, last_epoch: int = -1, **kwargs):
-        return resume_after(factory(*args, **kwargs), last_epoch)
-
-    build.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), last_epoch]
-    )
-    doc = factory.__doc__ or ""
-    build.__doc__ = doc.replace("\n    Returns:", _LAST_EPOCH_DOC + "\n    Returns:", 1)
-    return build
+_takes_last_epoch = takes_last_epoch(resume_after, _LAST_EPOCH_DOC)
 
 
 # ------------------------------------------------------------------ multiplicative schedulers
