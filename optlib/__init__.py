@@ -9,12 +9,14 @@ each also importable on its own: ``optlib.schedules`` (pure functions of the ste
 
 from optlib import optimizers, schedules, transforms
 from optlib._freezing import carry_over_state
+from optlib._hf_checkpoint import load_hf_trainer_checkpoint
 from optlib._param_groups import decay_labels, param_groups
 from optlib._partition import register_state_partition
 from optlib._plotting import plot_schedule
 from optlib._registry import get_scheduler, scheduler_names
 from optlib._sharding import state_shardings
 from optlib._state_tree import current_learning_rate, register_learning_rate_state
+from optlib._torch_state import TorchStateDicts, from_torch_state_dict, to_torch_state_dict
 from optlib.optimizers import *  # exactly optimizers.__all__
 from optlib.schedules import *  # exactly schedules.__all__
 from optlib.transforms import *  # exactly transforms.__all__
@@ -37,6 +39,11 @@ _INTEGRATIONS = [
     "state_shardings",
     # plotting
     "plot_schedule",
+    # torch and Hugging Face Trainer checkpoints: resume a torch run, hand one back
+    "TorchStateDicts",
+    "from_torch_state_dict",
+    "load_hf_trainer_checkpoint",
+    "to_torch_state_dict",
 ]
 
 __all__ = [*schedules.__all__, *transforms.__all__, *optimizers.__all__, *_INTEGRATIONS]

@@ -6,7 +6,8 @@ The registry only maps names to the layer-1/2 callables defined in ``optlib.sche
 Two calling conventions meet here:
 
 * **torch** names (``"StepLR"``, ``"CyclicLR"``, ...): the constructor's own keywords, minus
-  ``optimizer`` and ``last_epoch``; ``learning_rate`` plays the optimizer's ``lr``.
+  ``optimizer`` (``last_epoch`` with torch's meaning, see ``optlib.schedules.torch``);
+  ``learning_rate`` plays the optimizer's ``lr``.
 * **Hugging Face** names (``"linear"``, ``"cosine"``, ...): ``transformers.get_scheduler``'s
   ``num_warmup_steps``, ``num_training_steps`` and ``scheduler_specific_kwargs`` (flat keywords
   are accepted too), with HF's "... requires `num_warmup_steps`" errors. Like HF, a standard

@@ -958,6 +958,8 @@ def _scheduler_row(name: str) -> Row:
     entry = scheduler_entry(name)
     domains, overrides = SCHEDULER_DOMAINS[entry.factory.__name__]
     domains = {"learning_rate": _scheduler_lr_domain(entry.factory), **domains}
+    if "last_epoch" in inspect.signature(entry.factory).parameters:  # torch's resume keyword
+        domains["last_epoch"] = Int(-1, INT32_MAX - 1)
     baseline = dict(learning_rate=0.01, **schedule_kwargs(name))
 
     def build(**kwargs):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ import optax
 
 from optlib._validation import check_callable, check_int
 
-__all__ = ["MomentumSchedule", "per_epoch"]
+__all__ = ["MomentumSchedule", "per_epoch", "takes_last_epoch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,3 +63,36 @@ def per_epoch(schedule: Callable, steps_per_epoch: int) -> Callable:
     if isinstance(schedule, MomentumSchedule):
         return MomentumSchedule(on_epochs(schedule.learning_rate), on_epochs(schedule.momentum))
     return on_epochs(schedule)
+
+
+def takes_last_epoch(resume: Callable, doc: str) -> Callable[[Callable], Callable]:
+    """A decorator adding torch's keyword ``last_epoch`` to a schedule factory.
+
+    ``factory(..., last_epoch=k)`` is ``resume(factory(...), k)``; the keyword joins the
+    signature (keyword-only, default ``-1``) and ``doc`` (its ``Args`` line) the docstring.
+
+    Args:
+      resume: ``(schedule, last_epoch) -> schedule`` of the family (torch's or HF's numbers).
+      doc: the ``Args`` entry, inserted before ``Returns:``.
+
+    Returns:
+      The decorator.
+    """
+
+    def decorate(factory: Callable) -> Callable:
+        signature = inspect.signature(factory)
+        keyword = inspect.Parameter(
+            "last_epoch", inspect.Parameter.KEYWORD_ONLY, default=-1, annotation="int"
+        )
+
+        @functools.wraps(factory)
+        def build(*args, last_epoch: int = -1, **kwargs):
+            return resume(factory(*args, **kwargs), last_epoch)
+
+        build.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(), keyword]
+        )
+        build.__doc__ = (factory.__doc__ or "").replace("\n    Returns:", doc + "\n    Returns:", 1)
+        return build
+
+    return decorate

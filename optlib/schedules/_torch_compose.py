@@ -66,6 +66,11 @@ def _members(kind: str, schedulers) -> list[_Member]:
                 f"{where} must be an optlib torch schedule (e.g. optlib.step_lr(...) or "
                 f"get_scheduler('StepLR', ...)), got {scheduler!r}"
             )
+        if scheduler.last_epoch >= 0:
+            raise ValueError(
+                f"{where} ({scheduler.name}) was built with last_epoch: build the members fresh "
+                f"and give last_epoch to the {kind} (torch resumes a composite as a whole)."
+            )
         if isinstance(scheduler.rule, Composite):
             raise ValueError(
                 f"{where} is a {scheduler.name}: nesting SequentialLR / ChainedScheduler is not "

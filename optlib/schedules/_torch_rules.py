@@ -43,6 +43,14 @@ def step_array(step) -> jax.Array:
     return jnp.clip(step, 0, INT32_MAX).astype(jnp.int32)
 
 
+def shifted_step(step, offset: int) -> jax.Array:
+    """``step_array(step) + offset``, saturating at ``2**31 - 1`` like optax's count."""
+    step = step_array(step)
+    if offset == 0:
+        return step
+    return jnp.minimum(step, INT32_MAX - offset) + offset
+
+
 def is_fractional(step) -> bool:
     """Whether ``step`` is a float (a fractional epoch) rather than an update count."""
     return bool(jnp.issubdtype(jnp.asarray(step).dtype, jnp.floating))
@@ -277,6 +285,8 @@ class TorchSchedule:
       fractional: for a scheduler whose ``step(epoch)`` takes a fractional epoch
         (CosineAnnealingWarmRestarts), ``epoch -> lr`` for a float epoch; a float step
         then calls it (negative epochs are clipped to 0). ``None``: float steps raise.
+      last_epoch: torch's ``last_epoch`` keyword: ``-1`` for a fresh scheduler, ``k >= 0`` for
+        one resumed after step ``k`` (see ``resumed``).
     """
 
     name: str
@@ -284,12 +294,48 @@ class TorchSchedule:
     rule: Rule
     initial_lr: float | None = None
     fractional: Callable[[jax.Array], jax.Array] | None = None
+    last_epoch: int = -1
 
     def __call__(self, step) -> jax.Array:
         if self.fractional is not None and is_fractional(step):
-            return as_float(self.fractional(jnp.maximum(as_float(step), 0.0)))
+            shift = self.last_epoch + 1
+            return as_float(self.fractional(jnp.maximum(as_float(step), 0.0) + shift))
         step = step_array(step)
+        if self.last_epoch >= 0:
+            return as_float(self.resumed(step))
         rule = self.rule
         if isinstance(rule, Scaled):
             return self.learning_rate * as_float(rule.factor(step))  # type: ignore[operator]  # a Scaled rule always has a base lr
         return as_float(rule.value(step))
+
+    def resumed(self, count: jax.Array) -> jax.Array:
+        """The lr at ``count`` of torch's scheduler built with ``last_epoch = k`` (``k >= 0``).
+
+        torch's constructor takes one step, to ``last_epoch = k + 1``; a scheduler that sets the
+        lr from the step (``Absolute``, the composites) then gives its value at ``count + k +
+        1``. A recursive one (``Scaled``, ``CosineAnnealing``) keeps the optimizer's lr at that
+        construction step -- the lr after step ``k``, ``base * factor(k)`` -- and multiplies it by
+        the multipliers of steps ``k + 2 ...`` from then on; after a cosine restart the history
+        is gone (the lr passed ``eta_min``) and the fresh value holds again.
+        """
+        k = self.last_epoch
+        t = shifted_step(count, k + 1)
+        rule = self.rule
+        start = jnp.full_like(t, k + 1)
+        if isinstance(rule, Scaled):
+            at_k = self.learning_rate * rule.factor(jnp.full_like(t, k))  # type: ignore[operator]
+            return at_k * rule.partial(start, t)
+        if isinstance(rule, CosineAnnealing):
+            at_k = rule.value(jnp.full_like(t, k))
+            first = rule.factor(start)
+            ratio = rule.factor(t) / jnp.where(first > 0, first, 1.0)
+            continued = rule.eta_min + (at_k - rule.eta_min) * ratio
+            period = 2 * rule.t_max
+            phase = (rule.t_max + 1) % period
+            # the first restart step after k + 1 (steps = phase mod period, >= 1)
+            cycles = max((k + 1 - phase) // period + 1, 0)
+            restart = max(phase + cycles * period, 1)
+            if restart <= k + 1:
+                restart += period
+            return jnp.where(reached(t, restart), rule.value(t), continued)
+        return rule.value(t)  # Absolute and Composite

@@ -1,7 +1,9 @@
 """Every step-based Hugging Face schedule (``transformers.optimization``) as a jit-able Schedule.
 
-Each function keeps the name and keywords of its ``transformers`` twin, minus ``optimizer`` and
-``last_epoch``, and takes the optimizer's learning rate first as ``learning_rate``:
+Each function keeps the name and keywords of its ``transformers`` twin, minus ``optimizer``,
+and takes the optimizer's learning rate first as ``learning_rate``; ``last_epoch=k`` (a
+``LambdaLR`` resumed after step ``k``: its constructor steps to ``k + 1``) gives
+``sched(c) = fresh(c + k + 1)``, HF's numbers:
 
 =====================================  ===================================================
 HF ``SchedulerType`` / ``get_scheduler``  function (here and in ``transformers``)
@@ -45,12 +47,14 @@ from optlib._numerics import INT32_MAX, as_float, float_dtype
 from optlib._registry import register
 from optlib._validation import (
     check_choice,
+    check_int,
     check_interval,
     check_learning_rate,
     check_non_negative,
     check_positive,
     check_real,
 )
+from optlib.schedules._core import takes_last_epoch
 from optlib.schedules._steps import Schedule, check_step_count, hf_step, ratio
 
 __all__ = [
@@ -197,9 +201,44 @@ def _with_linear_warmup(
     return lr_lambda
 
 
+def resume_after(schedule: Schedule, last_epoch: int) -> Schedule:
+    """HF's ``last_epoch``: a ``LambdaLR`` built with ``last_epoch = k`` sets ``lr(k + 1)``
+    at construction, so count ``c`` gives the fresh schedule's value at ``c + k + 1``.
+
+    Args:
+      schedule: a schedule of this module.
+      last_epoch: ``-1`` (unchanged) or the last step taken, ``>= 0``.
+
+    Returns:
+      The shifted schedule.
+    """
+    last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
+    if last_epoch == -1:
+        return schedule
+    if last_epoch >= INT32_MAX:
+        raise ValueError(
+            f"last_epoch must be < 2**31 - 1 (optax's count is int32), got {last_epoch}"
+        )
+    shift = last_epoch + 1
+
+    def resumed(step):
+        step = hf_step(step)
+        return schedule(jnp.minimum(step, INT32_MAX - shift) + shift)
+
+    return resumed
+
+
+_takes_last_epoch = takes_last_epoch(
+    resume_after,
+    "      last_epoch: HF's ``last_epoch``: ``-1`` (default) starts fresh; ``k >= 0`` resumes\n"
+    "        after step ``k`` (count ``c`` gives the fresh value at ``c + k + 1``).\n",
+)
+
+
 # --------------------------------------------------------------------------- schedules
 
 
+@_takes_last_epoch
 def get_constant_schedule(learning_rate: Any) -> Schedule:
     """A constant learning rate (``transformers.get_constant_schedule``).
 
@@ -215,6 +254,7 @@ def get_constant_schedule(learning_rate: Any) -> Schedule:
     return _scaled(learning_rate, lambda step: jnp.ones(jnp.shape(step), float_dtype()))
 
 
+@_takes_last_epoch
 def get_constant_schedule_with_warmup(learning_rate: Any, num_warmup_steps: int) -> Schedule:
     """Linear warm-up from 0, then constant (``transformers.get_constant_schedule_with_warmup``).
 
@@ -237,6 +277,7 @@ def get_constant_schedule_with_warmup(learning_rate: Any, num_warmup_steps: int)
     )
 
 
+@_takes_last_epoch
 def get_linear_schedule_with_warmup(
     learning_rate: Any, num_warmup_steps: int, num_training_steps: int
 ) -> Schedule:
@@ -266,6 +307,7 @@ def get_linear_schedule_with_warmup(
     return _scaled(learning_rate, _with_linear_warmup(num_warmup_steps, decay))
 
 
+@_takes_last_epoch
 def get_cosine_schedule_with_warmup(
     learning_rate: Any, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5
 ) -> Schedule:
@@ -289,6 +331,7 @@ def get_cosine_schedule_with_warmup(
     return _cosine_with_floor(learning_rate, num_warmup_steps, num_training_steps, num_cycles, 0.0)
 
 
+@_takes_last_epoch
 def get_cosine_with_min_lr_schedule_with_warmup(
     learning_rate: Any,
     num_warmup_steps: int,
@@ -338,6 +381,7 @@ def _cosine_with_floor(
     return _scaled(learning_rate, _with_linear_warmup(num_warmup_steps, cosine))
 
 
+@_takes_last_epoch
 def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     learning_rate: Any,
     num_warmup_steps: int,
@@ -393,6 +437,7 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     return _scaled(learning_rate, lr_lambda)
 
 
+@_takes_last_epoch
 def get_cosine_with_hard_restarts_schedule_with_warmup(
     learning_rate: Any, num_warmup_steps: int, num_training_steps: int, num_cycles: int = 1
 ) -> Schedule:
@@ -427,6 +472,7 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
     return _scaled(learning_rate, _with_linear_warmup(num_warmup_steps, restarts))
 
 
+@_takes_last_epoch
 def get_polynomial_decay_schedule_with_warmup(
     learning_rate: float,
     num_warmup_steps: int,
@@ -476,6 +522,7 @@ def get_polynomial_decay_schedule_with_warmup(
     return _scaled(lr_init, _with_linear_warmup(num_warmup_steps, decay))
 
 
+@_takes_last_epoch
 def get_inverse_sqrt_schedule(
     learning_rate: Any, num_warmup_steps: int, timescale: int | None = None
 ) -> Schedule:
@@ -516,6 +563,7 @@ def _wsd_warmup(progress: jax.Array, warmup_type: str) -> jax.Array:
     return 1.0 - jnp.sqrt(1.0 - progress)  # "1-sqrt"
 
 
+@_takes_last_epoch
 def get_wsd_schedule(
     learning_rate: Any,
     num_warmup_steps: int,

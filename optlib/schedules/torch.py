@@ -3,9 +3,13 @@
 ``sched(k)`` is the learning rate torch's optimizer holds after ``k`` calls of
 ``scheduler.step()`` (the rate of the ``k``-th update), for a fresh optimizer and scheduler.
 Each function takes ``learning_rate`` (the optimizer's ``lr``, torch's base lr) and then the
-scheduler's own keywords with torch's names and defaults (minus ``optimizer``,
-``last_epoch``, ``verbose``). A keyword torch requires defaults to ``None`` here and raises
-``ValueError`` when missing, as ``get_scheduler`` promises.
+scheduler's own keywords with torch's names and defaults (minus ``optimizer`` and
+``verbose``), and torch's ``last_epoch`` as a keyword: ``last_epoch=k`` is the scheduler
+torch builds on an optimizer resumed after step ``k`` (its constructor steps once, to
+``k + 1``): a closed-form scheduler then gives the fresh value at ``c + k + 1``, a recursive
+one keeps the lr after step ``k`` for one more step, as torch does. A keyword torch requires
+defaults to ``None`` here and raises ``ValueError`` when missing, as ``get_scheduler``
+promises.
 
 The schedules are closed forms in the step, so they run under ``jit``/``vmap``/``pjit`` and
 compile once. Cycle indices and positions (StepLR, MultiStepLR, CyclicLR,
@@ -25,6 +29,7 @@ once per epoch use ``optlib.per_epoch(step_lr(0.1, step_size=30), steps_per_epoc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -43,11 +48,12 @@ from optlib._validation import (
     check_non_negative,
     check_positive,
 )
-from optlib.schedules._core import MomentumSchedule
+from optlib.schedules._core import MomentumSchedule, takes_last_epoch
 from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (
     INT32_MAX,
     Absolute,
+    Composite,
     CosineAnnealing,
     Scaled,
     TorchSchedule,
@@ -57,6 +63,7 @@ from optlib.schedules._torch_rules import (
     minus,
     power,
     reached,
+    shifted_step,
     step_array,
     user_step,
 )
@@ -120,9 +127,55 @@ def _ratio_since(factor: Callable, steps_changing: int) -> Callable:
     return partial
 
 
+# ----------------------------------------------------------------------------- last_epoch
+
+_LAST_EPOCH_DOC = (
+    "      last_epoch: torch's ``last_epoch``: ``-1`` (default) starts fresh; ``k >= 0`` is\n"
+    "        the scheduler resumed after step ``k``, with torch's numbers\n"
+    "        (``TorchSchedule.resumed``).\n"
+)
+
+
+def resume_after(schedule, last_epoch: int):
+    """``schedule`` as torch's scheduler built with ``last_epoch`` (``TorchSchedule.resumed``).
+
+    Args:
+      schedule: a ``TorchSchedule`` or a ``MomentumSchedule`` of one (momentum shifts too).
+      last_epoch: ``-1`` (unchanged) or the last step taken, ``>= 0``.
+
+    Returns:
+      The shifted schedule, of the same kind.
+    """
+    last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
+    if last_epoch == -1:
+        return schedule
+    if last_epoch >= INT32_MAX:
+        raise ValueError(
+            f"last_epoch must be < 2**31 - 1 (optax's count is int32), got {last_epoch}"
+        )
+    if isinstance(schedule, MomentumSchedule):
+        momentum = schedule.momentum
+        return MomentumSchedule(
+            resume_after(schedule.learning_rate, last_epoch),
+            lambda step: momentum(shifted_step(step, last_epoch + 1)),
+        )
+    if isinstance(schedule.rule, Composite):
+        raise ValueError(
+            f"{schedule.name} with last_epoch={last_epoch}: torch's SequentialLR does not resume "
+            "from last_epoch (its constructor restarts the first scheduler from its initial lr); "
+            "resume a torch run with optlib.from_torch_state_dict, whose counts carry the "
+            "scheduler's position, or evaluate the fresh schedule at count + last_epoch + 1"
+        )
+    return dataclasses.replace(schedule, last_epoch=last_epoch)
+
+
+_takes_last_epoch = takes_last_epoch(resume_after, _LAST_EPOCH_DOC)
+
+
 # ------------------------------------------------------------------ multiplicative schedulers
 
 
+@_takes_last_epoch
 def step_lr(
     learning_rate: float, step_size: int | None = None, gamma: float = 0.1
 ) -> TorchSchedule:
@@ -164,6 +217,7 @@ def _milestone_list(milestones) -> list[int]:
     return [check_int(f"milestones[{i}]", m, minimum=0) for i, m in enumerate(milestones)]
 
 
+@_takes_last_epoch
 def multi_step_lr(
     learning_rate: float, milestones: Sequence[int] | None = None, gamma: float = 0.1
 ) -> TorchSchedule:
@@ -199,6 +253,7 @@ def multi_step_lr(
     )
 
 
+@_takes_last_epoch
 def exponential_lr(learning_rate: float, gamma: float | None = None) -> TorchSchedule:
     """Decays the lr by ``gamma`` every step (torch.optim.lr_scheduler.ExponentialLR).
 
@@ -224,6 +279,7 @@ def exponential_lr(learning_rate: float, gamma: float | None = None) -> TorchSch
     )
 
 
+@_takes_last_epoch
 def linear_lr(
     learning_rate: float,
     start_factor: float = 1.0 / 3,
@@ -262,6 +318,7 @@ def linear_lr(
     )
 
 
+@_takes_last_epoch
 def constant_lr(
     learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5
 ) -> TorchSchedule:
@@ -306,6 +363,7 @@ def constant_lr(
     return TorchSchedule("ConstantLR", base, rule)
 
 
+@_takes_last_epoch
 def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0) -> TorchSchedule:
     """Decays the lr polynomially to 0 in ``total_iters`` steps
     (torch.optim.lr_scheduler.PolynomialLR).
@@ -337,6 +395,7 @@ def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0
     )
 
 
+@_takes_last_epoch
 def multiplicative_lr(learning_rate: float, lr_lambda: Callable | None = None) -> TorchSchedule:
     """Multiplies the lr by ``lr_lambda(t)`` at every step t >= 1
     (torch.optim.lr_scheduler.MultiplicativeLR).
@@ -378,6 +437,7 @@ def _eta_min(eta_min) -> float:
     return check_non_negative("eta_min", eta_min)
 
 
+@_takes_last_epoch
 def cosine_annealing_lr(
     learning_rate: float, T_max: int | None = None, eta_min: float = 0.0
 ) -> TorchSchedule:
@@ -403,6 +463,7 @@ def cosine_annealing_lr(
     return TorchSchedule("CosineAnnealingLR", base, CosineAnnealing(t_max, _eta_min(eta_min), base))
 
 
+@_takes_last_epoch
 def cosine_annealing_warm_restarts(
     learning_rate: float, T_0: int | None = None, T_mult: int = 1, eta_min: float = 0.0
 ) -> TorchSchedule:
@@ -487,6 +548,7 @@ def cosine_annealing_warm_restarts(
 # ----------------------------------------------------------------------- lambda schedulers
 
 
+@_takes_last_epoch
 def lambda_lr(learning_rate: float, lr_lambda: Callable | None = None) -> TorchSchedule:
     """``lr_t = learning_rate * lr_lambda(t)`` (torch.optim.lr_scheduler.LambdaLR).
 
@@ -519,6 +581,7 @@ def _optimizer_lr(learning_rate) -> float | None:
     return None if learning_rate is None else _base_lr(learning_rate)
 
 
+@_takes_last_epoch
 def cyclic_lr(
     learning_rate: float | None = None,
     base_lr: float | None = None,
@@ -638,6 +701,7 @@ def _check_phases_reachable(ends: list[float], total: int, pct_start: float) -> 
         start = end
 
 
+@_takes_last_epoch
 def one_cycle_lr(
     learning_rate: float | None = None,
     max_lr: float | None = None,
@@ -754,6 +818,7 @@ def one_cycle_lr(
 # ------------------------------------------------------------------------------ composites
 
 
+@_takes_last_epoch
 def sequential_lr(
     learning_rate: float,
     schedulers: Sequence[TorchSchedule | MomentumSchedule] | None = None,
