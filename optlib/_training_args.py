@@ -250,6 +250,8 @@ def _stable_adamw(fields, optim_args):
     kwargs["decouple_lr"] = bool(optim_args.get("decouple_lr", False))
     if optim_args.get("max_lr") is not None:
         kwargs["max_lr"] = float(optim_args["max_lr"])
+    elif kwargs["decouple_lr"]:  # optimi: max_lr defaults to the constructor's lr
+        kwargs["max_lr"] = fields["learning_rate"]
     return stable_adamw, kwargs, "optimi.StableAdamW"
 
 
