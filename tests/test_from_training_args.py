@@ -287,6 +287,22 @@ def test_describe_command_line_reads_a_training_args_json(tmp_path):
     assert "optlib.adafactor(" in result.stdout and "num_training_steps=50" in result.stdout
 
 
+def test_port_hf_recipe_example_trains_with_one_optimizer_step_per_accumulation():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "port_hf_recipe.py"
+    spec = importlib.util.spec_from_file_location("port_hf_recipe", path)
+    example = importlib.util.module_from_spec(spec)
+    sys.modules["port_hf_recipe"] = example  # flax.linen modules look their module up there
+    spec.loader.exec_module(example)
+
+    history = example.main(["--epochs", "3", "--samples", "512", "--quiet"])
+    assert history["optimizer_steps"] == history["steps"] == 512 // 32 // 4 * 3
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["lr"][-1] == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input.
 
