@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
@@ -85,25 +85,18 @@ def _labels_by_path(label_of: dict[tuple[str, ...], str]) -> Callable[[Any], Any
     def labels(params):
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         paths = [key_path(path) for path, _ in flat]
-        missing = [p for p in paths if p not in label_of]
-        unknown = sorted(set(label_of) - set(paths))
-        if missing or unknown:
-            raise ValueError(
-                "param_paths do not match the params: "
-                + (
-                    f"leaves not in param_paths (torch's optimizer does not train them; "
-                    f"freeze them with optax.masked or add them): "
-                    f"{['/'.join(p) for p in missing]}"
-                    if missing
-                    else ""
-                )
-                + ("; " if missing and unknown else "")
-                + (
-                    f"param_paths not in the params: {['/'.join(p) for p in unknown]}"
-                    if unknown
-                    else ""
-                )
+        missing = ["/".join(p) for p in paths if p not in label_of]
+        unknown = sorted("/".join(p) for p in set(label_of) - set(paths))
+        problems = []
+        if missing:
+            problems.append(
+                f"leaves not in param_paths {missing} (torch's optimizer does not train them: "
+                "add them, or keep them out of the update with optax.masked)"
             )
+        if unknown:
+            problems.append(f"param_paths not in the params {unknown}")
+        if problems:
+            raise ValueError("param_paths do not match the params: " + "; ".join(problems))
         return jax.tree_util.tree_unflatten(treedef, [label_of[p] for p in paths])
 
     return labels
@@ -239,7 +232,7 @@ def _scheduler(scheduler: Any, index: int, base_lr: float) -> tuple[Any, str]:
     if name == "CyclicLR":
         up = _integral(s.total_size * s.step_ratio)
         down = _integral(s.total_size - s.total_size * s.step_ratio)
-        kwargs: dict[str, Any] = {
+        cyclic: dict[str, Any] = {
             "base_lr": s.base_lrs[index],
             "max_lr": s.max_lrs[index],
             "step_size_up": up,
@@ -250,11 +243,11 @@ def _scheduler(scheduler: Any, index: int, base_lr: float) -> tuple[Any, str]:
             "cycle_momentum": s.cycle_momentum,
         }
         if s._scale_fn_custom is not None:
-            kwargs["scale_fn"] = _traceable(s._scale_fn_custom, "CyclicLR scale_fn")
+            cyclic["scale_fn"] = _traceable(s._scale_fn_custom, "CyclicLR scale_fn")
         if s.cycle_momentum:
-            kwargs["base_momentum"] = s.base_momentums[index]
-            kwargs["max_momentum"] = s.max_momentums[index]
-        return _call(name, s.base_lrs[index], **kwargs)
+            cyclic["base_momentum"] = s.base_momentums[index]
+            cyclic["max_momentum"] = s.max_momentums[index]
+        return _call(name, s.base_lrs[index], **cyclic)
     if name == "OneCycleLR":
         group = s.optimizer.param_groups[index]
         phases = s._schedule_phases
@@ -290,6 +283,24 @@ def _scheduler(scheduler: Any, index: int, base_lr: float) -> tuple[Any, str]:
             cooldown=s.cooldown,
             min_lr=s.min_lrs[index],
             eps=s.eps,
+        )
+    if name == "GreedyLR" and type(s).__module__.startswith("transformers"):
+        return _call(
+            name,
+            s._init_lrs[index],
+            mode=s.mode,
+            factor=s.factor,
+            patience=s.patience,
+            threshold=s.threshold,
+            threshold_mode=s.threshold_mode,
+            cooldown=s.cooldown,
+            warmup=s.warmup,
+            min_lr=s.min_lrs[index],
+            max_lr=s.max_lrs[index],
+            eps=s.eps,
+            smooth=s.smooth,
+            window_size=s.window_size,
+            reset_start=s.reset_start_original,
         )
     raise ValueError(
         f"torch scheduler {type(scheduler).__module__}.{name} is not supported by from_torch"
@@ -361,7 +372,10 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
             f"parameters ({' + '.join(map(str, counts))} in its param groups)"
         )
 
-    transforms, recipes, label_of = {}, [], {}
+    transforms: dict[Hashable, optax.GradientTransformation] = {}
+    recipes: list[GroupRecipe] = []
+    label_of: dict[tuple[str, ...], str] = {}
+    learning_rates: list[Any] = []
     start = 0
     for index, group in enumerate(optimizer.param_groups):
         label = f"group_{index}"
@@ -371,6 +385,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
         schedule_text = None
         if scheduler is not None:
             kwargs["learning_rate"], schedule_text = _scheduler(scheduler, index, base_lr)
+            learning_rates.append(kwargs["learning_rate"])
         transforms[label] = entry.factory(**kwargs)
         members = paths[start : start + counts[index]]
         label_of.update(dict.fromkeys(members, label))
@@ -389,7 +404,10 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
         tx = _checked(next(iter(transforms.values())), paths)
     else:
         tx = param_groups(transforms, _labels_by_path(label_of))
+    notes = []
+    if any(getattr(k, "momentum", None) is not None for k in learning_rates):
+        notes.append("momentum / betas[0] follow the scheduler's momentum cycle, as in torch")
     source = f"torch.optim.{class_name}"
     if scheduler is not None:
         source += f" + {type(scheduler).__module__}.{type(scheduler).__name__}"
-    return register_recipe(tx, Recipe(source=source, groups=recipes))
+    return register_recipe(tx, Recipe(source=source, groups=recipes, notes=notes))

@@ -183,6 +183,11 @@ def warmup_steps_of(fields: Mapping[str, Any], num_training_steps: int) -> int:
 # param groups' weight_decay is added by from_training_args (it overrides any other).
 
 
+Fields = Mapping[str, Any]
+OptimArgs = Mapping[str, str]
+Handled = tuple[Callable[..., optax.GradientTransformation], dict[str, Any], str]
+
+
 def _flag(value: str) -> bool:
     return value.lower() in ("true", "1", "yes")
 
@@ -195,39 +200,39 @@ def _adam_betas(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {"betas": (fields["adam_beta1"], fields["adam_beta2"]), "eps": fields["adam_epsilon"]}
 
 
-def _adamw_torch(fields, optim_args):
+def _adamw_torch(fields: Fields, optim_args: OptimArgs) -> Handled:
     return adamw, _adam_betas(fields), "torch.optim.AdamW"
 
 
-def _adafactor(fields, optim_args):
+def _adafactor(fields: Fields, optim_args: OptimArgs) -> Handled:
     kwargs = {"scale_parameter": False, "relative_step": False}
     return adafactor, kwargs, "transformers.Adafactor(scale_parameter=False, relative_step=False)"
 
 
-def _sgd(fields, optim_args):
+def _sgd(fields: Fields, optim_args: OptimArgs) -> Handled:
     kwargs: dict[str, Any] = _floats(optim_args, ("momentum", "dampening"))
     if "nesterov" in optim_args:
         kwargs["nesterov"] = _flag(optim_args["nesterov"])
     return sgd, kwargs, "torch.optim.SGD"
 
 
-def _adagrad(fields, optim_args):
+def _adagrad(fields: Fields, optim_args: OptimArgs) -> Handled:
     return adagrad, _floats(optim_args, ("lr_decay", "eps")), "torch.optim.Adagrad"
 
 
-def _rmsprop(fields, optim_args):
+def _rmsprop(fields: Fields, optim_args: OptimArgs) -> Handled:
     kwargs: dict[str, Any] = _floats(optim_args, ("momentum", "alpha", "eps"))
     if "centered" in optim_args:
         kwargs["centered"] = _flag(optim_args["centered"])
     return rmsprop, kwargs, "torch.optim.RMSprop"
 
 
-def _lion(fields, optim_args):
+def _lion(fields: Fields, optim_args: OptimArgs) -> Handled:
     kwargs = {"betas": (fields["adam_beta1"], fields["adam_beta2"])}
     return lion, kwargs, "bitsandbytes.optim.Lion(optim_bits=32)"
 
 
-def _ademamix(fields, optim_args):
+def _ademamix(fields: Fields, optim_args: OptimArgs) -> Handled:
     get = lambda key, default: float(optim_args.get(key, default))
     kwargs: dict[str, Any] = {
         "betas": (
@@ -244,7 +249,7 @@ def _ademamix(fields, optim_args):
     return ademamix, kwargs, "bitsandbytes.optim.AdEMAMix(optim_bits=32)"
 
 
-def _stable_adamw(fields, optim_args):
+def _stable_adamw(fields: Fields, optim_args: OptimArgs) -> Handled:
     kwargs: dict[str, Any] = _adam_betas(fields)
     # Trainer: bool() of the string, so any non-empty value (even "False") is True.
     kwargs["decouple_lr"] = bool(optim_args.get("decouple_lr", False))
@@ -255,7 +260,7 @@ def _stable_adamw(fields, optim_args):
     return stable_adamw, kwargs, "optimi.StableAdamW"
 
 
-TRAINER_OPTIMIZERS: dict[str, Callable] = {
+TRAINER_OPTIMIZERS: dict[str, Callable[[Fields, OptimArgs], Handled]] = {
     "adamw_torch": _adamw_torch,
     "adamw_torch_fused": _adamw_torch,
     "adamw_torch_xla": _adamw_torch,
@@ -344,7 +349,7 @@ def from_training_args(
     rule = _no_decay_rule(no_decay)
     labels = lambda tree: hf_no_decay_labels(tree, rule)
     decays = {"decay": fields["weight_decay"], "no_decay": 0.0}
-    groups = {
+    groups: dict[Hashable, optax.GradientTransformation] = {
         label: factory(learning_rate=schedule, **kwargs, weight_decay=weight_decay)
         for label, weight_decay in decays.items()
     }
@@ -354,7 +359,7 @@ def from_training_args(
     }
     if params is not None:
         named = jax.tree_util.tree_flatten_with_path(labels(params))[0]
-        names = {label: [] for label in decays}
+        names: dict[str, list[str]] = {label: [] for label in decays}
         for path, label in named:
             names[label].append("/".join(key_path(path)))
         members = names

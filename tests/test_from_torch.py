@@ -189,6 +189,26 @@ def test_reduce_lr_on_plateau_steps_on_the_metric(x64):
     assert lr < 0.1
 
 
+def test_transformers_greedy_lr_steps_on_the_metric(x64):
+    metrics = np.concatenate([np.linspace(1.0, 0.2, 12), np.full(18, 0.5)])
+    error, _, state, torch_optimizer = compare(
+        SGD_M,
+        lambda o: transformers.optimization.GreedyLR(o, patience=2, min_lr=0.01, max_lr=0.5),
+        metrics=metrics,
+    )
+    assert error < OPTIMIZER_RTOL_F64, error
+    lr = float(optlib.current_learning_rate(state))
+    assert lr == pytest.approx(torch_optimizer.param_groups[0]["lr"], rel=1e-12)
+    assert lr != 0.1
+
+
+def test_describe_notes_momentum_cycling():
+    optimizer = torch.optim.SGD(params_list(1), lr=0.1, momentum=0.9)
+    scheduler = S.OneCycleLR(optimizer, max_lr=0.5, total_steps=10)
+    text = optlib.describe(optlib.from_torch(optimizer, scheduler, param_paths=["a"]))
+    assert "OneCycleLR(" in text and "momentum cycle" in text
+
+
 GROUP_CASES = {
     "adamw_one_cycle_per_group_max_lr": (
         two_groups(torch.optim.AdamW, {"weight_decay": 0.1}, {"weight_decay": 0.0, "lr": 0.01}),

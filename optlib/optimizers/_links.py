@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import weakref
+from types import FrameType
 from typing import Any
 
 import optax
@@ -84,7 +85,7 @@ def _calling_optimizer() -> tuple[str | None, dict[str, Any]]:
     right above ``named_chain`` (``adamw`` for ``adamw -> adam -> named_chain``), and its
     arguments."""
     found: tuple[str | None, dict[str, Any]] = (None, {})
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         code = frame.f_code
         module = frame.f_globals.get("__name__", "")
