@@ -79,6 +79,19 @@ def normalize_param_paths(param_paths: Sequence[Any]) -> list[tuple[str, ...]]:
     return paths
 
 
+def _module_paths(module: Any, optimizer: Any) -> list[tuple[str, ...]]:
+    """The names of ``optimizer``'s parameters in ``module``, in param-group order."""
+    names = {id(p): tuple(n.split(".")) for n, p in module.named_parameters()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    missing = [i for i, p in enumerate(params) if id(p) not in names]
+    if missing:
+        raise ValueError(
+            f"param_paths: the module has no parameter for the optimizer's parameter(s) "
+            f"{missing} (in param-group order); pass the paths explicitly"
+        )
+    return [names[id(p)] for p in params]
+
+
 def _labels_by_path(label_of: dict[tuple[str, ...], str]) -> Callable[[Any], Any]:
     """``params -> labels`` from ``{path: label}``; every leaf must be listed, and only leaves."""
 
@@ -340,9 +353,12 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
     Args:
       optimizer: a ``torch.optim.Optimizer`` of a class in optlib's table.
       scheduler: ``None`` or a ``torch.optim.lr_scheduler`` scheduler on ``optimizer``.
-      param_paths: one path per torch parameter, in ``optimizer.param_groups`` order: ``"a/b"``
-        strings or tuples of keys of the JAX parameter pytree. At ``init`` the params must
-        have exactly these leaves.
+      param_paths: one path per torch parameter, in ``optimizer.param_groups`` order (group 0's
+        params first, which is not ``model.named_parameters()``'s order when the groups split
+        the model): ``"a/b"`` strings or tuples of keys of the JAX parameter pytree; or the
+        ``torch.nn.Module`` itself, whose parameter names split at ``"."`` are the paths
+        (``"encoder.0.weight"`` -> ``("encoder", "0", "weight")``), matched to the groups by
+        identity. At ``init`` the params must have exactly these leaves.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``optlib.describe(tx)`` tells what it is.
@@ -364,6 +380,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
     entry = torch_optimizer_entry(class_name)
     if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
         raise ValueError("scheduler is attached to another optimizer than `optimizer`")
+    if hasattr(param_paths, "named_parameters"):
+        param_paths = _module_paths(param_paths, optimizer)
     paths = normalize_param_paths(param_paths)
     counts = [len(group["params"]) for group in optimizer.param_groups]
     if len(paths) != sum(counts):

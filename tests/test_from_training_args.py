@@ -174,7 +174,7 @@ def test_every_optim_name_reproduces_trainer(optim, tmp_path, x64):
     worst, lr_error, *_ = compare(
         tmp_path, optim=optim, lr_scheduler_type="linear", **COMMON, **OPTIM_CASES[optim]
     )
-    print(f"{optim}: max relative error {worst:.2e}")
+    print(f"{optim}: max relative error {worst:.2e}, lr {lr_error:.2e}")
     rtol = BITSANDBYTES_RTOL if optim in ("lion_32bit", "ademamix") else OPTIMIZER_RTOL_F64
     assert worst < rtol, worst
     assert lr_error < OPTIMIZER_RTOL_F64, lr_error
@@ -199,6 +199,7 @@ def test_lr_scheduler_types_reproduce_trainer(schedule, tmp_path, x64):
         lr_scheduler_kwargs=SCHEDULER_CASES[schedule],
         **COMMON,
     )
+    print(f"{schedule}: max relative error {worst:.2e}, lr {lr_error:.2e}")
     assert worst < OPTIMIZER_RTOL_F64, worst
     assert lr_error < OPTIMIZER_RTOL_F64, lr_error
 
@@ -216,6 +217,33 @@ def test_no_decay_set_is_trainers(tmp_path):
     groups = trainer.optimizer.param_groups
     by_id = {id(p): n for n, p in model.named_parameters()}
     assert {by_id[id(p)] for p in groups[0]["params"]} == decayed
+
+
+def test_from_torch_on_the_trainers_optimizer_and_scheduler_reproduces_them(tmp_path, x64):
+    """from_torch on Trainer's live pair: the same groups (by identity) and the same run,
+    without Trainer's clipping and accumulation (they live in the training loop)."""
+    fields = {"optim": "adamw_torch", "learning_rate": 0.05, "weight_decay": 0.1}
+    trainer, model, _ = make_trainer(tmp_path, lr_scheduler_type="cosine", warmup_steps=3, **fields)
+    tx = optlib.from_torch(trainer.optimizer, trainer.lr_scheduler, param_paths=model)
+    text = optlib.describe(tx)
+    decayed = set(trainer.get_decay_parameter_names(model))
+    group_0 = [n for n, p in model.named_parameters() if n in decayed]
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    listed = ", ".join(
+        by_id[id(p)].replace(".", "/") for p in trainer.optimizer.param_groups[0]["params"]
+    )
+    assert {by_id[id(p)] for p in trainer.optimizer.param_groups[0]["params"]} == set(group_0)
+    assert f"'group_0': {len(group_0)} parameter(s): {listed}" in text
+    init = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+    reference, torch_lrs, coeffs = torch_run(trainer, model, 0.0)
+    trajectory, lrs = optlib_run(
+        optax.MultiSteps(tx, MICRO, accumulator_dtype=jnp.float64), init, coeffs
+    )
+    for n in init:
+        assert (
+            relative_error(trajectory[n], np.stack([r[n] for r in reference])) < OPTIMIZER_RTOL_F64
+        )
+    assert relative_error(lrs["group_0"], torch_lrs) < OPTIMIZER_RTOL_F64
 
 
 def test_a_dict_of_fields_gives_the_same_transformation_as_training_arguments(tmp_path, x64):
