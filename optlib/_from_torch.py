@@ -31,7 +31,11 @@ import optax
 from optlib._describe import GroupRecipe, Recipe, register_recipe
 from optlib._param_groups import param_groups
 from optlib._registry import get_scheduler
-from optlib.optimizers._torch_classes import torch_kwargs_to_optlib, torch_optimizer_entry
+from optlib.optimizers._torch_classes import (
+    class_key,
+    torch_kwargs_to_optlib,
+    torch_optimizer_entry,
+)
 
 __all__ = ["from_torch", "key_path", "normalize_param_paths"]
 
@@ -332,14 +336,16 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
     """The optax transformation reproducing a live ``torch.optim`` optimizer (and scheduler).
 
     The optimizer's class picks the optlib optimizer (``torch.optim.AdamW`` ->
-    ``optlib.adamw``, ...); each param group's hyperparameters become its keywords (``lr`` ->
-    ``learning_rate``; ``foreach``, ``fused``, ``capturable``, ``differentiable`` are ignored:
-    they change no numbers). Several param groups become ``optlib.param_groups`` with labels
-    ``"group_0"``, ``"group_1"``, ... assigned from ``param_paths`` (torch's parameter order:
-    group 0's params first). The scheduler (``StepLR`` ... ``CyclicLR``/``OneCycleLR`` with
-    momentum cycling, ``SequentialLR``, ``ChainedScheduler``, ``ReduceLROnPlateau``, and the
-    ``LambdaLR``s of ``transformers.get_scheduler``, recognised by their lambda) becomes each
-    group's ``learning_rate``, built from the group's base lr (torch's ``initial_lr``).
+    ``optlib.adamw``, ..., ``transformers.Adafactor`` -> ``optlib.adafactor``,
+    ``lion_pytorch.Lion`` -> ``optlib.lion``); each param group's hyperparameters become its
+    keywords (``lr`` -> ``learning_rate``; ``foreach``, ``fused``, ``capturable``,
+    ``differentiable`` are ignored: they change no numbers). Several param groups become
+    ``optlib.param_groups`` with labels ``"group_0"``, ``"group_1"``, ... assigned from
+    ``param_paths``. The scheduler (``StepLR`` ... ``CyclicLR`` / ``OneCycleLR`` with momentum
+    cycling, ``SequentialLR``, ``ChainedScheduler``, ``ReduceLROnPlateau``, transformers'
+    ``GreedyLR``, and the ``LambdaLR``s of ``transformers.get_scheduler``, recognised by their
+    lambda) becomes each group's ``learning_rate``, built from the group's base lr (torch's
+    ``initial_lr``). ``SWALR`` is not supported.
 
     The transformation reproduces the torch run from its start: ``tx.init(params)`` is a fresh
     optimizer and a scheduler at ``last_epoch == 0``. What a live pair has done since
@@ -351,7 +357,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
     uses each group's current ``lr``.
 
     Args:
-      optimizer: a ``torch.optim.Optimizer`` of a class in optlib's table.
+      optimizer: a torch optimizer of a class in optlib's table
+        (``optlib.optimizers._torch_classes.TORCH_OPTIMIZERS``).
       scheduler: ``None`` or a ``torch.optim.lr_scheduler`` scheduler on ``optimizer``.
       param_paths: one path per torch parameter, in ``optimizer.param_groups`` order (group 0's
         params first, which is not ``model.named_parameters()``'s order when the groups split
@@ -371,12 +378,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
     """
     if not hasattr(optimizer, "param_groups") or not hasattr(optimizer, "defaults"):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-    class_name = type(optimizer).__name__
-    if not type(optimizer).__module__.startswith("torch.optim"):
-        raise ValueError(
-            f"{type(optimizer).__module__}.{class_name} is not a torch.optim optimizer; "
-            "from_torch reads torch.optim classes only"
-        )
+    class_name = class_key(type(optimizer))
     entry = torch_optimizer_entry(class_name)
     if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
         raise ValueError("scheduler is attached to another optimizer than `optimizer`")
@@ -425,7 +427,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
     notes = []
     if any(getattr(k, "momentum", None) is not None for k in learning_rates):
         notes.append("momentum / betas[0] follow the scheduler's momentum cycle, as in torch")
-    source = f"torch.optim.{class_name}"
+    source = class_name if "." in class_name else f"torch.optim.{class_name}"
     if scheduler is not None:
         source += f" + {type(scheduler).__module__}.{type(scheduler).__name__}"
     return register_recipe(tx, Recipe(source=source, groups=recipes, notes=notes))

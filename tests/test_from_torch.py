@@ -81,7 +81,16 @@ OPTIMIZER_CASES = {
     "RAdam": {"lr": 0.05, "weight_decay": 0.1},
     "Adamax": {"lr": 0.05, "betas": (0.8, 0.99)},
     "Rprop": {"lr": 0.02, "etas": (0.4, 1.3), "step_sizes": (1e-5, 10.0)},
+    "transformers.Adafactor": {"lr": 0.05, "relative_step": False, "weight_decay": 0.01},
+    "lion_pytorch.Lion": {"lr": 0.01, "betas": (0.9, 0.95), "weight_decay": 0.1},
 }
+
+
+def optimizer_class(key):
+    if "." not in key:
+        return getattr(torch.optim, key)
+    package, name = key.split(".")
+    return getattr(pytest.importorskip(package), name)
 
 
 def test_every_table_class_has_a_case():
@@ -91,9 +100,10 @@ def test_every_table_class_has_a_case():
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
 def test_every_optimizer_reproduces_torch(name, x64):
     kwargs = OPTIMIZER_CASES[name]
-    cls = getattr(torch.optim, name)
+    if "." not in name:
+        kwargs = {**kwargs, "foreach": False}
     sign = -1.0 if kwargs.get("maximize") else 1.0
-    error, *_ = compare(one_group(cls, foreach=False, **kwargs), sign=sign)
+    error, *_ = compare(one_group(optimizer_class(name), **kwargs), sign=sign)
     assert error < OPTIMIZER_RTOL_F64, error
 
 
@@ -202,6 +212,11 @@ def test_transformers_greedy_lr_steps_on_the_metric(x64):
     assert lr != 0.1
 
 
+def test_hf_adafactor_with_its_relative_step_defaults_reproduces_transformers(x64):
+    error, *_ = compare(one_group(transformers.Adafactor, lr=None))
+    assert error < OPTIMIZER_RTOL_F64, error
+
+
 def test_describe_notes_momentum_cycling():
     optimizer = torch.optim.SGD(params_list(1), lr=0.1, momentum=0.9)
     scheduler = S.OneCycleLR(optimizer, max_lr=0.5, total_steps=10)
@@ -294,7 +309,7 @@ def test_param_paths_that_miss_a_leaf_raise_at_init():
 
 def test_unsupported_optimizer_class_raises_naming_it():
     optimizer = torch.optim.SparseAdam(params_list(1), lr=0.1)
-    with pytest.raises(ValueError, match=r"SparseAdam is not supported.*supported classes"):
+    with pytest.raises(ValueError, match=r"torch.optim.SparseAdam is not supported.*supported"):
         optlib.from_torch(optimizer, param_paths=["a"])
 
 

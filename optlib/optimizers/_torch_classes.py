@@ -1,11 +1,13 @@
-"""The one table from ``torch.optim`` classes to optlib optimizers, and their keyword names.
+"""The one table from torch optimizer classes to optlib optimizers, and their keyword names.
 
 optlib's torch-parity optimizers take torch's keyword names and defaults, except ``lr``, which
 is ``learning_rate``. ``optlib.from_torch`` (reading a live optimizer's param groups), the
 checkpoint readers and the parity tests all translate through this module, so adding an
-optimizer is one row of ``TORCH_OPTIMIZERS``::
+optimizer is one row of ``TORCH_OPTIMIZERS``, keyed by ``class_key(cls)``: the class name for
+``torch.optim`` classes, ``"package.Name"`` for other packages' torch optimizers::
 
     "Adamax": TorchOptimizer(adamax),
+    "transformers.Adafactor": TorchOptimizer(adafactor),
 
 ``fixed`` holds the torch options that the optlib optimizer implies and does not take
 (``AdamW``'s ``decoupled_weight_decay=True``); a different value raises.
@@ -20,6 +22,8 @@ from typing import Any
 
 import optax
 
+from optlib.optimizers.extras import lion
+from optlib.optimizers.huggingface import adafactor
 from optlib.optimizers.torch import (
     adadelta,
     adagrad,
@@ -38,6 +42,7 @@ __all__ = [
     "TORCH_OPTIMIZERS",
     "TORCH_RENAMES",
     "TorchOptimizer",
+    "class_key",
     "torch_kwargs_to_optlib",
     "torch_optimizer_entry",
 ]
@@ -74,26 +79,42 @@ TORCH_OPTIMIZERS: dict[str, TorchOptimizer] = {
     "RAdam": TorchOptimizer(radam),
     "Adamax": TorchOptimizer(adamax),
     "Rprop": TorchOptimizer(rprop),
+    # other packages' torch optimizers with the same keywords as their optlib twin
+    "transformers.Adafactor": TorchOptimizer(adafactor),
+    "lion_pytorch.Lion": TorchOptimizer(lion),
 }
-"""``torch.optim`` class name -> its optlib optimizer."""
+"""``class_key(cls)`` -> its optlib optimizer."""
 
 _NOT_REPRODUCED = {
     "SparseAdam": "JAX has no sparse gradients; use optlib.adam on the dense gradients",
 }
 
 
-def torch_optimizer_entry(class_name: str) -> TorchOptimizer:
-    """The row for ``torch.optim.<class_name>``.
+def class_key(cls: type) -> str:
+    """``"SGD"`` for ``torch.optim.SGD``; ``"package.Name"`` for a class of another package
+    (``"transformers.Adafactor"``, ``"lion_pytorch.Lion"``)."""
+    module = cls.__module__ or ""
+    if module.startswith("torch.optim"):
+        return cls.__name__
+    return f"{module.split('.')[0]}.{cls.__name__}"
+
+
+def _shown(key: str) -> str:
+    return key if "." in key else f"torch.optim.{key}"
+
+
+def torch_optimizer_entry(key: str) -> TorchOptimizer:
+    """The row for ``key`` (``class_key`` of the optimizer's class).
 
     Raises:
       ValueError: naming the class and listing the supported ones.
     """
-    if class_name in TORCH_OPTIMIZERS:
-        return TORCH_OPTIMIZERS[class_name]
-    why = _NOT_REPRODUCED.get(class_name, "optlib has no optimizer with its math")
+    if key in TORCH_OPTIMIZERS:
+        return TORCH_OPTIMIZERS[key]
+    why = _NOT_REPRODUCED.get(key, "optlib has no optimizer with its math")
     raise ValueError(
-        f"torch.optim.{class_name} is not supported ({why}); supported classes: "
-        f"{', '.join(sorted(TORCH_OPTIMIZERS))}"
+        f"{_shown(key)} is not supported ({why}); supported classes: "
+        f"{', '.join(_shown(k) for k in TORCH_OPTIMIZERS)}"
     )
 
 
@@ -106,7 +127,8 @@ def torch_kwargs_to_optlib(kwargs: Mapping[str, Any], class_name: str | None = N
 
     Args:
       kwargs: torch's keywords (a param group's hyperparameters, without ``params``).
-      class_name: the ``torch.optim`` class, for the checks; ``None`` only renames.
+      class_name: the class's ``class_key`` (``"AdamW"``), for the checks; ``None`` only
+        renames.
 
     Returns:
       The optlib keywords.
@@ -125,14 +147,14 @@ def torch_kwargs_to_optlib(kwargs: Mapping[str, Any], class_name: str | None = N
     for key, required in entry.fixed.items():
         if key in out and out.pop(key) != required:
             raise ValueError(
-                f"torch.optim.{class_name}({key}={kwargs[key]!r}) is not supported: "
+                f"{_shown(class_name)}({key}={kwargs[key]!r}) is not supported: "
                 f"optlib.{entry.factory.__name__} reproduces {key}={required!r}"
             )
     accepted = inspect.signature(entry.factory).parameters
     unknown = [key for key in out if key not in accepted]
     if unknown:
         raise ValueError(
-            f"torch.optim.{class_name} option(s) {unknown} are not supported by "
+            f"{_shown(class_name)} option(s) {unknown} are not supported by "
             f"optlib.{entry.factory.__name__}"
         )
     return out
