@@ -332,7 +332,9 @@ def _scaled(schedule: Callable, scale: float) -> Callable:
 # ---------------------------------------------------------------------------------------------
 
 
-def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[Any]):
+def from_torch(
+    optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[Any] | Any
+) -> optax.GradientTransformationExtraArgs:
     """The optax transformation reproducing a live ``torch.optim`` optimizer (and scheduler).
 
     The optimizer's class picks the optlib optimizer (``torch.optim.AdamW`` ->
@@ -420,6 +422,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_paths: Sequence[A
                 members=["/".join(p) for p in members],
             )
         )
+    tx: optax.GradientTransformationExtraArgs
     if len(transforms) == 1:
         tx = _checked(next(iter(transforms.values())), paths)
     else:
