@@ -260,6 +260,16 @@ def _stable_adamw(fields: Fields, optim_args: OptimArgs) -> Handled:
     return stable_adamw, kwargs, "optimi.StableAdamW"
 
 
+# The optim_args keys that change what a handler builds (Trainer ignores the others; a
+# "weight_decay" reaches sgd/adagrad/rmsprop but the param groups' weight_decay overrides it).
+_OPTIM_ARGS_READ: dict[Callable, tuple[str, ...]] = {
+    _sgd: ("momentum", "dampening", "nesterov"),
+    _adagrad: ("lr_decay", "eps"),
+    _rmsprop: ("momentum", "alpha", "eps", "centered"),
+    _ademamix: ("beta1", "beta2", "beta3", "alpha", "eps", "t_alpha", "t_beta3"),
+    _stable_adamw: ("decouple_lr", "max_lr", "kahan_sum"),
+}
+
 TRAINER_OPTIMIZERS: dict[str, Callable[[Fields, OptimArgs], Handled]] = {
     "adamw_torch": _adamw_torch,
     "adamw_torch_fused": _adamw_torch,
@@ -329,9 +339,13 @@ def from_training_args(
             f"optim={name!r} is not supported by from_training_args; supported: "
             f"{', '.join(TRAINER_OPTIMIZERS)}"
         )
-    factory, kwargs, reference = TRAINER_OPTIMIZERS[name](
-        fields, parse_optim_args(fields["optim_args"])
-    )
+    handler = TRAINER_OPTIMIZERS[name]
+    optim_args = parse_optim_args(fields["optim_args"])
+    factory, kwargs, reference = handler(fields, optim_args)
+    unread = sorted(set(optim_args) - set(_OPTIM_ARGS_READ.get(handler, ())))
+    notes = []
+    if unread:
+        notes.append(f"optim_args {unread} have no effect for optim={name!r}, as in Trainer")
     warmup = warmup_steps_of(fields, num_training_steps)
     schedule_name = fields["lr_scheduler_type"]
     schedule = get_scheduler(
@@ -394,5 +408,6 @@ def from_training_args(
         groups=recipes,
         clipping=clipping,
         accumulation=steps if steps > 1 else None,
+        notes=notes,
     )
     return register_recipe(tx, recipe)

@@ -274,6 +274,15 @@ def test_xla_and_npu_adamw_names_build_torch_adamw():
         assert text.replace(name, "adamw_torch") == reference
 
 
+def test_describe_notes_optim_args_that_trainer_does_not_read():
+    tx = optlib.from_training_args(
+        {"optim": "sgd", "optim_args": "momentum=0.9,weight_decay=0.5,foo=1"}, num_training_steps=5
+    )
+    assert "optim_args ['foo', 'weight_decay'] have no effect for optim='sgd'" in optlib.describe(
+        tx
+    )
+
+
 def test_warmup_ratio_of_older_transformers_is_read():
     text = optlib.describe(
         optlib.from_training_args(
