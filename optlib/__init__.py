@@ -8,7 +8,9 @@ each also importable on its own: ``optlib.schedules`` (pure functions of the ste
 """
 
 from optlib import optimizers, schedules, transforms
+from optlib._describe import describe
 from optlib._freezing import carry_over_state
+from optlib._from_torch import from_torch
 from optlib._hf_checkpoint import load_hf_trainer_checkpoint
 from optlib._param_groups import decay_labels, param_groups
 from optlib._partition import register_state_partition
@@ -17,6 +19,7 @@ from optlib._registry import get_scheduler, scheduler_names
 from optlib._sharding import state_shardings
 from optlib._state_tree import current_learning_rate, register_learning_rate_state
 from optlib._torch_state import TorchStateDicts, from_torch_state_dict, to_torch_state_dict
+from optlib._training_args import from_training_args, hf_no_decay_labels
 from optlib.optimizers import *  # exactly optimizers.__all__
 from optlib.schedules import *  # exactly schedules.__all__
 from optlib.transforms import *  # exactly transforms.__all__
@@ -44,6 +47,11 @@ _INTEGRATIONS = [
     "from_torch_state_dict",
     "load_hf_trainer_checkpoint",
     "to_torch_state_dict",
+    # recipe factories: torch optimizers/schedulers and HF TrainingArguments -> optax
+    "describe",
+    "from_torch",
+    "from_training_args",
+    "hf_no_decay_labels",
 ]
 
 __all__ = [*schedules.__all__, *transforms.__all__, *optimizers.__all__, *_INTEGRATIONS]

@@ -1,6 +1,7 @@
 """Command line: list the scheduler names, or plot schedules to an image.
 
     python -m optlib list
+    python -m optlib describe --training-args args.json [--num-training-steps 1000]
     python -m optlib plot cosine --learning-rate 3e-4 --num-warmup-steps 100 \\
         --num-training-steps 1000 --kw num_cycles=1.5 -o cosine.png
 
@@ -122,6 +123,23 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(args: argparse.Namespace) -> int:
+    import json
+
+    from optlib._describe import describe
+    from optlib._training_args import from_training_args
+
+    with open(args.training_args, encoding="utf-8") as file:
+        fields = json.load(file)
+    if not isinstance(fields, dict):
+        raise ValueError(
+            f"{args.training_args} must hold a JSON object of TrainingArguments fields"
+        )
+    tx = from_training_args(fields, num_training_steps=args.num_training_steps)
+    print(describe(tx))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m optlib", description="optlib learning-rate schedules."
@@ -154,6 +172,23 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--title", default=None, help="plot title")
     plot.add_argument("-o", "--output", required=True, help="image path, e.g. schedules.png")
     plot.set_defaults(run=_plot)
+
+    described = commands.add_parser(
+        "describe", help="print the optax chain Hugging Face Trainer would build, in words"
+    )
+    described.add_argument(
+        "--training-args",
+        required=True,
+        metavar="JSON",
+        help="a JSON file of TrainingArguments fields (e.g. args.to_json_string())",
+    )
+    described.add_argument(
+        "--num-training-steps",
+        type=int,
+        default=None,
+        help="optimizer steps (default: max_steps from the file)",
+    )
+    described.set_defaults(run=_describe)
     return parser
 
 
@@ -163,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, ImportError) as error:
+    except (ValueError, TypeError, ImportError, OSError) as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 2
 

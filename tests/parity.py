@@ -21,6 +21,7 @@ import optax
 import pytest
 
 import optlib
+from optlib.optimizers import _torch_classes
 
 torch = pytest.importorskip(
     "torch", reason="parity tests need the reference: pip install -e '.[test]' (torch==2.13.0)"
@@ -321,11 +322,10 @@ def max_relative_error(ours: dict, reference: dict) -> float:
     return worst
 
 
-def torch_kwargs_to_optlib(kwargs: dict) -> dict:
-    kwargs = dict(kwargs)
-    if "lr" in kwargs:
-        kwargs["learning_rate"] = kwargs.pop("lr")
-    return kwargs
+def torch_kwargs_to_optlib(kwargs: dict, class_name: str | None = None) -> dict:
+    """torch keywords -> optlib keywords, through the library's one table
+    (``optlib.optimizers._torch_classes``); ``class_name`` also checks them."""
+    return _torch_classes.torch_kwargs_to_optlib(kwargs, class_name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,12 @@ must not depend on its value.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import weakref
+from types import FrameType
+from typing import Any
+
 import optax
 
 from optlib._validation import check_bool
@@ -31,7 +37,9 @@ from optlib.transforms.regularization import (
 )
 
 __all__ = [
+    "ChainRecord",
     "Link",
+    "chain_record",
     "cycled_betas",
     "learning_rate_link",
     "maximize_link",
@@ -45,15 +53,61 @@ Link = tuple[str, optax.GradientTransformation]
 """One named step of an optimizer's chain."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ChainRecord:
+    """What an optimizer chain was built from (read by ``optlib.describe``).
+
+    Attributes:
+      optimizer: the public optimizer function that built it (``"adamw"``), or ``None``.
+      arguments: that call's arguments, by name.
+      links: the names of the chain's links, in order.
+    """
+
+    optimizer: str | None
+    arguments: dict[str, Any]
+    links: tuple[str, ...]
+
+
+_RECORDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def chain_record(tx: Any) -> ChainRecord | None:
+    """The ``ChainRecord`` of an optimizer built by ``named_chain``, else ``None``."""
+    update = getattr(tx, "update", None)
+    try:
+        return _RECORDS.get(update)
+    except TypeError:  # not weak-referenceable: not ours
+        return None
+
+
+def _calling_optimizer() -> tuple[str | None, dict[str, Any]]:
+    """The outermost public optimizer function of ``optlib.optimizers`` on the call stack
+    right above ``named_chain`` (``adamw`` for ``adamw -> adam -> named_chain``), and its
+    arguments."""
+    found: tuple[str | None, dict[str, Any]] = (None, {})
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith("optlib.optimizers") or code.co_name.startswith("_"):
+            break
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        found = (code.co_name, {name: frame.f_locals[name] for name in names})
+        frame = frame.f_back
+    return found
+
+
 def named_chain(*links: Link | None) -> optax.GradientTransformationExtraArgs:
     """``optax.named_chain`` of the links that are not ``None``, with a plain ``dict`` state.
 
     optax's ``named_chain`` already does the chaining (and passes extra arguments such as
     ``value`` to every link); this drops the links an option switched off, and gives the
     state as a ``dict`` (same keys, same order) instead of optax's ``OrderedDict``, which
-    ``flax.serialization`` (msgpack checkpoints, ``TrainState``) cannot serialise.
+    ``flax.serialization`` (msgpack checkpoints, ``TrainState``) cannot serialise. The calling
+    optimizer, its arguments and the link names are recorded for ``optlib.describe``.
     """
-    chained = optax.named_chain(*(link for link in links if link is not None))
+    kept = [link for link in links if link is not None]
+    chained = optax.named_chain(*kept)
 
     def init_fn(params):
         return dict(chained.init(params))
@@ -62,6 +116,8 @@ def named_chain(*links: Link | None) -> optax.GradientTransformationExtraArgs:
         updates, state = chained.update(updates, state, params, **extra_args)
         return updates, dict(state)
 
+    optimizer, arguments = _calling_optimizer()
+    _RECORDS[update_fn] = ChainRecord(optimizer, arguments, tuple(name for name, _ in kept))
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
