@@ -3,7 +3,7 @@
 torch keeps an optimizer's statistics per parameter, keyed by the parameter's integer id
 (its position in the param groups), with a ``step`` per parameter; optlib keeps the same
 numbers in the links of a ``named_chain`` (``opt_state["adam"].exp_avg``), one pytree per
-statistic and one counter per link. ``TORCH_OPTIMIZERS`` is the one table that says, for every
+statistic and one counter per link. ``TORCH_STATE_LAYOUTS`` is the one table that says, for every
 optlib optimizer with a torch (or Hugging Face) twin, which link and field holds each torch
 per-parameter key, and which links count torch's ``step``. The rest is generic:
 
@@ -41,9 +41,9 @@ from optlib.transforms.learning_rate import ScaleByLearningRateState
 from optlib.transforms.metric import GreedyLRState, ReduceLROnPlateauState
 
 __all__ = [
-    "TORCH_OPTIMIZERS",
+    "TORCH_STATE_LAYOUTS",
     "TorchField",
-    "TorchOptimizer",
+    "TorchStateLayout",
     "TorchStateDicts",
     "from_torch_state_dict",
     "require_torch",
@@ -89,14 +89,14 @@ class TorchField:
 
 
 @dataclasses.dataclass(frozen=True)
-class TorchOptimizer:
+class TorchStateLayout:
     """How one optlib optimizer's state maps onto its torch twin's ``state_dict``.
 
     Attributes:
       name: the optlib function (``"adam"``).
       reference: the torch class (``"torch.optim.Adam"``).
       links: the ``named_chain`` links that identify the optimizer in a state (the first
-        entry of ``TORCH_OPTIMIZERS`` whose links are all present wins).
+        entry of ``TORCH_STATE_LAYOUTS`` whose links are all present wins).
       group_keys: keys every torch param group of this class has.
       absent_group_keys: keys its param groups never have (tells Adam, RAdam, Adamax apart).
       fields: the per-parameter tensors.
@@ -124,7 +124,7 @@ class TorchOptimizer:
 
 
 def _adam_like(name, reference, link, second, *, group_keys, absent=(), extra=()):
-    return TorchOptimizer(
+    return TorchStateLayout(
         name=name,
         reference=reference,
         links=(link,),
@@ -142,8 +142,8 @@ def _adam_like(name, reference, link, second, *, group_keys, absent=(), extra=()
 
 _MOMENTUM_BUFFER = TorchField("momentum_buffer", "momentum", "momentum_buffer")
 
-TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
-    TorchOptimizer(
+TORCH_STATE_LAYOUTS: tuple[TorchStateLayout, ...] = (
+    TorchStateLayout(
         name="adafactor",
         reference="transformers.optimization.Adafactor",
         links=("factored_rms",),
@@ -157,7 +157,7 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
         step_links=("factored_rms", "momentum"),
         integer_step=True,
     ),
-    TorchOptimizer(
+    TorchStateLayout(
         name="rmsprop",
         reference="torch.optim.RMSprop",
         links=("rms",),
@@ -202,7 +202,7 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
         group_keys=set(),
         absent={"amsgrad", "momentum_decay", "decoupled_weight_decay"},
     ),
-    TorchOptimizer(
+    TorchStateLayout(
         name="adagrad",
         reference="torch.optim.Adagrad",
         links=("adagrad",),
@@ -210,7 +210,7 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
         fields=(TorchField("sum", "adagrad", "sum"),),
         step_links=("adagrad",),
     ),
-    TorchOptimizer(
+    TorchStateLayout(
         name="adadelta",
         reference="torch.optim.Adadelta",
         links=("adadelta",),
@@ -220,7 +220,7 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
             TorchField("acc_delta", "adadelta", "e_x"),
         ),
     ),
-    TorchOptimizer(
+    TorchStateLayout(
         name="rprop",
         reference="torch.optim.Rprop",
         links=("rprop",),
@@ -230,7 +230,7 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
             TorchField("step_size", "rprop", "step_size"),
         ),
     ),
-    TorchOptimizer(
+    TorchStateLayout(
         name="sgd",
         reference="torch.optim.SGD",
         links=("momentum",),
@@ -241,13 +241,13 @@ TORCH_OPTIMIZERS: tuple[TorchOptimizer, ...] = (
         buffer_flag=("momentum", "momentum_buffer"),
     ),
 )
-"""Every optlib optimizer with a torch twin; a new optimizer is one ``TorchOptimizer`` row."""
+"""Every optlib optimizer with a torch twin; a new optimizer is one ``TorchStateLayout`` row."""
 
 
-def _entry_of_chain(chain: Any) -> TorchOptimizer | None:
+def _entry_of_chain(chain: Any) -> TorchStateLayout | None:
     if not isinstance(chain, dict) or "learning_rate" not in chain:
         return None
-    for entry in TORCH_OPTIMIZERS:
+    for entry in TORCH_STATE_LAYOUTS:
         if all(link in chain for link in entry.links):
             return entry
     return None
@@ -258,7 +258,7 @@ def _torch_class_of(group: Mapping) -> list[str]:
     keys = set(group)
     return [
         entry.reference
-        for entry in TORCH_OPTIMIZERS
+        for entry in TORCH_STATE_LAYOUTS
         if entry.group_keys <= keys and not entry.absent_group_keys & keys
     ]
 
@@ -427,7 +427,7 @@ def _torch_parameters(
 # ------------------------------------------------------------------------ walking the state
 
 
-def _map_chains(state: Any, fn: Callable[[dict, TorchOptimizer], dict]) -> Any:
+def _map_chains(state: Any, fn: Callable[[dict, TorchStateLayout], dict]) -> Any:
     """``state`` with every optimizer chain (a ``named_chain`` dict) replaced by ``fn``."""
     entry = _entry_of_chain(state)
     if entry is not None:
@@ -441,8 +441,8 @@ def _map_chains(state: Any, fn: Callable[[dict, TorchOptimizer], dict]) -> Any:
     return state
 
 
-def _chains(state: Any) -> list[tuple[dict, TorchOptimizer]]:
-    found: list[tuple[dict, TorchOptimizer]] = []
+def _chains(state: Any) -> list[tuple[dict, TorchStateLayout]]:
+    found: list[tuple[dict, TorchStateLayout]] = []
 
     def collect(chain, entry):
         found.append((chain, entry))
@@ -456,7 +456,7 @@ def _field_tree(chain: dict, field: TorchField) -> Any:
     return getattr(chain.get(field.link), field.attribute, None)
 
 
-def _members(chain: dict, entry: TorchOptimizer, treedef: Any) -> list[int] | None:
+def _members(chain: dict, entry: TorchStateLayout, treedef: Any) -> list[int] | None:
     """The params leaves a chain updates (``None``: its state does not say, e.g. plain SGD)."""
     for field in entry.fields:
         tree = _field_tree(chain, field)
@@ -511,7 +511,7 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _check_optimizer_dict(entry: TorchOptimizer, state_dict: Any) -> list[Mapping]:
+def _check_optimizer_dict(entry: TorchStateLayout, state_dict: Any) -> list[Mapping]:
     if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
         raise TypeError(
             "optimizer_state_dict must be a torch optimizer's state_dict() (keys 'state' and "
@@ -833,7 +833,7 @@ def from_torch_state_dict(
     ``torch.optim.AdamW`` + a scheduler, ``optlib.param_groups({...}, labels)`` for several
     param groups, or either inside ``optax.chain``), built with the same hyperparameters; the
     result is ``tx.init(params)`` with torch's statistics, step counts and scheduler position
-    filled in (see ``TORCH_OPTIMIZERS`` for which torch key goes where). Continuing with
+    filled in (see ``TORCH_STATE_LAYOUTS`` for which torch key goes where). Continuing with
     ``tx.update`` then reproduces torch's continuation.
 
     Counters: the statistics links count torch's ``step``; the learning-rate link (and a
@@ -873,7 +873,7 @@ def from_torch_state_dict(
     template = tx.init(params)
     chains = _chains(template)
     if not chains:
-        names = ", ".join(entry.name for entry in TORCH_OPTIMIZERS)
+        names = ", ".join(entry.name for entry in TORCH_STATE_LAYOUTS)
         raise ValueError(
             f"tx holds no optlib optimizer with a torch twin ({names}); build it with one of "
             "those (optionally in optlib.param_groups or optax.chain)"
