@@ -70,6 +70,8 @@ def lion(
         ("lion", scale_by_lion(cycled_betas(learning_rate, betas))),
         decoupled,
         learning_rate_link(learning_rate),
+        complex_unsupported="bitsandbytes' Lion drops the imaginary part and lion_pytorch takes "
+        "the complex sign z / |z|; neither treats it as a pair of reals",
     )
 
 
@@ -115,7 +117,13 @@ def ademamix(
     scaling = scale_by_ademamix(
         (momentum_from(learning_rate, beta1), beta2, beta3), alpha, t_alpha, t_beta3, eps
     )
-    return named_chain(("ademamix", scaling), decoupled, learning_rate_link(learning_rate))
+    return named_chain(
+        ("ademamix", scaling),
+        decoupled,
+        learning_rate_link(learning_rate),
+        complex_unsupported="bitsandbytes' AdEMAMix does not treat complex parameters as pairs "
+        "of reals",
+    )
 
 
 def stable_adamw(
@@ -178,4 +186,5 @@ def stable_adamw(
     return named_chain(
         ("stable_adam", scale_by_stable_adam(betas, eps, weight_decay)),
         learning_rate_link(learning_rate),
+        complex_unsupported="optimi.StableAdamW does not support complex parameters",
     )

@@ -157,4 +157,6 @@ def adafactor(
         # An array weight_decay (optax.inject_hyperparams) may be traced: keep the transform.
         if isinstance(weight_decay, jax.Array) or weight_decay
         else None,
+        complex_unsupported="transformers' Adafactor computes on complex values (g**2, rsqrt) "
+        "instead of pairs of reals",
     )

@@ -31,6 +31,8 @@ from optlib.transforms.second_order import scale_by_bfgs, scale_by_newton
 
 __all__ = ["bfgs", "newton"]
 
+_COMPLEX_UNSUPPORTED = "the line searches and the Hessian (scipy.optimize's BFGS) work on reals"
+
 
 def _check_linesearch(linesearch) -> optax.GradientTransformation:
     """The line search, or ``optax.identity()`` for ``None`` (fixed steps)."""
@@ -124,6 +126,7 @@ def newton(
         ("newton", newton_step),
         learning_rate_link(learning_rate),
         ("linesearch", _check_linesearch(linesearch)),
+        complex_unsupported=_COMPLEX_UNSUPPORTED,
     )
 
 
@@ -170,4 +173,5 @@ def bfgs(
         ("bfgs", scale_by_bfgs(max_size=max_size, scale_init_hess=scale_init_hess)),
         learning_rate_link(learning_rate),
         ("linesearch", _check_linesearch(linesearch)),
+        complex_unsupported=_COMPLEX_UNSUPPORTED,
     )
