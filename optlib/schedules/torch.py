@@ -44,6 +44,7 @@ from optlib._validation import (
     check_positive,
 )
 from optlib.schedules._core import MomentumSchedule
+from optlib.schedules._steps import check_step_count
 from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (
     INT32_MAX,
@@ -249,7 +250,7 @@ def linear_lr(
     base = _base_lr(learning_rate)
     start = check_interval("start_factor", start_factor, 0.0, 1.0, low_closed=False)
     end = check_interval("end_factor", end_factor, 0.0, 1.0)
-    total = check_int("total_iters", total_iters, minimum=1)
+    total = check_step_count("total_iters", total_iters, minimum=1)
 
     def factor(step):
         done = _bounded_step(step, total)
@@ -321,7 +322,7 @@ def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    total = check_int("total_iters", total_iters, minimum=1)
+    total = check_step_count("total_iters", total_iters, minimum=1)
     exponent = check_non_negative("power", power)
 
     def factor(step):
@@ -399,7 +400,7 @@ def cosine_annealing_lr(
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    t_max = check_int("T_max", _required("T_max", T_max, "CosineAnnealingLR"), minimum=1)
+    t_max = check_step_count("T_max", _required("T_max", T_max, "CosineAnnealingLR"), minimum=1)
     return TorchSchedule("CosineAnnealingLR", base, CosineAnnealing(t_max, _eta_min(eta_min), base))
 
 
@@ -571,8 +572,12 @@ def cyclic_lr(
     optimizer_lr = _optimizer_lr(learning_rate)
     low = check_non_negative("base_lr", _required("base_lr", base_lr, "CyclicLR"))
     high = check_non_negative("max_lr", _required("max_lr", max_lr, "CyclicLR"))
-    up = check_int("step_size_up", step_size_up, minimum=1)
-    down = up if step_size_down is None else check_int("step_size_down", step_size_down, minimum=0)
+    up = check_step_count("step_size_up", step_size_up, minimum=1)
+    down = (
+        up
+        if step_size_down is None
+        else check_step_count("step_size_down", step_size_down, minimum=0)
+    )
     if scale_fn is None:
         check_choice("mode", mode, ("triangular", "triangular2", "exp_range"))
         scale_mode = "iterations" if mode == "exp_range" else "cycle"
