@@ -1,0 +1,199 @@
+"""Inputs that used to give a silently wrong result or a failure far from its cause.
+
+Each test pins one behaviour: torch's numbers where torch has them, otherwise an error at
+construction (or ``init``) that names the parameter and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from parity import OPTIMIZER_RTOL_F32, OPTIMIZER_RTOL_F64, torch, torch_default_dtype
+
+import optlib
+
+# ------------------------------------------------------------------ complex parameters
+
+# torch optimizers that treat a complex parameter as ``view_as_real(p)`` (SGD's arithmetic is
+# the same on complex numbers), with a configuration that exercises their options.
+COMPLEX_CASES = {
+    "SGD": (torch.optim.SGD, optlib.sgd, dict(lr=0.05, momentum=0.9, weight_decay=0.1)),
+    "Adam": (torch.optim.Adam, optlib.adam, dict(lr=0.05, weight_decay=0.1)),
+    "AMSGrad": (torch.optim.Adam, optlib.adam, dict(lr=0.05, amsgrad=True)),
+    "AdamW": (torch.optim.AdamW, optlib.adamw, dict(lr=0.05, weight_decay=0.1)),
+    "Adagrad": (torch.optim.Adagrad, optlib.adagrad, dict(lr=0.1, lr_decay=0.01)),
+    "RMSprop": (
+        torch.optim.RMSprop,
+        optlib.rmsprop,
+        dict(lr=0.01, centered=True, momentum=0.5),
+    ),
+    "Adadelta": (torch.optim.Adadelta, optlib.adadelta, dict(lr=1.0, weight_decay=0.1)),
+    "NAdam": (torch.optim.NAdam, optlib.nadam, dict(lr=0.05)),
+    "RAdam": (torch.optim.RAdam, optlib.radam, dict(lr=0.05)),
+    "Adamax": (torch.optim.Adamax, optlib.adamax, dict(lr=0.05)),
+    "Rprop": (torch.optim.Rprop, optlib.rprop, dict(lr=0.05)),
+}
+COMPLEX_STEPS = 30
+
+
+def _complex_problem(dtype):
+    rng = np.random.default_rng(0)
+
+    def draw(*shape):
+        return rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+    shapes = {"v": (3,), "m": (2, 2)}
+    params = {k: draw(*s).astype(dtype) for k, s in shapes.items()}
+    scale = {k: (1.0 + rng.uniform(size=s) + 0.5j * rng.normal(size=s)) for k, s in shapes.items()}
+    noise = {k: 0.1 * draw(COMPLEX_STEPS, *s) for k, s in shapes.items()}
+    return params, scale, noise
+
+
+def _complex_gradient(p, scale, noise_t):
+    # Not holomorphic in p (|p|**2 term): real and imaginary parts interact.
+    return scale * p + 0.3 * p * (p.real**2 + p.imag**2) + noise_t
+
+
+def _optlib_complex(tx, params, scale, noise):
+    def step(carry, noise_t):
+        p, state = carry
+        g = jax.tree.map(_complex_gradient, p, scale, noise_t)
+        updates, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, state), p
+
+    noise = jax.tree.map(lambda n: jnp.asarray(n, params["v"].dtype), noise)
+    scale = jax.tree.map(lambda s: jnp.asarray(s, params["v"].dtype), scale)
+    params = jax.tree.map(jnp.asarray, params)
+    _, trajectory = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), noise))(params)
+    return jax.tree.map(np.asarray, trajectory)
+
+
+def _torch_complex(torch_cls, kwargs, params, scale, noise):
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    optimizer = torch_cls(list(tensors.values()), **kwargs)
+    dtype = tensors["v"].dtype
+    trajectory = {k: [] for k in tensors}
+    for t in range(COMPLEX_STEPS):
+        for k, p in tensors.items():
+            with torch.no_grad():
+                p.grad = _complex_gradient(
+                    p.detach(),
+                    torch.tensor(scale[k], dtype=dtype),
+                    torch.tensor(noise[k][t], dtype=dtype),
+                )
+        optimizer.step()
+        for k, p in tensors.items():
+            trajectory[k].append(p.detach().numpy().copy())
+    return {k: np.stack(v) for k, v in trajectory.items()}
+
+
+def _max_complex_relative_error(ours, reference):
+    worst = 0.0
+    for k, ref in reference.items():
+        diff = np.abs(ours[k] - ref).reshape(len(ref), -1).max(axis=1)
+        size = np.abs(ref).reshape(len(ref), -1).max(axis=1)
+        worst = max(worst, float(np.max(diff / size)))
+    return worst
+
+
+@pytest.mark.parametrize("name", list(COMPLEX_CASES))
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_parameters_are_optimized_as_torch_view_as_real_pairs(name, dtype, request):
+    if dtype == "complex128":
+        request.getfixturevalue("x64")
+    torch_cls, optlib_fn, kwargs = COMPLEX_CASES[name]
+    params, scale, noise = _complex_problem(dtype)
+    optlib_kwargs = {("learning_rate" if k == "lr" else k): v for k, v in kwargs.items()}
+    ours = _optlib_complex(optlib_fn(**optlib_kwargs), params, scale, noise)
+    assert ours["v"].dtype == np.dtype(dtype)
+    with torch_default_dtype(torch.float64 if dtype == "complex128" else torch.float32):
+        reference = _torch_complex(torch_cls, kwargs, params, scale, noise)
+    rtol = OPTIMIZER_RTOL_F64 if dtype == "complex128" else OPTIMIZER_RTOL_F32
+    assert _max_complex_relative_error(ours, reference) <= rtol
+
+
+def test_complex_adam_first_step_moves_both_parts():
+    p = jnp.array([1 + 1j], jnp.complex64)
+    g = jnp.array([1 + 2j], jnp.complex64)
+    tx = optlib.adam(0.1)
+    update = tx.update(g, tx.init(p), p)[0]
+    np.testing.assert_allclose(np.asarray(update), [-0.1 - 0.1j], rtol=1e-5)
+
+
+COMPLEX_REFUSED = {
+    "adafactor": lambda: optlib.adafactor(),
+    "lion": lambda: optlib.lion(),
+    "ademamix": lambda: optlib.ademamix(),
+    "stable_adamw": lambda: optlib.stable_adamw(1e-3),
+    "newton": lambda: optlib.newton(),
+    "bfgs": lambda: optlib.bfgs(),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPLEX_REFUSED))
+def test_complex_parameters_are_refused_at_init_where_the_reference_does_not_pair_them(name):
+    tx = COMPLEX_REFUSED[name]()
+    params = {"real": jnp.zeros((2, 3)), "z": jnp.zeros((2, 3), jnp.complex64)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning on the way to the error
+        with pytest.raises(TypeError, match=r"\['z'\].*complex"):
+            tx.init(params)
+    tx.init({"real": params["real"]})  # real leaves are fine
+
+
+# ------------------------------------------------------------- learning_rate transforms
+
+
+def test_an_arbitrary_optax_transformation_is_refused_as_learning_rate():
+    with pytest.raises(TypeError, match=r"learning_rate.*second optimizer"):
+        optlib.adam(learning_rate=optax.adam(1e-3))
+    with pytest.raises(TypeError, match="learning_rate"):
+        optlib.sgd(learning_rate=optax.scale(-0.1))
+    # the metric-driven rates are the transformations that may stand there
+    optlib.adam(learning_rate=optlib.reduce_lr_on_plateau(1e-3)).init(jnp.zeros(2))
+
+
+# ------------------------------------------------------------------------ unusual leaves
+
+
+def test_a_python_float_leaf_is_accepted_like_optax():
+    tx = optlib.adam(0.1)
+    state = tx.init({"s": 1.0, "w": jnp.ones(2)})
+    updates, _ = tx.update({"s": 2.0, "w": jnp.ones(2)}, state, {"s": 1.0, "w": jnp.ones(2)})
+    reference, _ = optax.adam(0.1).update(
+        {"s": 2.0, "w": jnp.ones(2)}, optax.adam(0.1).init({"s": 1.0, "w": jnp.ones(2)})
+    )
+    np.testing.assert_allclose(updates["s"], reference["s"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("leaf", [jnp.zeros(3, jnp.int32), np.zeros(2, np.int64), 3, True])
+def test_integer_parameters_are_refused_at_init_naming_the_leaf(leaf):
+    with pytest.raises(TypeError, match=r"\['b'\]\['i'\].*(int|bool).*floating"):
+        optlib.sgd(0.1).init({"a": jnp.zeros(2), "b": {"i": leaf}})
+
+
+# --------------------------------------------------------------- step counts >= 2**31
+
+TOO_MANY_STEPS = {
+    "T_max": lambda n: optlib.cosine_annealing_lr(0.1, T_max=n),
+    "total_iters": lambda n: optlib.linear_lr(0.1, total_iters=n),
+    "total_iters ": lambda n: optlib.polynomial_lr(0.1, total_iters=n),
+    "step_size_up": lambda n: optlib.cyclic_lr(0.1, base_lr=0.01, max_lr=0.1, step_size_up=n),
+    "step_size_down": lambda n: optlib.cyclic_lr(0.1, base_lr=0.01, max_lr=0.1, step_size_down=n),
+    "T_0": lambda n: optlib.cosine_annealing_warm_up_restarts(0.1, T_0=n),
+    "steps_per_epoch": lambda n: optlib.per_epoch(optlib.step_lr(0.1, 2), steps_per_epoch=n),
+}
+
+
+@pytest.mark.parametrize("name", list(TOO_MANY_STEPS))
+def test_step_counts_beyond_int32_raise_at_construction_naming_the_parameter(name):
+    build = TOO_MANY_STEPS[name]
+    with pytest.raises(ValueError, match=rf"^{name.strip()} must be <= 2\*\*31 - 1.*2147483648"):
+        build(2**31)
+    assert np.isfinite(float(build(2**31 - 1)(jnp.int32(7))))  # the largest count still works
