@@ -80,7 +80,7 @@ def check_parameter_leaves(params: optax.Params, complex_unsupported: str | None
     """
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         dtype = _leaf_dtype(leaf)
-        if dtype is None or np.issubdtype(dtype, np.inexact):
+        if dtype is None or jnp.issubdtype(dtype, jnp.inexact):
             if complex_unsupported is not None and _is_complex(dtype):
                 raise TypeError(
                     f"parameter {jax.tree_util.keystr(path)} is complex ({dtype}): "
