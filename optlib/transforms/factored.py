@@ -19,7 +19,7 @@ dtype they came in.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -293,18 +293,19 @@ class ScaleByParamRmsState(NamedTuple):
     """State of ``scale_by_param_rms``.
 
     Attributes:
-      learning_rate: the first parameter leaf's scale ``max(eps, RMS(p))`` as used by the last
-        update (before any update: the one the first update will use). It is a factor of
-        the rate HF Adafactor applies, so ``optlib.current_learning_rate`` multiplies it in,
-        as HF's ``AdafactorSchedule`` reports the first parameter's rate. A scalar, replicated.
+      learning_rate: each parameter's scale ``max(eps, RMS(p))`` as used by the last update
+        (before any update: the one the first update will use), a tree like the parameters
+        of scalars. It is a per-parameter factor of the rate HF Adafactor applies, so
+        ``optlib.current_learning_rate`` gives a tree of per-parameter rates: HF's
+        ``Adafactor._get_lr`` of each parameter (``AdafactorSchedule.get_last_lr()[0]`` is
+        the entry of the group's first torch parameter).
     """
 
-    learning_rate: jax.Array
+    learning_rate: Any
 
 
-def _first_leaf_scale(params, eps: float) -> jax.Array:
-    leaves = jax.tree.leaves(params)
-    return as_float(_param_scale(leaves[0], eps) if leaves else 1.0)
+def _param_scales(params, eps: float) -> Any:
+    return jax.tree.map(lambda param: _param_scale(param, eps), params)
 
 
 def scale_by_param_rms(eps: float = 1e-3) -> optax.GradientTransformation:
@@ -314,8 +315,8 @@ def scale_by_param_rms(eps: float = 1e-3) -> optax.GradientTransformation:
 
     HF Adafactor's ``scale_parameter=True`` (``eps`` is its ``eps[1]``), which folds this
     factor into the learning rate. The formula is ``optax.scale_by_param_block_rms``'s; this
-    version computes the RMS in float32 for bf16/fp16 params (as HF does) and records the first
-    leaf's scale so that ``optlib.current_learning_rate`` reports HF's rate.
+    version computes the RMS in float32 for bf16/fp16 params (as HF does) and records each
+    parameter's scale so that ``optlib.current_learning_rate`` reports HF's per-parameter rates.
 
     Args:
       eps: the smallest scale (HF ``eps[1]``), ``>= 0``.
@@ -326,18 +327,19 @@ def scale_by_param_rms(eps: float = 1e-3) -> optax.GradientTransformation:
     eps = check_non_negative("eps", eps)
 
     def init_fn(params):
-        return ScaleByParamRmsState(_first_leaf_scale(params, eps))
-
-    def scale_leaf(update, param):
-        scaled = update.astype(_compute_dtype(update)) * _param_scale(param, eps)
-        return scaled.astype(update.dtype)
+        return ScaleByParamRmsState(_param_scales(params, eps))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(optax.NO_PARAMS_MSG)
         del state
-        updates = jax.tree.map(scale_leaf, updates, params)
-        return updates, ScaleByParamRmsState(_first_leaf_scale(params, eps))
+        scales = _param_scales(params, eps)
+        updates = jax.tree.map(
+            lambda u, scale: (u.astype(_compute_dtype(u)) * scale).astype(u.dtype),
+            updates,
+            scales,
+        )
+        return updates, ScaleByParamRmsState(scales)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
