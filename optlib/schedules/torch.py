@@ -355,7 +355,7 @@ def multiplicative_lr(learning_rate: float, lr_lambda: Callable | None = None) -
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    lr_lambda = check_callable("lr_lambda", _required("lr_lambda", lr_lambda, "MultiplicativeLR"))
+    lr_lambda = _check_traceable_factor("lr_lambda", lr_lambda, "MultiplicativeLR")
 
     def times_factor(k, product):  # torch's multiplier of step k + 1
         return product * as_float(lr_lambda(user_step(k + 1)))
@@ -488,6 +488,34 @@ def cosine_annealing_warm_restarts(
 # ----------------------------------------------------------------------- lambda schedulers
 
 
+def _check_traceable_factor(name: str, fn: Callable, scheduler: str) -> Callable:
+    """``fn`` (``lr_lambda``, ``scale_fn``) traced once on an abstract integer step, as ``jit``
+    will call it: a Python ``if`` on the step, a host conversion or a non-scalar result
+    raises here, naming the argument, instead of at the first jitted update."""
+    fn = check_callable(name, _required(name, fn, scheduler))
+    try:
+        out = jax.eval_shape(lambda t: fn(user_step(t)), jax.ShapeDtypeStruct((), jnp.int32))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError) as error:
+        raise TypeError(
+            f"{name} must be jax-traceable: it is called with a traced integer step inside "
+            "jit, so Python control flow on the step (if/else, min/max, int(step)) cannot run; "
+            f"use jnp.where / jnp.minimum instead. Tracing it raised {type(error).__name__}: "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+    except Exception as error:
+        raise TypeError(
+            f"{name} failed when traced with an integer step array ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    leaves = jax.tree.leaves(out)
+    if len(leaves) != 1 or leaves[0].shape != () or not jnp.issubdtype(leaves[0].dtype, jnp.number):
+        described = ", ".join(f"{leaf.dtype}{list(leaf.shape)}" for leaf in leaves) or repr(out)
+        raise ValueError(f"{name} must return one real scalar factor per step, got {described}")
+    if jnp.issubdtype(leaves[0].dtype, jnp.complexfloating):
+        raise ValueError(f"{name} must return a real factor, got {leaves[0].dtype}")
+    return fn
+
+
 def lambda_lr(learning_rate: float, lr_lambda: Callable | None = None) -> TorchSchedule:
     """``lr_t = learning_rate * lr_lambda(t)`` (torch.optim.lr_scheduler.LambdaLR).
 
@@ -500,7 +528,7 @@ def lambda_lr(learning_rate: float, lr_lambda: Callable | None = None) -> TorchS
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    lr_lambda = check_callable("lr_lambda", _required("lr_lambda", lr_lambda, "LambdaLR"))
+    lr_lambda = _check_traceable_factor("lr_lambda", lr_lambda, "LambdaLR")
     return TorchSchedule(
         "LambdaLR", base, Absolute(lambda t: base * as_float(lr_lambda(user_step(t))))
     )
@@ -582,7 +610,7 @@ def cyclic_lr(
         check_choice("mode", mode, ("triangular", "triangular2", "exp_range"))
         scale_mode = "iterations" if mode == "exp_range" else "cycle"
     else:
-        check_callable("scale_fn", scale_fn)
+        _check_traceable_factor("scale_fn", scale_fn, "CyclicLR")
         check_choice("scale_mode", scale_mode, ("cycle", "iterations"))
     gamma = _gamma(gamma)
     cycle_momentum = check_bool("cycle_momentum", cycle_momentum)
