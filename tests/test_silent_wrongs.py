@@ -197,3 +197,51 @@ def test_step_counts_beyond_int32_raise_at_construction_naming_the_parameter(nam
     with pytest.raises(ValueError, match=rf"^{name.strip()} must be <= 2\*\*31 - 1.*2147483648"):
         build(2**31)
     assert np.isfinite(float(build(2**31 - 1)(jnp.int32(7))))  # the largest count still works
+
+
+# ------------------------------------------------------------- Adafactor's logged rate
+
+
+def test_adafactor_logged_rate_is_per_parameter_and_matches_adafactor_schedule(x64):
+    """torch's first parameter (``w_out``, as the model defines it) is not JAX's first leaf
+    (``a_bias`` sorts first); the two have different RMS, so HF's rates differ."""
+    from transformers import optimization as hf
+
+    rng = np.random.default_rng(0)
+    init = {"w_out": 2.0 * rng.normal(size=(3, 4)), "a_bias": 0.1 * rng.normal(size=4)}
+    grads = [{k: rng.normal(size=v.shape) for k, v in init.items()} for _ in range(5)]
+    torch_order = ["w_out", "a_bias"]
+    assert jax.tree_util.tree_leaves(init)[0].shape == (4,)  # a_bias first in JAX
+
+    tensors = {k: torch.nn.Parameter(torch.tensor(init[k])) for k in torch_order}
+    optimizer = hf.Adafactor([tensors[k] for k in torch_order])  # relative_step, scale_parameter
+    schedule = hf.AdafactorSchedule(optimizer)
+    tx = optlib.adafactor()
+    params = jax.tree.map(jnp.asarray, init)
+    state = tx.init(params)
+    for g in grads:
+        for k, p in tensors.items():
+            p.grad = torch.tensor(g[k])
+        optimizer.step()
+        schedule.step()
+        updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+        params = optax.apply_updates(params, updates)
+        rates = optlib.current_learning_rate(state)
+        np.testing.assert_allclose(rates["w_out"], schedule.get_last_lr()[0], rtol=1e-12)
+        for k, p in tensors.items():  # every parameter's rate is HF's _get_lr for it
+            expected = optimizer._get_lr(optimizer.param_groups[0], optimizer.state[p])
+            np.testing.assert_allclose(rates[k], expected, rtol=1e-12)
+    assert not np.isclose(rates["w_out"], rates["a_bias"])
+
+
+# ----------------------------------------------------------------- lambda schedulers
+
+
+@pytest.mark.parametrize("build", [optlib.lambda_lr, optlib.multiplicative_lr])
+def test_lr_lambda_is_traced_at_construction(build):
+    with pytest.raises(TypeError, match=r"lr_lambda must be jax-traceable.*jnp\.where"):
+        build(0.1, lambda epoch: 0.5 if epoch < 3 else 0.1)
+    with pytest.raises(ValueError, match=r"lr_lambda must return one real scalar.*float32\[3\]"):
+        build(0.1, lambda epoch: jnp.full(3, 0.9))
+    schedule = build(0.1, lambda epoch: jnp.where(epoch < 3, 0.9, 0.5))
+    assert np.isfinite(float(jax.jit(schedule)(jnp.int32(4))))

@@ -80,16 +80,17 @@ def check_parameter_leaves(params: optax.Params, complex_unsupported: str | None
     """
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         dtype = _leaf_dtype(leaf)
+        name = jax.tree_util.keystr(path) or "params"
         if dtype is None or jnp.issubdtype(dtype, jnp.inexact):
             if complex_unsupported is not None and _is_complex(dtype):
                 raise TypeError(
-                    f"parameter {jax.tree_util.keystr(path)} is complex ({dtype}): "
+                    f"parameter {name} is complex ({dtype}): "
                     f"{complex_unsupported}; optimize its real and imaginary parts as two real "
                     "parameters instead"
                 )
             continue
         raise TypeError(
-            f"parameter {jax.tree_util.keystr(path)} has dtype {dtype}: optimizers need "
+            f"parameter {name} has dtype {dtype}: optimizers need "
             "floating-point (or complex) parameters (torch: 'Only Tensors of floating point "
             "and complex dtype can require gradients'); leave it out of the optimized tree "
             "(optax.masked, optlib.param_groups) or cast it to a float dtype"
