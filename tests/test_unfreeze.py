@@ -189,8 +189,8 @@ def test_carry_over_state_keeps_matching_leaves_and_initialises_the_rest():
     np.testing.assert_array_equal(moments.exp_avg["a"], old_state["adam"].exp_avg["a"])
     assert int(moments.count) == 1
     for name in ("b", "c"):
-        np.testing.assert_array_equal(moments.exp_avg[name], fresh[2].exp_avg[name])
-        np.testing.assert_array_equal(moments.exp_avg_sq[name], fresh[2].exp_avg_sq[name])
+        np.testing.assert_array_equal(moments.exp_avg[name], fresh["adam"].exp_avg[name])
+        np.testing.assert_array_equal(moments.exp_avg_sq[name], fresh["adam"].exp_avg_sq[name])
 
 
 def test_unfreeze_example_trains_the_backbone_only_after_unfreezing():
