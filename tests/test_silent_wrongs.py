@@ -245,3 +245,34 @@ def test_lr_lambda_is_traced_at_construction(build):
         build(0.1, lambda epoch: jnp.full(3, 0.9))
     schedule = build(0.1, lambda epoch: jnp.where(epoch < 3, 0.9, 0.5))
     assert np.isfinite(float(jax.jit(schedule)(jnp.int32(4))))
+
+
+# ---------------------------------------------------------- carry_over_state, param_groups
+
+
+def test_carry_over_state_refuses_an_unrelated_state():
+    params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+    with pytest.raises(ValueError, match=r"carry_over_state.*not a state of the new optimizer"):
+        optlib.carry_over_state(optlib.adamw(1e-3), params, optax.sgd(0.1, 0.9).init(params))
+    # a group whose optimizer changed (its Adam moments would be lost)
+    groups = {"head": optlib.adamw(1e-3), "frozen": optax.set_to_zero()}
+    old = optlib.param_groups(groups, {"w": "head", "b": "frozen"}).init(params)
+    changed = optlib.param_groups(
+        {"head": optlib.sgd(1e-3, momentum=0.9), "bb": optlib.adamw(1e-4)},
+        {"w": "head", "b": "bb"},
+    )
+    with pytest.raises(ValueError, match=r"group .*'head'.*ScaleByAdamState would be lost"):
+        optlib.carry_over_state(changed, params, old)
+    unfrozen = optlib.param_groups(
+        {"head": optlib.adamw(1e-3), "bb": optlib.adamw(1e-4)}, {"w": "head", "b": "bb"}
+    )
+    optlib.carry_over_state(unfrozen, params, old)  # the documented use still works
+
+
+def test_param_groups_names_labels_without_a_group():
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    with pytest.raises(ValueError, match=r"labels 'no_decay' have no optimizer.*'decay'"):
+        optlib.param_groups({"decay": optlib.adamw()}, {"w": "decay", "b": "no_decay"})
+    tx = optlib.param_groups({"decay": optlib.adamw()}, optlib.decay_labels)
+    with pytest.raises(ValueError, match=r"labels 'no_decay' have no optimizer"):
+        tx.init(params)
