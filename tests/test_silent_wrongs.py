@@ -276,3 +276,16 @@ def test_param_groups_names_labels_without_a_group():
     tx = optlib.param_groups({"decay": optlib.adamw()}, optlib.decay_labels)
     with pytest.raises(ValueError, match=r"labels 'no_decay' have no optimizer"):
         tx.init(params)
+
+
+# ------------------------------------------------------------ clip_grad_norm under jit
+
+
+def test_clip_grad_norm_error_if_nonfinite_under_jit_fails_at_trace_time_saying_why(capfd):
+    tx = optlib.clip_grad_norm(1.0, error_if_nonfinite=True)
+    grads = {"w": jnp.array([1.0, jnp.inf])}
+    with pytest.raises(RuntimeError, match=r"cannot raise from inside jit.*isfinite"):
+        jax.jit(tx.update)(grads, tx.init(grads))
+    assert "CpuCallback" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError, match="non-finite"):
+        tx.update(grads, tx.init(grads))  # eagerly: torch's error

@@ -78,8 +78,16 @@ class ClipGradNormState(NamedTuple):
     total_norm: jax.Array
 
 
-def _raise_if_nonfinite(is_finite: jax.Array, total_norm: jax.Array, norm_type: float) -> None:
-    if not bool(is_finite):
+def _raise_if_nonfinite(total_norm: jax.Array, norm_type: float) -> None:
+    if isinstance(total_norm, jax.core.Tracer):
+        raise RuntimeError(
+            "clip_grad_norm(error_if_nonfinite=True) cannot raise from inside jit: a compiled "
+            "step cannot stop on a value without a host callback, which fails with an internal "
+            "error far from here. Run the update eagerly (outside jit), or leave "
+            "error_if_nonfinite=False and check the norm it records after the step, "
+            "jnp.isfinite(state.total_norm) (or skip such steps with optax.apply_if_finite)."
+        )
+    if not bool(jnp.isfinite(total_norm)):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients is non-finite "
             f"({float(total_norm)}), so it cannot be clipped. Set error_if_nonfinite=False to "
@@ -102,10 +110,11 @@ def clip_grad_norm(
     differs: it scales by ``max_norm / n`` without the ``1e-6`` and only when ``n >= max_norm``
     (relative difference ``1e-6 / n`` in the clipped gradients), and has no other norms.
 
-    With ``error_if_nonfinite=True`` a non-finite norm raises ``RuntimeError`` as in torch;
-    under ``jit`` this needs a host callback (``jax.debug.callback``), so the error surfaces as
-    a ``jax.errors.JaxRuntimeError`` (a ``RuntimeError``) when the step runs. Leave it off
-    (the default) for a step with no host transfer.
+    With ``error_if_nonfinite=True`` a non-finite norm raises ``RuntimeError`` as in torch,
+    in an eager update; under ``jit`` the option raises ``RuntimeError`` when the step is
+    traced (a compiled step can only stop on a value through a host callback): there, keep it
+    off and check ``jnp.isfinite(state.total_norm)``, or skip such steps with
+    ``optax.apply_if_finite``.
 
     Args:
       max_norm: largest total norm kept (>= 0).
@@ -126,7 +135,7 @@ def clip_grad_norm(
         del params
         total_norm = global_grad_norm(updates, norm_type).astype(state.total_norm.dtype)
         if error_if_nonfinite:
-            jax.debug.callback(_raise_if_nonfinite, jnp.isfinite(total_norm), total_norm, norm_type)
+            _raise_if_nonfinite(total_norm, norm_type)
         coef = jnp.minimum(max_norm / (total_norm + _NORM_EPS), 1.0)
         updates = jax.tree.map(lambda g: (g.astype(coef.dtype) * coef).astype(g.dtype), updates)
         return updates, ClipGradNormState(total_norm)
