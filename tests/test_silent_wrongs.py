@@ -6,6 +6,7 @@ construction (or ``init``) that names the parameter and says what is wrong.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import jax
@@ -289,3 +290,61 @@ def test_clip_grad_norm_error_if_nonfinite_under_jit_fails_at_trace_time_saying_
     assert "CpuCallback" not in capfd.readouterr().err
     with pytest.raises(RuntimeError, match="non-finite"):
         tx.update(grads, tx.init(grads))  # eagerly: torch's error
+
+
+# ------------------------------------------------ integer arguments, inject_hyperparams
+
+
+def test_integral_arguments_are_accepted_in_every_concrete_form_and_fractions_refused():
+    reference = optlib.step_lr(0.1, step_size=5)
+    steps = jnp.arange(12)
+    for value in (np.int64(5), np.array(5), jnp.array(5), 5.0, np.float32(5.0)):
+        schedule = optlib.step_lr(0.1, step_size=value)
+        np.testing.assert_array_equal(jax.vmap(schedule)(steps), jax.vmap(reference)(steps))
+    for value in (5.5, jnp.array(5.5), np.array([5]), True, float("nan")):
+        with pytest.raises(TypeError, match="step_size must be an integer"):
+            optlib.step_lr(0.1, step_size=value)
+    optlib.bfgs(max_size=jnp.array(50)).init(jnp.ones(3))
+
+
+def _quadratic(x):
+    return jnp.sum((x - 2.0) ** 2)
+
+
+@pytest.mark.parametrize(
+    "factory, static_args, kwargs",
+    [
+        (optlib.newton, ("dense_max_size", "cg_maxiter"), dict(damping=0.1, min_curvature=1e-3)),
+        (optlib.bfgs, ("max_size",), {}),
+    ],
+    ids=["newton", "bfgs"],
+)
+def test_inject_hyperparams_of_second_order_optimizers(factory, static_args, kwargs):
+    plain = optax.inject_hyperparams(factory)(learning_rate=0.5, **kwargs)
+    with pytest.raises(TypeError, match=rf"static_args={re.escape(repr(static_args))}"):
+        jax.jit(lambda s, p: plain.update(p, s, p, value=_quadratic(p), value_fn=_quadratic))(
+            plain.init(jnp.ones(3)), jnp.ones(3)
+        )
+    injected = optax.inject_hyperparams(factory, static_args=static_args)(
+        learning_rate=0.5, **kwargs
+    )
+    direct = factory(learning_rate=0.5, **kwargs)
+
+    def run(tx):
+        params, state = jnp.ones(3), tx.init(jnp.ones(3))
+
+        @jax.jit
+        def step(params, state):
+            value, grad = jax.value_and_grad(_quadratic)(params)
+            updates, state = tx.update(
+                grad, state, params, value=value, grad=grad, value_fn=_quadratic
+            )
+            return optax.apply_updates(params, updates), state
+
+        for _ in range(3):
+            params, state = step(params, state)
+        return params, state
+
+    params, state = run(injected)
+    np.testing.assert_allclose(params, run(direct)[0], rtol=1e-6)
+    assert "learning_rate" in state.hyperparams
