@@ -348,3 +348,27 @@ def test_inject_hyperparams_of_second_order_optimizers(factory, static_args, kwa
     params, state = run(injected)
     np.testing.assert_allclose(params, run(direct)[0], rtol=1e-6)
     assert "learning_rate" in state.hyperparams
+
+
+# --------------------------------------------------------------------- plot_schedule
+
+
+def test_plot_schedule_bad_schedules_or_steps_are_clear_errors(tmp_path):
+    pytest.importorskip("matplotlib")
+    schedule = optlib.step_lr(0.1, step_size=3)
+    path = str(tmp_path / "lr.png")
+    with pytest.raises(TypeError, match=r"schedules must be .*0\.1.*constant_schedule"):
+        optlib.plot_schedule(0.1, path=path)
+    with pytest.raises(ValueError, match="schedules must hold at least one"):
+        optlib.plot_schedule([], path=path)
+    for steps in (0, -5):
+        with pytest.raises(ValueError, match=rf"steps must be an integer >= 1, got {steps}"):
+            optlib.plot_schedule(schedule, steps=steps, path=path)
+    with pytest.raises(ValueError, match="non-empty"):
+        optlib.plot_schedule(schedule, steps=[], path=path)
+    with pytest.raises(TypeError, match="steps must be"):
+        optlib.plot_schedule(schedule, steps=[0.5, 1.5], path=path)
+    with pytest.raises(ValueError, match=r"steps must be in \[0, 2\*\*31 - 1\]"):
+        optlib.plot_schedule(schedule, steps=[-1, 3], path=path)
+    ax = optlib.plot_schedule(schedule, steps=jnp.array(10), path=path)
+    assert len(ax.lines[0].get_xdata()) == 10
