@@ -206,6 +206,7 @@ def in_statistics_dtype(
 
     if not isinstance(inner, optax.GradientTransformation):
         raise TypeError(f"inner must be an optax.GradientTransformation, got {inner!r}")
+    cast_like_params = check_bool("cast_like_params", cast_like_params)
     inner = optax.with_extra_args_support(inner)
 
     def widen(tree):
