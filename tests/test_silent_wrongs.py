@@ -372,3 +372,34 @@ def test_plot_schedule_bad_schedules_or_steps_are_clear_errors(tmp_path):
         optlib.plot_schedule(schedule, steps=[-1, 3], path=path)
     ax = optlib.plot_schedule(schedule, steps=jnp.array(10), path=path)
     assert len(ax.lines[0].get_xdata()) == 10
+
+
+# ----------------------------------------------------------- Adafactor's compiled step
+
+
+def _compiled_kernels(tx, params) -> int:
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = jax.eval_shape(tx.init, params)
+    text = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile().as_text()
+    return text[text.index("ENTRY") :].count(" fusion(")
+
+
+def test_adafactor_compiles_to_fewer_kernels_than_optax_adafactor():
+    """XLA's compile time of a large tree grows with the kernels it emits per leaf; optlib's
+    Adafactor (with per-parameter logged rates) must stay below optax.adafactor's count."""
+    params = {
+        f"leaf_{i:02d}": jax.ShapeDtypeStruct((64,) if i % 3 == 2 else (32, 64), jnp.float32)
+        for i in range(12)
+    }
+    ours = _compiled_kernels(optlib.adafactor(), params)
+    theirs = _compiled_kernels(optax.adafactor(1e-2, min_dim_size_to_factor=1), params)
+    assert ours <= 0.95 * theirs, (ours, theirs)
+
+
+def test_the_compile_time_suite_measures_adafactor():
+    from benchmarks.config import FULL
+
+    assert "adafactor" in FULL.compile_optimizers

@@ -55,17 +55,33 @@ __all__ = [
 # --- shared numerics --------------------------------------------------------------------------
 
 
+@jax.custom_jvp
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` for ``x >= 0`` whose derivative at ``x = 0`` is 0 instead of ``inf``."""
+    return jnp.sqrt(x)
+
+
+@_safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    root = jnp.sqrt(x)
+    positive = x > 0
+    slope = jax.lax.select(
+        positive, 0.5 / jax.lax.select(positive, root, jnp.ones_like(root)), jnp.zeros_like(root)
+    )
+    return root, slope * dx
+
+
 def _rms(x: jax.Array) -> jax.Array:
     """Root mean square of all entries (HF's ``_rms``: ``norm(x) / sqrt(numel)``).
 
     At ``x = 0`` (a zero-initialised bias, a zero update) the value is 0 and the derivative
     0, not the NaN of ``sqrt``'s infinite slope, so that gradients through updates stay finite.
+    The forward pass is a plain ``sqrt(mean(x**2))`` (the mean has one consumer, so XLA fuses
+    it into the square root as it does optax's; a ``select`` on ``mean > 0`` would keep the
+    mean as a separate kernel per leaf).
     """
-    mean_square = jnp.mean(jnp.square(x))
-    positive = mean_square > 0
-    one, zero = jnp.ones_like(mean_square), jnp.zeros_like(mean_square)
-    # lax.select, not jnp.where: the same values without a nested call per leaf to compile.
-    return jax.lax.select(positive, jnp.sqrt(jax.lax.select(positive, mean_square, one)), zero)
+    return _safe_sqrt(jnp.mean(jnp.square(x)))
 
 
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
