@@ -320,6 +320,10 @@ class ScaleByParamRmsState(NamedTuple):
     learning_rate: Any
 
 
+# One scalar per parameter: replicated whatever the parameter's sharding.
+register_state_partition(ScaleByParamRmsState, "learning_rate", lambda spec, ndim: ())
+
+
 def _param_scales(params, eps: float) -> Any:
     return jax.tree.map(lambda param: _param_scale(param, eps), params)
 
