@@ -97,6 +97,7 @@ def _torch_complex(torch_cls, kwargs, params, scale, noise):
 def _max_complex_relative_error(ours, reference):
     worst = 0.0
     for k, ref in reference.items():
+        assert np.all(np.isfinite(ours[k])), f"optlib's trajectory of {k} is not finite"
         diff = np.abs(ours[k] - ref).reshape(len(ref), -1).max(axis=1)
         size = np.abs(ref).reshape(len(ref), -1).max(axis=1)
         worst = max(worst, float(np.max(diff / size)))
