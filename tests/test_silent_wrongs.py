@@ -149,6 +149,23 @@ def test_complex_parameters_are_refused_at_init_where_the_reference_does_not_pai
     tx.init({"real": params["real"]})  # real leaves are fine
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_clip_grad_norm_of_complex_gradients_matches_torch(norm_type):
+    g = np.array([3 + 4j, 1 - 2j, 0.5j], np.complex64)
+    r = np.array([1.0, -2.0], np.float32)
+    complex_param = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))
+    real_param = torch.nn.Parameter(torch.zeros(2))
+    complex_param.grad, real_param.grad = torch.tensor(g), torch.tensor(r)
+    norm = torch.nn.utils.clip_grad_norm_([complex_param, real_param], 1.0, norm_type)
+    tx = optlib.clip_grad_norm(1.0, norm_type)
+    grads = {"g": jnp.asarray(g), "r": jnp.asarray(r)}
+    clipped, state = tx.update(grads, tx.init(grads))
+    assert state.total_norm.dtype == jnp.float32
+    np.testing.assert_allclose(state.total_norm, norm.item(), rtol=1e-6)
+    np.testing.assert_allclose(clipped["g"], complex_param.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(clipped["r"], real_param.grad.numpy(), rtol=1e-6)
+
+
 # ------------------------------------------------------------- learning_rate transforms
 
 

@@ -48,8 +48,18 @@ def _vector_norm(x: jax.Array, norm_type: float) -> jax.Array:
 
 
 def _norm_dtype(tree: Any) -> jnp.dtype:
-    """float32, or float64 if any leaf is float64: the dtype the norm is computed in."""
-    return jnp.result_type(jnp.float32, *(statistics_dtype(x.dtype) for x in jax.tree.leaves(tree)))
+    """float32, or float64 if any leaf is float64 (or complex128): the real dtype the norm is
+    computed in (a complex leaf's norm is that of its real and imaginary parts, as torch's)."""
+    return jnp.result_type(
+        jnp.float32, *(jnp.finfo(statistics_dtype(x.dtype)).dtype for x in jax.tree.leaves(tree))
+    )
+
+
+def _real_magnitude(g: jax.Array, dtype) -> jax.Array:
+    """``g`` in the norm's dtype; a complex leaf as its magnitudes ``|z|`` (torch's norm)."""
+    if jnp.issubdtype(g.dtype, jnp.complexfloating):
+        return jnp.abs(g).astype(dtype)
+    return g.astype(dtype)
 
 
 def global_grad_norm(grads: Any, norm_type: float = 2.0) -> jax.Array:
@@ -67,7 +77,7 @@ def global_grad_norm(grads: Any, norm_type: float = 2.0) -> jax.Array:
     """
     norm_type = _check_norm_type(norm_type)
     dtype = _norm_dtype(grads)
-    norms = [_vector_norm(g.astype(dtype), norm_type) for g in jax.tree.leaves(grads)]
+    norms = [_vector_norm(_real_magnitude(g, dtype), norm_type) for g in jax.tree.leaves(grads)]
     return _vector_norm(jnp.stack(norms) if norms else jnp.zeros([0], dtype), norm_type)
 
 
@@ -137,7 +147,10 @@ def clip_grad_norm(
         if error_if_nonfinite:
             _raise_if_nonfinite(total_norm, norm_type)
         coef = jnp.minimum(max_norm / (total_norm + _NORM_EPS), 1.0)
-        updates = jax.tree.map(lambda g: (g.astype(coef.dtype) * coef).astype(g.dtype), updates)
+        updates = jax.tree.map(
+            lambda g: (g.astype(jnp.promote_types(g.dtype, coef.dtype)) * coef).astype(g.dtype),
+            updates,
+        )
         return updates, ClipGradNormState(total_norm)
 
     return optax.GradientTransformation(init_fn, update_fn)
