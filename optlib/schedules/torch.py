@@ -488,7 +488,7 @@ def cosine_annealing_warm_restarts(
 # ----------------------------------------------------------------------- lambda schedulers
 
 
-def _check_traceable_factor(name: str, fn: Callable, scheduler: str) -> Callable:
+def _check_traceable_factor(name: str, fn: Callable | None, scheduler: str) -> Callable:
     """``fn`` (``lr_lambda``, ``scale_fn``) traced once on an abstract integer step, as ``jit``
     will call it: a Python ``if`` on the step, a host conversion or a non-scalar result
     raises here, naming the argument, instead of at the first jitted update."""
