@@ -143,7 +143,9 @@ def train_step(tx: optax.GradientTransformation):
 
     def step(params, opt_state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        rate = jax.tree.leaves(optlib.current_learning_rate(opt_state))[0]
+        rate = optlib.current_learning_rate(opt_state)
+        if isinstance(rate, dict):  # Adafactor's per-parameter rates: log the embedding's
+            rate = rate["embed"]
         updates, opt_state = tx.update(grads, opt_state, params, value=loss)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, "lr": rate}
 

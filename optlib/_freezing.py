@@ -64,10 +64,18 @@ def carry_over_state(tx: optax.GradientTransformation, params: Any, old_state: A
 
     Returns:
       A state for ``tx``.
+
+    Raises:
+      ValueError: if ``old_state`` is not an earlier state of the same optimizer: nothing of it
+        would be carried over (e.g. an ``optax.sgd`` state for an ``optlib.adamw``), or, for
+        parameter groups (``optlib.param_groups``), a group that both states have keeps none
+        of its leaves (the group's optimizer changed). Silently starting afresh would lose
+        every moment.
     """
     old_leaves = {
         tuple(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(old_state)
     }
+    carried: set[tuple] = set()
 
     def carry(path, fresh):
         old = old_leaves.get(tuple(path))
@@ -75,6 +83,70 @@ def carry_over_state(tx: optax.GradientTransformation, params: Any, old_state: A
             return fresh
         if jnp.result_type(old) != jnp.result_type(fresh):
             return fresh
+        carried.add(tuple(path))
         return old
 
-    return jax.tree_util.tree_map_with_path(carry, tx.init(params))
+    new_state = tx.init(params)
+    result = jax.tree_util.tree_map_with_path(carry, new_state)
+    new_paths = [tuple(path) for path, _ in jax.tree_util.tree_leaves_with_path(new_state)]
+    old_types, new_types = _state_types(old_state), _state_types(new_state)
+    for group, old_paths in _by_group(old_leaves).items():
+        where = f"group {jax.tree_util.keystr(group)}" if group else "state"
+        shared = [path for path in new_paths if _group_of(path) == group]
+        if not shared:
+            continue  # a group the new optimizer no longer has: dropped, as documented
+        lost = old_types.get(group, set()) - new_types.get(group, set())
+        if not carried.intersection(shared) or lost:
+            detail = (
+                f"its {', '.join(sorted(cls.__name__ for cls in lost))} would be lost"
+                if lost
+                else f"no leaf would be carried (first old leaf "
+                f"{jax.tree_util.keystr(old_paths[0])}, first new leaf "
+                f"{jax.tree_util.keystr(shared[0])})"
+            )
+            raise ValueError(
+                f"carry_over_state: old_state's {where} is not a state of the new optimizer: "
+                f"{detail}. Pass the state of an earlier build of the same optimizer, or start "
+                "afresh with tx.init(params)"
+            )
+    return result
+
+
+def _group_of(path: tuple) -> tuple:
+    """The path up to an ``inner_states[label]`` key (``optax.partition``'s state, i.e. a
+    parameter group), or ``()`` for a state without groups."""
+    for index, key in enumerate(path[:-1]):
+        if getattr(key, "name", None) == "inner_states":
+            return tuple(path[: index + 2])
+    return ()
+
+
+def _by_group(old_leaves: dict[tuple, Any]) -> dict[tuple, list[tuple]]:
+    groups: dict[tuple, list[tuple]] = {}
+    for path in old_leaves:
+        groups.setdefault(_group_of(path), []).append(path)
+    return groups
+
+
+def _is_named_state(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def _state_types(state: Any) -> dict[tuple, set[type]]:
+    """The state ``NamedTuple`` classes that hold arrays, by parameter group."""
+    found: dict[tuple, set[type]] = {}
+
+    def visit(prefix: tuple, node: Any) -> None:
+        if _is_named_state(node):
+            if jax.tree.leaves(node):
+                found.setdefault(_group_of(prefix + (None,)), set()).add(type(node))
+            for field in node._fields:
+                visit(prefix + (jax.tree_util.GetAttrKey(field),), getattr(node, field))
+            return
+        children = jax.tree_util.tree_flatten_with_path(node, is_leaf=_is_named_state)[0]
+        for path, child in children:
+            if _is_named_state(child):
+                visit(prefix + tuple(path), child)
+
+    visit((), state)
+    return found

@@ -56,6 +56,8 @@ def param_groups(
 
     Raises:
       TypeError: if ``groups`` is not a non-empty mapping of ``GradientTransformation``s.
+      ValueError: if a label has no group, naming the labels: at construction for a tree of
+        labels, at ``init`` for a function of the params.
     """
     if not isinstance(groups, Mapping) or not groups:
         raise TypeError(f"groups must be a non-empty mapping {{label: optimizer}}, got {groups!r}")
@@ -64,7 +66,27 @@ def param_groups(
             raise TypeError(
                 f"groups[{label!r}] must be an optax.GradientTransformation, got {transform!r}"
             )
-    return optax.partition(dict(groups), labels)
+    partitioned = optax.partition(dict(groups), labels)
+    if not callable(labels):
+        _check_labels(labels, groups)
+        return partitioned
+
+    def init_fn(params):
+        _check_labels(labels(params), groups)
+        return partitioned.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, partitioned.update)
+
+
+def _check_labels(labels: Any, groups: Mapping[Hashable, Any]) -> None:
+    missing = {label for label in jax.tree.leaves(labels) if label not in groups}
+    if missing:
+        raise ValueError(
+            f"labels {', '.join(sorted(map(repr, missing)))} have no optimizer in groups "
+            f"(groups: {', '.join(sorted(map(repr, groups)))}); add a group for each label (a "
+            "frozen group: "
+            "optax.set_to_zero())"
+        )
 
 
 def decay_labels(params: Any, decay: Hashable = "decay", no_decay: Hashable = "no_decay") -> Any:

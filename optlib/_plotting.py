@@ -9,6 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optlib._numerics import INT32_MAX
+from optlib._validation import check_int
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -30,6 +33,25 @@ def _evaluate(schedule: Callable[[Any], Any], steps: np.ndarray) -> np.ndarray:
     """``schedule`` at every step, in one jitted vmap (a ``MomentumSchedule`` gives its lr)."""
     values = jax.jit(jax.vmap(schedule))(jnp.asarray(steps, jnp.int32))
     return np.asarray(values, np.float64)
+
+
+def _check_steps(steps: Any) -> np.ndarray:
+    """``steps`` as a non-empty 1-D array of update counts in ``[0, 2**31 - 1]``."""
+    if np.ndim(steps) == 0:
+        return np.arange(check_int("steps", steps, minimum=1))
+    values = np.asarray(steps)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(
+            f"steps must be a number of steps >= 1 or a non-empty 1-D sequence of steps, got "
+            f"{steps!r}"
+        )
+    if values.dtype.kind == "f" and np.all(np.isfinite(values) & (values == np.round(values))):
+        values = values.astype(np.int64)
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"steps must be integers (update counts), got {steps!r}")
+    if values.min() < 0 or values.max() > INT32_MAX:
+        raise ValueError(f"steps must be in [0, 2**31 - 1] (optax's update count), got {steps!r}")
+    return values
 
 
 def plot_schedule(
@@ -66,10 +88,26 @@ def plot_schedule(
 
     Raises:
       ImportError: matplotlib is not installed (``pip install 'optlib[plot]'``).
+      TypeError: ``schedules`` is neither a schedule nor a sequence of them (e.g. a bare
+        float: plot ``optax.constant_schedule(lr)``), or ``steps`` are not integers.
+      ValueError: ``steps`` is below 1, empty, or outside ``[0, 2**31 - 1]``; ``labels`` do
+        not match ``schedules``.
     """
     figure_class = _import_matplotlib()
     one = callable(schedules) or hasattr(schedules, "update")  # one schedule (or a transform)
+    if not one and (isinstance(schedules, (str, bytes)) or not isinstance(schedules, Sequence)):
+        hint = (
+            f"; for a constant rate plot optax.constant_schedule({schedules!r})"
+            if isinstance(schedules, (int, float)) and not isinstance(schedules, bool)
+            else ""
+        )
+        raise TypeError(
+            "schedules must be a step -> lr schedule or a sequence of them, got "
+            f"{schedules!r} ({type(schedules).__name__}){hint}"
+        )
     schedules = [schedules] if one else list(schedules)  # type: ignore[list-item, arg-type]
+    if not schedules:
+        raise ValueError("schedules must hold at least one schedule, got an empty sequence")
     if isinstance(labels, str):
         labels = [labels]
     if labels is not None and len(labels) != len(schedules):
@@ -82,7 +120,7 @@ def plot_schedule(
                 f"schedules[{index}] must be a step -> lr schedule, got {type(schedule).__name__} "
                 "(metric-driven schedulers have no fixed curve to plot)"
             )
-    steps = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)  # type: ignore[arg-type]
+    steps = _check_steps(steps)
 
     if ax is None:
         if path is None:

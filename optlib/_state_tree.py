@@ -85,6 +85,32 @@ def _inject_types() -> tuple[type, ...]:
 _NOT_FOUND = object()
 
 
+class _PerParameter:
+    """Per-parameter rates: a tree like the parameters (HF Adafactor's parameter scale)."""
+
+    def __init__(self, tree: Any):
+        self.tree = tree
+
+
+def _multiply(left: Any, right: Any) -> Any:
+    """The product of two rates, either of which may be per parameter."""
+    if isinstance(left, _PerParameter) or isinstance(right, _PerParameter):
+        trees = [rate.tree if isinstance(rate, _PerParameter) else None for rate in (left, right)]
+        if trees[0] is not None and trees[1] is not None:
+            return _PerParameter(jax.tree.map(jnp.multiply, trees[0], trees[1]))
+        tree, factor = (trees[0], right) if trees[0] is not None else (trees[1], left)
+        return _PerParameter(jax.tree.map(lambda rate: rate * factor, tree))
+    return left * right
+
+
+def _unwrap(rate: Any) -> Any:
+    if isinstance(rate, _PerParameter):
+        return rate.tree
+    if isinstance(rate, dict):
+        return {key: _unwrap(value) for key, value in rate.items()}
+    return rate
+
+
 def _learning_rate_of(node: Any) -> Any:
     """The learning rate a (sub-)state applies, or ``_NOT_FOUND``.
 
@@ -93,7 +119,10 @@ def _learning_rate_of(node: Any) -> Any:
     only when the inner optimizer holds no optlib learning-rate state of its own.
     """
     if is_learning_rate_state(node):
-        return jnp.asarray(node.learning_rate)
+        rate = node.learning_rate
+        if isinstance(rate, (jax.Array, float, int)) or hasattr(rate, "shape"):
+            return jnp.asarray(rate)
+        return _PerParameter(rate)
     wrapper: Any = node  # optax's wrapper states, read by their fields
     if isinstance(node, _partition_types()):
         groups = {key: _learning_rate_of(inner) for key, inner in wrapper.inner_states.items()}
@@ -126,7 +155,7 @@ def _learning_rate_of(node: Any) -> Any:
         )
     product = rates[0]
     for rate in rates[1:]:
-        product = product * rate
+        product = _multiply(product, rate)
     return product
 
 
@@ -144,13 +173,18 @@ def current_learning_rate(opt_state: Any) -> jax.Array | dict[str, jax.Array]:
     Rates of chained learning-rate transforms multiply (e.g. a warm-up schedule followed by
     ``reduce_lr_on_plateau`` gives warm-up factor x plateau rate); a partition into parameter
     groups gives ``{group: rate}``. Falls back to ``optax.inject_hyperparams``'
-    ``learning_rate`` hyperparameter.
+    ``learning_rate`` hyperparameter. Where the rate differs per parameter (HF Adafactor with
+    ``scale_parameter=True``, whose rate includes each parameter's RMS) it is a tree like the
+    parameters: ``rate["w"]`` is HF's ``Adafactor._get_lr`` for parameter ``w``, and
+    ``AdafactorSchedule(optimizer).get_last_lr()[0]`` is the entry of the first parameter the
+    torch optimizer was given.
 
     Args:
       opt_state: an optax optimizer state (e.g. ``TrainState.opt_state``).
 
     Returns:
-      The rate as a scalar array, or a dict of them for parameter groups.
+      The rate as a scalar array, a tree of them for per-parameter rates, or a dict of those
+      for parameter groups.
 
     Raises:
       ValueError: if ``opt_state`` holds no learning rate optlib can read.
@@ -161,4 +195,4 @@ def current_learning_rate(opt_state: Any) -> jax.Array | dict[str, jax.Array]:
             "current_learning_rate: no learning rate found in this optimizer state; build the "
             "optimizer from optlib transforms or wrap it in optax.inject_hyperparams."
         )
-    return rate
+    return _unwrap(rate)

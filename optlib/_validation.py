@@ -105,11 +105,35 @@ def check_interval(
     return number
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
-    """An integer (not a bool, not a float such as ``3.0``), at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def _integral(name: str, value: Any) -> int:
+    """``value`` as a Python int if it is a concrete integral scalar, else ``TypeError``."""
+    if is_traced(value):
+        raise TypeError(
+            f"{name} must be a concrete integer, got a traced value ({value!r}); under "
+            "optax.inject_hyperparams pass it in static_args"
+        )
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    number = int(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if getattr(value, "shape", None) == () and kind in ("i", "u"):  # numpy / jax 0-d arrays
+        return int(value)
+    if isinstance(value, numbers.Real) or (getattr(value, "shape", None) == () and kind == "f"):
+        number = float(value)
+        if math.isfinite(number) and number.is_integer():  # 5.0, as torch accepts
+            return int(number)
+    raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """A concrete integral scalar, at least ``minimum``, as a Python ``int``.
+
+    Accepted alike: Python and numpy integers, 0-d numpy / jax integer arrays, and integral
+    floats such as ``5.0`` (torch accepts them). Rejected (``TypeError`` naming ``name``):
+    bools, fractional or non-finite floats, strings, non-scalar arrays, traced values.
+    """
+    number = _integral(name, value)
     if minimum is not None and number < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return number

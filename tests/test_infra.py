@@ -21,7 +21,8 @@ from optlib._registry import get_scheduler
         (v.check_non_negative, ("eps", -1e-3), ValueError, "eps must be >= 0, got -0.001"),
         (v.check_real, ("factor", "0.1"), TypeError, "factor must be a real number"),
         (v.check_real, ("factor", True), TypeError, "factor must be a real number"),
-        (v.check_int, ("T_0", 3.0), TypeError, "T_0 must be an integer, got 3.0"),
+        (v.check_int, ("T_0", 3.5), TypeError, "T_0 must be an integer, got 3.5"),
+        (v.check_int, ("T_0", 3.0), None, None),
         (v.check_int, ("T_0", 0), None, None),
         (v.check_interval, ("beta1", 1.0, 0.0, 1.0), None, None),
         (

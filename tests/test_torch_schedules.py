@@ -762,7 +762,7 @@ INVALID = [
     ("ExponentialLR", {}, ValueError, "gamma", "raises"),
     ("ExponentialLR", {"gamma": -1.0}, ValueError, "gamma", "accepts"),
     ("CosineAnnealingLR", {"T_max": 0}, ValueError, "T_max", "fails"),
-    ("CosineAnnealingLR", {"T_max": 10.0}, TypeError, "T_max", None),
+    ("CosineAnnealingLR", {"T_max": 10.5}, TypeError, "T_max", None),
     ("CosineAnnealingLR", {"T_max": 10, "eta_min": -0.1}, ValueError, "eta_min", "accepts"),
     ("LinearLR", {"start_factor": 0.0}, ValueError, "start_factor", "raises"),
     ("LinearLR", {"start_factor": 1.5}, ValueError, "start_factor", "raises"),

@@ -26,6 +26,8 @@ import reprlib
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -60,7 +62,17 @@ class _Opaque:
 
 
 # Wrong types for any scalar parameter (``None`` is added when the parameter is required).
-WRONG_TYPES = ("0.1", b"1", [0.1], (0.1,), {"value": 0.1}, 1j, _Opaque(), np.array([0.1, 0.2]))
+WRONG_TYPES = (
+    "0.1",
+    b"1",
+    [0.1],
+    (0.1,),
+    {"value": 0.1},
+    1j,
+    np.complex128(0.5),  # a complex number with zero imaginary part is still not a real
+    _Opaque(),
+    np.array([0.1, 0.2]),
+)
 
 
 # ------------------------------------------------------------------------------- domains
@@ -151,7 +163,8 @@ BASE_LR = non_negative()  # a scheduler's base lr: a number
 
 @dataclasses.dataclass(frozen=True)
 class Int:
-    """An integer (not a bool, not a float) of at least ``minimum``."""
+    """An integer of at least ``minimum`` (not a bool; an integral float such as ``3.0`` or a
+    0-d integer array is one, as torch takes them; a fractional float is not)."""
 
     minimum: int = 0
     maximum: int | None = None
@@ -160,7 +173,7 @@ class Int:
     def invalid(self) -> st.SearchStrategy:
         options = [
             st.integers(max_value=self.minimum - 1),
-            st.floats(allow_nan=True),  # 3.0 is not an integer either
+            st.floats(allow_nan=True).filter(lambda x: not float(x).is_integer()),
             st.sampled_from(WRONG_TYPES + (True, False, "3")),
         ]
         if self.maximum is not None:
@@ -705,7 +718,7 @@ OTHERS = [
     row(
         optlib.per_epoch,
         schedule=Function(),
-        steps_per_epoch=Int(1),
+        steps_per_epoch=Int(1, INT32_MAX),
         baseline=dict(schedule=_schedule, steps_per_epoch=10),
     ),
     row(
@@ -782,17 +795,19 @@ def _scheduler_domains() -> dict[str, tuple[dict, dict]]:
         "step_lr": (dict(step_size=Int(1), gamma=positive()), {}),
         "multi_step_lr": (dict(milestones=IntList(0), gamma=positive()), {}),
         "exponential_lr": (dict(gamma=positive()), {}),
-        "cosine_annealing_lr": (dict(T_max=Int(1), eta_min=non_negative()), {}),
+        "cosine_annealing_lr": (dict(T_max=Int(1, INT32_MAX), eta_min=non_negative()), {}),
         "linear_lr": (
             dict(
-                start_factor=Real(0.0, 1.0, low_closed=False), end_factor=unit(), total_iters=Int(1)
+                start_factor=Real(0.0, 1.0, low_closed=False),
+                end_factor=unit(),
+                total_iters=Int(1, INT32_MAX),
             ),
             {},
         ),
         "lambda_lr": (dict(lr_lambda=Function()), {}),
         "multiplicative_lr": (dict(lr_lambda=Function()), {}),
         "constant_lr": (dict(factor=unit(), total_iters=Int(0)), {}),
-        "polynomial_lr": (dict(total_iters=Int(1), power=non_negative()), {}),
+        "polynomial_lr": (dict(total_iters=Int(1, INT32_MAX), power=non_negative()), {}),
         "cosine_annealing_warm_restarts": (
             dict(T_0=Int(1), T_mult=Int(1), eta_min=non_negative()),
             {},
@@ -801,8 +816,8 @@ def _scheduler_domains() -> dict[str, tuple[dict, dict]]:
             dict(
                 base_lr=non_negative(),
                 max_lr=non_negative(),
-                step_size_up=Int(1),
-                step_size_down=Int(0, optional=True),
+                step_size_up=Int(1, INT32_MAX),
+                step_size_down=Int(0, INT32_MAX, optional=True),
                 mode=Choice(("triangular", "triangular2", "exp_range")),
                 gamma=positive(),
                 scale_fn=Function(optional=True),
@@ -919,7 +934,11 @@ def _scheduler_domains() -> dict[str, tuple[dict, dict]]:
         ),
         "cosine_annealing_warm_up_restarts": (
             dict(
-                T_0=Int(1), T_mult=Int(1), eta_max=non_negative(), T_up=Int(0), gamma=non_negative()
+                T_0=Int(1, INT32_MAX),
+                T_mult=Int(1),
+                eta_max=non_negative(),
+                T_up=Int(0, INT32_MAX),
+                gamma=non_negative(),
             ),
             {},
         ),
@@ -1262,3 +1281,124 @@ def test_every_public_constructor_is_in_a_table():
         }
     )
     assert not missing, f"public constructors without a validation row: {sorted(missing)}"
+
+
+# ------------------------------------------------- integral arguments in every concrete form
+
+# Metric-driven schedulers keep their counts in the state and refuse array arguments with a
+# message about optax.inject_hyperparams (tests/test_metric.py); every other integer argument
+# takes any concrete integral scalar.
+_ARRAYS_REFUSED = {"patience", "cooldown", "warmup", "window_size", "reset_start"}
+INTEGRAL_FORMS = {
+    "numpy-int64": np.int64,
+    "numpy-0d": np.array,
+    "jnp-int": lambda value: jnp.asarray(value),
+    "python-float": float,
+    "jnp-float": lambda value: jnp.asarray(float(value)),
+}
+INT_CASES = [
+    (row_, parameter)
+    for row_ in ROWS
+    for parameter, domain in row_.domains.items()
+    if isinstance(domain, Int)
+]
+
+
+def _valid_int(row_: Row, parameter: str) -> int:
+    kwargs = {**row_.baseline, **row_.overrides.get(parameter, {})}
+    value = kwargs.get(parameter)
+    if value is None:
+        default = inspect.signature(row_.signature_of).parameters[parameter].default
+        value = default if isinstance(default, int) else None
+    domain = row_.domains[parameter]
+    return max(domain.minimum, 1) + 2 if value is None else value
+
+
+def _same_build(reference: Any, built: Any) -> None:
+    if callable(reference) and not isinstance(reference, optax.GradientTransformation):
+        steps = jnp.asarray([0, 1, 5, 17, 40])
+        np.testing.assert_array_equal(
+            np.asarray(jax.vmap(built)(steps)), np.asarray(jax.vmap(reference)(steps))
+        )
+
+
+@pytest.mark.parametrize(
+    "row_, parameter", INT_CASES, ids=[f"{row_.name}-{parameter}" for row_, parameter in INT_CASES]
+)
+def test_integral_arguments_are_accepted_in_every_concrete_form(row_, parameter):
+    value = _valid_int(row_, parameter)
+    kwargs = {**row_.baseline, **row_.overrides.get(parameter, {})}
+    reference = row_.build(**{**kwargs, parameter: value})
+    for form, convert in INTEGRAL_FORMS.items():
+        if parameter in _ARRAYS_REFUSED and form.startswith("jnp"):
+            with pytest.raises(TypeError, match=parameter):
+                row_.build(**{**kwargs, parameter: convert(value)})
+            continue
+        _same_build(reference, row_.build(**{**kwargs, parameter: convert(value)}))
+    with pytest.raises(TypeError, match=rf"{parameter} must be an integer, got {value + 0.5}"):
+        row_.build(**{**kwargs, parameter: value + 0.5})
+
+
+# ---------------------------------------------------- unusual parameter leaves, every optimizer
+
+# torch optimizes a complex parameter as view_as_real(p) in these; the others refuse it.
+COMPLEX_AS_PAIRS = {
+    "sgd",
+    "adam",
+    "adamw",
+    "adagrad",
+    "rmsprop",
+    "adadelta",
+    "nadam",
+    "radam",
+    "adamax",
+    "rprop",
+}
+NEEDS_VALUE_FN = {"newton", "bfgs"}  # update takes the objective: init-only checks
+
+
+def _real_pair(z):
+    return jnp.stack([jnp.real(z), jnp.imag(z)], axis=-1)
+
+
+@pytest.mark.parametrize("row_", OPTIMIZERS, ids=[row_.name for row_ in OPTIMIZERS])
+def test_complex_leaves_are_real_pairs_or_refused_at_init(row_):
+    tx = row_.build(**row_.baseline)
+    z = jnp.asarray([1.0 + 1.0j, -0.5 + 2.0j, 0.25 - 0.75j], jnp.complex64)
+    g = jnp.asarray([1.0 + 2.0j, 0.3 - 0.1j, -1.0 + 0.5j], jnp.complex64)
+    params = {"r": jnp.ones(2), "z": z}
+    if row_.name not in COMPLEX_AS_PAIRS:
+        with pytest.raises(TypeError, match=r"\['z'\] is complex"):
+            tx.init(params)
+        return
+    updates, _ = tx.update({"r": jnp.ones(2), "z": g}, tx.init(params), params)
+    assert updates["z"].dtype == jnp.complex64
+    pairs = {"r": jnp.ones(2), "z": _real_pair(z)}
+    expected, _ = tx.update({"r": jnp.ones(2), "z": _real_pair(g)}, tx.init(pairs), pairs)
+    np.testing.assert_array_equal(_real_pair(updates["z"]), expected["z"])
+    np.testing.assert_array_equal(updates["r"], expected["r"])
+
+
+@pytest.mark.parametrize("row_", OPTIMIZERS, ids=[row_.name for row_ in OPTIMIZERS])
+def test_python_float_leaves_are_taken_as_arrays(row_):
+    tx = row_.build(**row_.baseline)
+    params = {"s": 1.5, "w": jnp.ones(2)}
+    state = tx.init(params)
+    if row_.name in NEEDS_VALUE_FN:
+        return
+    updates, _ = tx.update({"s": 0.5, "w": jnp.ones(2)}, state, params)
+    as_array = {"s": jnp.asarray(1.5), "w": jnp.ones(2)}
+    expected, _ = tx.update({"s": jnp.asarray(0.5), "w": jnp.ones(2)}, tx.init(as_array), as_array)
+    np.testing.assert_array_equal(updates["s"], expected["s"])
+
+
+@pytest.mark.parametrize("row_", OPTIMIZERS, ids=[row_.name for row_ in OPTIMIZERS])
+@pytest.mark.parametrize(
+    "leaf",
+    [jnp.zeros(2, jnp.int32), np.zeros(2, np.uint8), jnp.zeros(2, bool), 3, True],
+    ids=["int32", "uint8", "bool", "python-int", "python-bool"],
+)
+def test_integer_parameters_are_refused_at_init_naming_the_leaf(row_, leaf):
+    tx = row_.build(**row_.baseline)
+    with pytest.raises(TypeError, match=r"parameter \['n'\] has dtype .*floating-point"):
+        tx.init({"n": leaf, "w": jnp.ones(2)})

@@ -15,6 +15,13 @@ A link that an option switches off (``maximize=False``, the unused kind of weigh
 Only Python-level switches (bools, ``None``) remove a link; a numeric hyperparameter never
 does, since ``optax.inject_hyperparams`` passes it as an array and the state's structure
 must not depend on its value.
+
+``named_chain`` also gives every optimizer torch's handling of parameter leaves: a complex
+leaf is optimized as the pair of reals ``torch.view_as_real`` gives (its statistics are real
+arrays of shape ``(..., 2)``), or rejected where the reference does not treat complex
+parameters that way; an integer or bool leaf is rejected (torch: "Only Tensors of floating
+point and complex dtype can require gradients"); a Python float leaf is taken as a
+0-d array, as optax does.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import weakref
 from types import FrameType
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optlib._validation import check_bool
@@ -40,6 +50,7 @@ __all__ = [
     "ChainRecord",
     "Link",
     "chain_record",
+    "check_parameter_leaves",
     "cycled_betas",
     "learning_rate_link",
     "maximize_link",
@@ -97,7 +108,82 @@ def _calling_optimizer() -> tuple[str | None, dict[str, Any]]:
     return found
 
 
-def named_chain(*links: Link | None) -> optax.GradientTransformationExtraArgs:
+def _leaf_dtype(leaf: Any) -> np.dtype | None:
+    """The dtype of an array leaf, that of the array a Python scalar becomes, else ``None``."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is not None:
+        return np.dtype(dtype)
+    if isinstance(leaf, (bool, int, float, complex)):
+        return np.dtype(jnp.asarray(leaf).dtype)
+    return None
+
+
+def _is_complex(dtype: np.dtype | None) -> bool:
+    return dtype is not None and np.issubdtype(dtype, np.complexfloating)
+
+
+def check_parameter_leaves(params: optax.Params, complex_unsupported: str | None = None) -> None:
+    """Raises ``TypeError`` naming the first leaf that the optimizer cannot optimize.
+
+    Integer and bool leaves are refused as torch refuses them; complex leaves only where
+    ``complex_unsupported`` (the reason, naming the reference) is given.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = _leaf_dtype(leaf)
+        name = jax.tree_util.keystr(path) or "params"
+        if dtype is None or jnp.issubdtype(dtype, jnp.inexact):
+            if complex_unsupported is not None and _is_complex(dtype):
+                raise TypeError(
+                    f"parameter {name} is complex ({dtype}): "
+                    f"{complex_unsupported}; optimize its real and imaginary parts as two real "
+                    "parameters instead"
+                )
+            continue
+        raise TypeError(
+            f"parameter {name} has dtype {dtype}: optimizers need "
+            "floating-point (or complex) parameters (torch: 'Only Tensors of floating point "
+            "and complex dtype can require gradients'); leave it out of the optimized tree "
+            "(optax.masked, optlib.param_groups) or cast it to a float dtype"
+        )
+
+
+def _as_array(leaf: Any) -> Any:
+    """A Python scalar leaf as a strongly typed 0-d array (optax accepts them too)."""
+    if isinstance(leaf, (float, complex)):
+        return jnp.asarray(leaf, dtype=jnp.result_type(leaf))
+    return leaf
+
+
+def _real_view(leaf: Any) -> Any:
+    """A complex leaf as the real ``(..., 2)`` array of ``torch.view_as_real``."""
+    leaf = _as_array(leaf)
+    if leaf is not None and _is_complex(_leaf_dtype(leaf)):
+        return jnp.stack([jnp.real(leaf), jnp.imag(leaf)], axis=-1)
+    return leaf
+
+
+def _from_real_view(original: Any, update: Any) -> Any:
+    if _is_complex(_leaf_dtype(original)):
+        return jax.lax.complex(update[..., 0], update[..., 1])
+    return update
+
+
+def _needs_view(tree: Any) -> bool:
+    """Whether ``tree`` has a Python scalar or complex leaf (else it passes through as is,
+    which keeps tracing large trees as cheap as a plain ``optax.named_chain``)."""
+    return any(
+        isinstance(leaf, (float, complex)) or _is_complex(_leaf_dtype(leaf))
+        for leaf in jax.tree.leaves(tree)
+    )
+
+
+def _viewed(tree: Any) -> Any:
+    return jax.tree.map(_real_view, tree) if tree is not None and _needs_view(tree) else tree
+
+
+def named_chain(
+    *links: Link | None, complex_unsupported: str | None = None
+) -> optax.GradientTransformationExtraArgs:
     """``optax.named_chain`` of the links that are not ``None``, with a plain ``dict`` state.
 
     optax's ``named_chain`` already does the chaining (and passes extra arguments such as
@@ -105,16 +191,36 @@ def named_chain(*links: Link | None) -> optax.GradientTransformationExtraArgs:
     state as a ``dict`` (same keys, same order) instead of optax's ``OrderedDict``, which
     ``flax.serialization`` (msgpack checkpoints, ``TrainState``) cannot serialise. The calling
     optimizer, its arguments and the link names are recorded for ``optlib.describe``.
+
+    Parameter leaves are checked at ``init`` (``check_parameter_leaves``). A complex leaf
+    (``complex_unsupported=None``) goes through the chain as torch's ``view_as_real(p)``, a
+    real array with a last axis ``(real, imag)``, and its update comes back complex: the
+    arithmetic of torch's Adam, AdamW, Adagrad, RMSprop, Adadelta, NAdam, RAdam, Adamax,
+    Rprop and SGD on complex parameters. The gradient is torch's ``p.grad``; note that
+    ``jax.grad`` of a real loss gives its complex conjugate.
+
+    Args:
+      *links: ``(name, transform)`` pairs, or ``None`` for a link switched off.
+      complex_unsupported: the reason the reference does not optimize complex parameters as
+        pairs of reals; ``init`` then raises ``TypeError`` for a complex leaf.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
     """
     kept = [link for link in links if link is not None]
     chained = optax.named_chain(*kept)
 
     def init_fn(params):
-        return dict(chained.init(params))
+        check_parameter_leaves(params, complex_unsupported)
+        return dict(chained.init(_viewed(params)))
 
     def update_fn(updates, state, params=None, **extra_args):
-        updates, state = chained.update(updates, state, params, **extra_args)
-        return updates, dict(state)
+        if not _needs_view(updates):
+            updates, state = chained.update(updates, state, _viewed(params), **extra_args)
+            return updates, dict(state)
+        original = updates
+        updates, state = chained.update(_viewed(updates), state, _viewed(params), **extra_args)
+        return jax.tree.map(_from_real_view, original, updates), dict(state)
 
     optimizer, arguments = _calling_optimizer()
     _RECORDS[update_fn] = ChainRecord(optimizer, arguments, tuple(name for name, _ in kept))

@@ -80,6 +80,8 @@ def lion(
         ),
         decoupled,
         learning_rate_link(learning_rate),
+        complex_unsupported="bitsandbytes' Lion drops the imaginary part and lion_pytorch takes "
+        "the complex sign z / |z|; neither treats it as a pair of reals",
     )
 
 
@@ -134,7 +136,13 @@ def ademamix(
         eps,
         statistics_dtype=statistics_dtype,
     )
-    return named_chain(("ademamix", scaling), decoupled, learning_rate_link(learning_rate))
+    return named_chain(
+        ("ademamix", scaling),
+        decoupled,
+        learning_rate_link(learning_rate),
+        complex_unsupported="bitsandbytes' AdEMAMix does not treat complex parameters as pairs "
+        "of reals",
+    )
 
 
 def stable_adamw(
@@ -204,4 +212,5 @@ def stable_adamw(
             scale_by_stable_adam(betas, eps, weight_decay, statistics_dtype=statistics_dtype),
         ),
         learning_rate_link(learning_rate),
+        complex_unsupported="optimi.StableAdamW does not support complex parameters",
     )

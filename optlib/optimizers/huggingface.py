@@ -95,10 +95,13 @@ def adafactor(
     with ``weight_decay``). Statistics are float32 for bf16/fp16 params; updates keep the
     param dtype.
 
-    ``optlib.current_learning_rate(state)`` is HF's ``Adafactor._get_lr`` for the FIRST
-    parameter leaf (``jax.tree.leaves`` order; HF: the group's first parameter) after the
-    step, i.e. what ``AdafactorSchedule`` reports: ``rho`` times the scale
-    ``max(eps[1], RMS(p))`` that the last update used (1 without ``scale_parameter``).
+    ``optlib.current_learning_rate(state)`` is HF's ``Adafactor._get_lr`` after the step:
+    ``rho`` times the scale ``max(eps[1], RMS(p))`` that the last update used. With
+    ``scale_parameter`` that differs per parameter, so it is a tree like the parameters
+    (``rate["w"]`` for parameter ``w``); ``AdafactorSchedule(optimizer).get_last_lr()[0]`` is
+    the entry of the first parameter given to the torch optimizer (``model.parameters()``
+    order, which need not be ``jax.tree.leaves`` order). Without ``scale_parameter`` it is one
+    scalar.
     With ``relative_step=True``, ``rho`` is the relative step size of the last update; before
     any update we give the rate the first update will apply (``AdafactorSchedule`` reports
     its placeholder ``initial_lr`` there). With ``relative_step=False``, ``rho`` is
@@ -173,4 +176,6 @@ def adafactor(
         # An array weight_decay (optax.inject_hyperparams) may be traced: keep the transform.
         if isinstance(weight_decay, jax.Array) or weight_decay
         else None,
+        complex_unsupported="transformers' Adafactor computes on complex values (g**2, rsqrt) "
+        "instead of pairs of reals",
     )

@@ -24,12 +24,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optlib._validation import is_traced
 from optlib.optimizers._links import learning_rate_link, named_chain
 from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.moments import in_statistics_dtype
 from optlib.transforms.second_order import scale_by_bfgs, scale_by_newton
 
 __all__ = ["bfgs", "newton"]
+
+_COMPLEX_UNSUPPORTED = "the line searches and the Hessian (scipy.optimize's BFGS) work on reals"
+_NEWTON_STATIC = ("dense_max_size", "cg_maxiter")
+_BFGS_STATIC = ("max_size",)
+
+
+def _check_static_ints(factory: str, static_args: tuple[str, ...], **values) -> None:
+    """The integer arguments fix shapes and modes, so they cannot be traced hyperparameters
+    (``optax.inject_hyperparams`` turns every number into one unless told otherwise)."""
+    for name, value in values.items():
+        if is_traced(value):
+            raise TypeError(
+                f"{name} must be a concrete integer, got a traced value ({value!r}): it fixes "
+                "the algorithm's shapes, so it cannot be an injected hyperparameter; use "
+                f"optax.inject_hyperparams(optlib.{factory}, static_args={static_args!r})"
+            )
 
 
 def _check_linesearch(linesearch) -> optax.GradientTransformation:
@@ -108,10 +125,20 @@ def newton(
       linesearch: a line-search ``GradientTransformationExtraArgs`` applied last, or
         ``None`` for fixed steps ``learning_rate * H~^{-1} g``.
 
+    ``optax.inject_hyperparams`` makes every number a hyperparameter, integers too; the
+    integers here fix shapes, so name them static (the floats may then be injected)::
+
+        optax.inject_hyperparams(optlib.newton, static_args=("dense_max_size", "cg_maxiter"))(
+            learning_rate=0.5, damping=1e-3
+        )
+
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call
       ``update(grads, state, params, value=f(params), grad=grads, value_fn=f)``.
     """
+    _check_static_ints(
+        "newton", _NEWTON_STATIC, dense_max_size=dense_max_size, cg_maxiter=cg_maxiter
+    )
     newton_step = scale_by_newton(
         hessian,
         dense_max_size=dense_max_size,
@@ -124,6 +151,7 @@ def newton(
         ("newton", newton_step),
         learning_rate_link(learning_rate),
         ("linesearch", _check_linesearch(linesearch)),
+        complex_unsupported=_COMPLEX_UNSUPPORTED,
     )
 
 
@@ -162,12 +190,18 @@ def bfgs(
       linesearch: a line-search ``GradientTransformationExtraArgs`` applied last, or
         ``None`` for fixed steps.
 
+    Under ``optax.inject_hyperparams`` name ``max_size`` static (it bounds the state's
+    shape): ``optax.inject_hyperparams(optlib.bfgs, static_args=("max_size",))(
+    learning_rate=0.5)``.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call
       ``update(grads, state, params, value=f(params), grad=grads, value_fn=f)``.
     """
+    _check_static_ints("bfgs", _BFGS_STATIC, max_size=max_size)
     return named_chain(
         ("bfgs", scale_by_bfgs(max_size=max_size, scale_init_hess=scale_init_hess)),
         learning_rate_link(learning_rate),
         ("linesearch", _check_linesearch(linesearch)),
+        complex_unsupported=_COMPLEX_UNSUPPORTED,
     )

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import optax
 
-from optlib._validation import check_callable, check_int
+from optlib._validation import check_callable
+from optlib.schedules._steps import check_step_count
 
 __all__ = ["MomentumSchedule", "per_epoch", "takes_last_epoch"]
 
@@ -52,7 +53,7 @@ def per_epoch(schedule: Callable, steps_per_epoch: int) -> Callable:
       The schedule of the update count.
     """
     schedule = check_callable("schedule", schedule)
-    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+    steps_per_epoch = check_step_count("steps_per_epoch", steps_per_epoch, minimum=1)
 
     def epoch_of(step):
         return jnp.asarray(step) // steps_per_epoch

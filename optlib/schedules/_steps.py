@@ -29,9 +29,10 @@ Schedule = Callable[[Any], jax.Array]
 """A function of the update count, like ``optax.Schedule``."""
 
 
-def check_step_count(name: str, value: Any) -> int:
-    """A number of steps: an integer in ``[0, 2**31 - 1]`` (optax's count is a saturating int32)."""
-    number = check_int(name, value, minimum=0)
+def check_step_count(name: str, value: Any, *, minimum: int = 0) -> int:
+    """A number of steps: an integer in ``[minimum, 2**31 - 1]`` (optax's count is a saturating
+    int32, and a larger Python integer cannot enter a jitted computation under 32-bit JAX)."""
+    number = check_int(name, value, minimum=minimum)
     if number > INT32_MAX:
         raise ValueError(
             f"{name} must be <= 2**31 - 1 (optax's update count is an int32), got {value!r}"

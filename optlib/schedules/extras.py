@@ -99,9 +99,9 @@ def cosine_annealing_warm_up_restarts(
       A schedule ``step -> lr``.
     """
     base_lr = check_non_negative("learning_rate", learning_rate)
-    T_0 = check_int("T_0", T_0, minimum=1)
+    T_0 = check_step_count("T_0", T_0, minimum=1)
     T_mult = check_int("T_mult", T_mult, minimum=1)
-    T_up = check_int("T_up", T_up, minimum=0)
+    T_up = check_step_count("T_up", T_up)
     if T_up >= T_0:
         raise ValueError(f"T_up must be smaller than T_0 ({T_0}), got {T_up!r}")
     eta_max = check_non_negative("eta_max", eta_max)

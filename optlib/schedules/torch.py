@@ -49,6 +49,7 @@ from optlib._validation import (
     check_positive,
 )
 from optlib.schedules._core import MomentumSchedule, takes_last_epoch
+from optlib.schedules._steps import check_step_count
 from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (
     INT32_MAX,
@@ -305,7 +306,7 @@ def linear_lr(
     base = _base_lr(learning_rate)
     start = check_interval("start_factor", start_factor, 0.0, 1.0, low_closed=False)
     end = check_interval("end_factor", end_factor, 0.0, 1.0)
-    total = check_int("total_iters", total_iters, minimum=1)
+    total = check_step_count("total_iters", total_iters, minimum=1)
 
     def factor(step):
         done = _bounded_step(step, total)
@@ -379,7 +380,7 @@ def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    total = check_int("total_iters", total_iters, minimum=1)
+    total = check_step_count("total_iters", total_iters, minimum=1)
     exponent = check_non_negative("power", power)
 
     def factor(step):
@@ -413,7 +414,7 @@ def multiplicative_lr(learning_rate: float, lr_lambda: Callable | None = None) -
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    lr_lambda = check_callable("lr_lambda", _required("lr_lambda", lr_lambda, "MultiplicativeLR"))
+    lr_lambda = _check_traceable_factor("lr_lambda", lr_lambda, "MultiplicativeLR")
 
     def times_factor(k, product):  # torch's multiplier of step k + 1
         return product * as_float(lr_lambda(user_step(k + 1)))
@@ -459,7 +460,7 @@ def cosine_annealing_lr(
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    t_max = check_int("T_max", _required("T_max", T_max, "CosineAnnealingLR"), minimum=1)
+    t_max = check_step_count("T_max", _required("T_max", T_max, "CosineAnnealingLR"), minimum=1)
     return TorchSchedule("CosineAnnealingLR", base, CosineAnnealing(t_max, _eta_min(eta_min), base))
 
 
@@ -548,6 +549,34 @@ def cosine_annealing_warm_restarts(
 # ----------------------------------------------------------------------- lambda schedulers
 
 
+def _check_traceable_factor(name: str, fn: Callable | None, scheduler: str) -> Callable:
+    """``fn`` (``lr_lambda``, ``scale_fn``) traced once on an abstract integer step, as ``jit``
+    will call it: a Python ``if`` on the step, a host conversion or a non-scalar result
+    raises here, naming the argument, instead of at the first jitted update."""
+    fn = check_callable(name, _required(name, fn, scheduler))
+    try:
+        out = jax.eval_shape(lambda t: fn(user_step(t)), jax.ShapeDtypeStruct((), jnp.int32))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError) as error:
+        raise TypeError(
+            f"{name} must be jax-traceable: it is called with a traced integer step inside "
+            "jit, so Python control flow on the step (if/else, min/max, int(step)) cannot run; "
+            f"use jnp.where / jnp.minimum instead. Tracing it raised {type(error).__name__}: "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+    except Exception as error:
+        raise TypeError(
+            f"{name} failed when traced with an integer step array ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    leaves = jax.tree.leaves(out)
+    if len(leaves) != 1 or leaves[0].shape != () or not jnp.issubdtype(leaves[0].dtype, jnp.number):
+        described = ", ".join(f"{leaf.dtype}{list(leaf.shape)}" for leaf in leaves) or repr(out)
+        raise ValueError(f"{name} must return one real scalar factor per step, got {described}")
+    if jnp.issubdtype(leaves[0].dtype, jnp.complexfloating):
+        raise ValueError(f"{name} must return a real factor, got {leaves[0].dtype}")
+    return fn
+
+
 @_takes_last_epoch
 def lambda_lr(learning_rate: float, lr_lambda: Callable | None = None) -> TorchSchedule:
     """``lr_t = learning_rate * lr_lambda(t)`` (torch.optim.lr_scheduler.LambdaLR).
@@ -561,7 +590,7 @@ def lambda_lr(learning_rate: float, lr_lambda: Callable | None = None) -> TorchS
       A ``step -> lr`` schedule.
     """
     base = _base_lr(learning_rate)
-    lr_lambda = check_callable("lr_lambda", _required("lr_lambda", lr_lambda, "LambdaLR"))
+    lr_lambda = _check_traceable_factor("lr_lambda", lr_lambda, "LambdaLR")
     return TorchSchedule(
         "LambdaLR", base, Absolute(lambda t: base * as_float(lr_lambda(user_step(t))))
     )
@@ -634,13 +663,17 @@ def cyclic_lr(
     optimizer_lr = _optimizer_lr(learning_rate)
     low = check_non_negative("base_lr", _required("base_lr", base_lr, "CyclicLR"))
     high = check_non_negative("max_lr", _required("max_lr", max_lr, "CyclicLR"))
-    up = check_int("step_size_up", step_size_up, minimum=1)
-    down = up if step_size_down is None else check_int("step_size_down", step_size_down, minimum=0)
+    up = check_step_count("step_size_up", step_size_up, minimum=1)
+    down = (
+        up
+        if step_size_down is None
+        else check_step_count("step_size_down", step_size_down, minimum=0)
+    )
     if scale_fn is None:
         check_choice("mode", mode, ("triangular", "triangular2", "exp_range"))
         scale_mode = "iterations" if mode == "exp_range" else "cycle"
     else:
-        check_callable("scale_fn", scale_fn)
+        _check_traceable_factor("scale_fn", scale_fn, "CyclicLR")
         check_choice("scale_mode", scale_mode, ("cycle", "iterations"))
     gamma = _gamma(gamma)
     cycle_momentum = check_bool("cycle_momentum", cycle_momentum)

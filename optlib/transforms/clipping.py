@@ -48,8 +48,18 @@ def _vector_norm(x: jax.Array, norm_type: float) -> jax.Array:
 
 
 def _norm_dtype(tree: Any) -> jnp.dtype:
-    """float32, or float64 if any leaf is float64: the dtype the norm is computed in."""
-    return jnp.result_type(jnp.float32, *(statistics_dtype(x.dtype) for x in jax.tree.leaves(tree)))
+    """float32, or float64 if any leaf is float64 (or complex128): the real dtype the norm is
+    computed in (a complex leaf's norm is that of its real and imaginary parts, as torch's)."""
+    return jnp.result_type(
+        jnp.float32, *(jnp.finfo(statistics_dtype(x.dtype)).dtype for x in jax.tree.leaves(tree))
+    )
+
+
+def _real_magnitude(g: jax.Array, dtype) -> jax.Array:
+    """``g`` in the norm's dtype; a complex leaf as its magnitudes ``|z|`` (torch's norm)."""
+    if jnp.issubdtype(g.dtype, jnp.complexfloating):
+        return jnp.abs(g).astype(dtype)
+    return g.astype(dtype)
 
 
 def global_grad_norm(grads: Any, norm_type: float = 2.0) -> jax.Array:
@@ -67,7 +77,7 @@ def global_grad_norm(grads: Any, norm_type: float = 2.0) -> jax.Array:
     """
     norm_type = _check_norm_type(norm_type)
     dtype = _norm_dtype(grads)
-    norms = [_vector_norm(g.astype(dtype), norm_type) for g in jax.tree.leaves(grads)]
+    norms = [_vector_norm(_real_magnitude(g, dtype), norm_type) for g in jax.tree.leaves(grads)]
     return _vector_norm(jnp.stack(norms) if norms else jnp.zeros([0], dtype), norm_type)
 
 
@@ -78,8 +88,16 @@ class ClipGradNormState(NamedTuple):
     total_norm: jax.Array
 
 
-def _raise_if_nonfinite(is_finite: jax.Array, total_norm: jax.Array, norm_type: float) -> None:
-    if not bool(is_finite):
+def _raise_if_nonfinite(total_norm: jax.Array, norm_type: float) -> None:
+    if isinstance(total_norm, jax.core.Tracer):
+        raise RuntimeError(
+            "clip_grad_norm(error_if_nonfinite=True) cannot raise from inside jit: a compiled "
+            "step cannot stop on a value without a host callback, which fails with an internal "
+            "error far from here. Run the update eagerly (outside jit), or leave "
+            "error_if_nonfinite=False and check the norm it records after the step, "
+            "jnp.isfinite(state.total_norm) (or skip such steps with optax.apply_if_finite)."
+        )
+    if not bool(jnp.isfinite(total_norm)):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients is non-finite "
             f"({float(total_norm)}), so it cannot be clipped. Set error_if_nonfinite=False to "
@@ -102,10 +120,11 @@ def clip_grad_norm(
     differs: it scales by ``max_norm / n`` without the ``1e-6`` and only when ``n >= max_norm``
     (relative difference ``1e-6 / n`` in the clipped gradients), and has no other norms.
 
-    With ``error_if_nonfinite=True`` a non-finite norm raises ``RuntimeError`` as in torch;
-    under ``jit`` this needs a host callback (``jax.debug.callback``), so the error surfaces as
-    a ``jax.errors.JaxRuntimeError`` (a ``RuntimeError``) when the step runs. Leave it off
-    (the default) for a step with no host transfer.
+    With ``error_if_nonfinite=True`` a non-finite norm raises ``RuntimeError`` as in torch,
+    in an eager update; under ``jit`` the option raises ``RuntimeError`` when the step is
+    traced (a compiled step can only stop on a value through a host callback): there, keep it
+    off and check ``jnp.isfinite(state.total_norm)``, or skip such steps with
+    ``optax.apply_if_finite``.
 
     Args:
       max_norm: largest total norm kept (>= 0).
@@ -126,9 +145,12 @@ def clip_grad_norm(
         del params
         total_norm = global_grad_norm(updates, norm_type).astype(state.total_norm.dtype)
         if error_if_nonfinite:
-            jax.debug.callback(_raise_if_nonfinite, jnp.isfinite(total_norm), total_norm, norm_type)
+            _raise_if_nonfinite(total_norm, norm_type)
         coef = jnp.minimum(max_norm / (total_norm + _NORM_EPS), 1.0)
-        updates = jax.tree.map(lambda g: (g.astype(coef.dtype) * coef).astype(g.dtype), updates)
+        updates = jax.tree.map(
+            lambda g: (g.astype(jnp.promote_types(g.dtype, coef.dtype)) * coef).astype(g.dtype),
+            updates,
+        )
         return updates, ClipGradNormState(total_norm)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -77,17 +77,33 @@ __all__ = [
 # --- shared numerics --------------------------------------------------------------------------
 
 
+@jax.custom_jvp
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` for ``x >= 0`` whose derivative at ``x = 0`` is 0 instead of ``inf``."""
+    return jnp.sqrt(x)
+
+
+@_safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    root = jnp.sqrt(x)
+    positive = x > 0
+    slope = jax.lax.select(
+        positive, 0.5 / jax.lax.select(positive, root, jnp.ones_like(root)), jnp.zeros_like(root)
+    )
+    return root, slope * dx
+
+
 def _rms(x: jax.Array) -> jax.Array:
     """Root mean square of all entries (HF's ``_rms``: ``norm(x) / sqrt(numel)``).
 
     At ``x = 0`` (a zero-initialised bias, a zero update) the value is 0 and the derivative
     0, not the NaN of ``sqrt``'s infinite slope, so that gradients through updates stay finite.
+    The forward pass is a plain ``sqrt(mean(x**2))`` (the mean has one consumer, so XLA fuses
+    it into the square root as it does optax's; a ``select`` on ``mean > 0`` would keep the
+    mean as a separate kernel per leaf).
     """
-    mean_square = jnp.mean(jnp.square(x))
-    positive = mean_square > 0
-    one, zero = jnp.ones_like(mean_square), jnp.zeros_like(mean_square)
-    # lax.select, not jnp.where: the same values without a nested call per leaf to compile.
-    return jax.lax.select(positive, jnp.sqrt(jax.lax.select(positive, mean_square, one)), zero)
+    return _safe_sqrt(jnp.mean(jnp.square(x)))
 
 
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
@@ -387,18 +403,23 @@ class ScaleByParamRmsState(NamedTuple):
     """State of ``scale_by_param_rms``.
 
     Attributes:
-      learning_rate: the first parameter leaf's scale ``max(eps, RMS(p))`` as used by the last
-        update (before any update: the one the first update will use). It is a factor of
-        the rate HF Adafactor applies, so ``optlib.current_learning_rate`` multiplies it in,
-        as HF's ``AdafactorSchedule`` reports the first parameter's rate. A scalar, replicated.
+      learning_rate: each parameter's scale ``max(eps, RMS(p))`` as used by the last update
+        (before any update: the one the first update will use), a tree like the parameters
+        of scalars. It is a per-parameter factor of the rate HF Adafactor applies, so
+        ``optlib.current_learning_rate`` gives a tree of per-parameter rates: HF's
+        ``Adafactor._get_lr`` of each parameter (``AdafactorSchedule.get_last_lr()[0]`` is
+        the entry of the group's first torch parameter).
     """
 
-    learning_rate: jax.Array
+    learning_rate: Any
 
 
-def _first_leaf_scale(params, eps: float) -> jax.Array:
-    leaves = jax.tree.leaves(params)
-    return as_float(_param_scale(leaves[0], eps) if leaves else 1.0)
+# One scalar per parameter: replicated whatever the parameter's sharding.
+register_state_partition(ScaleByParamRmsState, "learning_rate", lambda spec, ndim: ())
+
+
+def _param_scales(params, eps: float) -> Any:
+    return jax.tree.map(lambda param: _param_scale(param, eps), params)
 
 
 def scale_by_param_rms(
@@ -410,12 +431,12 @@ def scale_by_param_rms(
 
     HF Adafactor's ``scale_parameter=True`` (``eps`` is its ``eps[1]``), which folds this
     factor into the learning rate. The formula is ``optax.scale_by_param_block_rms``'s; this
-    version computes the RMS in float32 for bf16/fp16 params (as HF does) and records the first
-    leaf's scale so that ``optlib.current_learning_rate`` reports HF's rate.
+    version computes the RMS in float32 for bf16/fp16 params (as HF does) and records each
+    parameter's scale so that ``optlib.current_learning_rate`` reports HF's per-parameter rates.
 
     Args:
       eps: the smallest scale (HF ``eps[1]``), ``>= 0``.
-      report_scale: record the first leaf's scale as a factor of the learning rate (HF's
+      report_scale: record each parameter's scale as a factor of its learning rate (HF's
         rate includes it); ``False`` keeps no state (torch.optim.Adafactor's ``lr`` does not
         include it).
 
@@ -426,24 +447,23 @@ def scale_by_param_rms(
     eps = check_non_negative("eps", eps)
     report_scale = check_bool("report_scale", report_scale)
 
-    def new_state(params):
-        if not report_scale:
-            return optax.EmptyState()
-        return ScaleByParamRmsState(_first_leaf_scale(params, eps))
+    def new_state(scales):
+        return ScaleByParamRmsState(scales) if report_scale else optax.EmptyState()
 
     def init_fn(params):
-        return new_state(params)
-
-    def scale_leaf(update, param):
-        scaled = update.astype(_compute_dtype(update)) * _param_scale(param, eps)
-        return scaled.astype(update.dtype)
+        return new_state(_param_scales(params, eps))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(optax.NO_PARAMS_MSG)
         del state
-        updates = jax.tree.map(scale_leaf, updates, params)
-        return updates, new_state(params)
+        scales = _param_scales(params, eps)
+        updates = jax.tree.map(
+            lambda u, scale: (u.astype(_compute_dtype(u)) * scale).astype(u.dtype),
+            updates,
+            scales,
+        )
+        return updates, new_state(scales)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
