@@ -38,6 +38,7 @@ COMPLEX_CASES = {
     "RAdam": (torch.optim.RAdam, optlib.radam, dict(lr=0.05)),
     "Adamax": (torch.optim.Adamax, optlib.adamax, dict(lr=0.05)),
     "Rprop": (torch.optim.Rprop, optlib.rprop, dict(lr=0.05)),
+    "ASGD": (torch.optim.ASGD, optlib.asgd, dict(lr=0.05, t0=5, weight_decay=0.1)),
 }
 COMPLEX_STEPS = 30
 

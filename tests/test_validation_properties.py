@@ -768,6 +768,13 @@ NOT_CONSTRUCTORS = {
     "register_learning_rate_state": "registers a state type",
     "register_state_partition": "registers a state type's sharding rules",
     "scheduler_names": "lists the registry",
+    "describe": "reads a transformation (tested in test_from_torch.py)",
+    "from_torch": "reads a live torch optimizer (bad input: test_from_torch.py)",
+    "from_training_args": "reads a Trainer config (bad input: test_from_training_args.py)",
+    "hf_no_decay_labels": "labels a parameter tree (tested in test_from_training_args.py)",
+    "from_torch_state_dict": "reads a state dict (bad input: test_torch_state_dict.py)",
+    "to_torch_state_dict": "writes a state dict (tested in test_torch_state_dict.py)",
+    "load_hf_trainer_checkpoint": "reads a folder (tested in test_hf_trainer_checkpoint.py)",
     "schedule_free_eval_params": "reads a state (tested in test_schedule_free.py)",
     "newton_schulz": "a function of a matrix; scale_by_newton_schulz checks its arguments",
     "adjusted_lr_ratio": "a function of a shape; scale_by_shape checks adjust_lr_fn",
@@ -1353,8 +1360,11 @@ COMPLEX_AS_PAIRS = {
     "radam",
     "adamax",
     "rprop",
+    "asgd",  # linear in p and g: torch's complex arithmetic is the pairs'
+    "schedule_free_sgd",  # linear in p and g, as SGDScheduleFree's
 }
-NEEDS_VALUE_FN = {"newton", "bfgs"}  # update takes the objective: init-only checks
+NEEDS_VALUE_FN = {"newton", "bfgs", "lbfgs"}  # update takes the objective: init-only checks
+MATRICES_ONLY = {"muon"}  # torch's Muon refuses other leaves
 
 
 def _real_pair(z):
@@ -1382,6 +1392,8 @@ def test_complex_leaves_are_real_pairs_or_refused_at_init(row_):
 @pytest.mark.parametrize("row_", OPTIMIZERS, ids=[row_.name for row_ in OPTIMIZERS])
 def test_python_float_leaves_are_taken_as_arrays(row_):
     tx = row_.build(**row_.baseline)
+    if row_.name in MATRICES_ONLY:
+        return
     params = {"s": 1.5, "w": jnp.ones(2)}
     state = tx.init(params)
     if row_.name in NEEDS_VALUE_FN:

@@ -77,4 +77,8 @@ def lbfgs(
                 line_search_fn=line_search_fn,
             ),
         ),
+        complex_unsupported=(
+            "optlib.lbfgs calls value_fn on the parameters as they are, so it does not take "
+            "torch's view_as_real pairs of a complex parameter"
+        ),
     )

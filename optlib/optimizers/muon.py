@@ -85,4 +85,5 @@ def muon(
         ("adjust_lr", scale_by_shape(adjust_lr_fn)),
         ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay)),
         learning_rate_link(learning_rate),
+        complex_unsupported="torch.optim.Muon does not support complex parameters",
     )

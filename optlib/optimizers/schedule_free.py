@@ -57,6 +57,11 @@ from optlib.transforms.schedule_free import (
 
 __all__ = ["schedule_free_adamw", "schedule_free_radam", "schedule_free_sgd"]
 
+# AdamWScheduleFree / RAdamScheduleFree square a complex gradient as a complex number (g * g,
+# not |g|**2): no pairs-of-reals arithmetic to reproduce. SGDScheduleFree is linear in the
+# gradient, so its complex arithmetic is the real pairs'.
+_SQUARES_COMPLEX = "schedulefree squares complex gradients as complex numbers (g * g, not |g|**2)"
+
 
 def _check_rate(learning_rate: LearningRate, name: str) -> LearningRate:
     if isinstance(learning_rate, optax.GradientTransformation):
@@ -130,6 +135,7 @@ def schedule_free_adamw(
                 weight_lr_power=weight_lr_power,
             ),
         ),
+        complex_unsupported=_SQUARES_COMPLEX,
     )
 
 
@@ -251,4 +257,5 @@ def schedule_free_radam(
                 weight_lr_power=weight_lr_power,
             ),
         ),
+        complex_unsupported=_SQUARES_COMPLEX,
     )

@@ -97,4 +97,5 @@ def torch_adafactor(
         ("clip", clip_by_update_rms(d)),
         ("param_scale", scale_by_param_rms(eps2, report_scale=False)),
         ("learning_rate", scale_by_capped_relative_step(learning_rate, weight_decay)),
+        complex_unsupported="torch.optim.Adafactor does not support complex parameters",
     )
