@@ -144,8 +144,9 @@ def train_step(tx: optax.GradientTransformation):
     def step(params, opt_state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
         rate = optlib.current_learning_rate(opt_state)
-        if isinstance(rate, dict):  # Adafactor's per-parameter rates: log the embedding's
+        if isinstance(rate, dict) and "embed" in rate:  # Adafactor's per-parameter rates
             rate = rate["embed"]
+        rate = jax.tree.leaves(rate)[0]  # parameter groups: the first group's
         updates, opt_state = tx.update(grads, opt_state, params, value=loss)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, "lr": rate}
 

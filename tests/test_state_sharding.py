@@ -21,7 +21,7 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
-from test_sharding import expected_spec, load_example, normalized
+from sharding_cases import expected_spec, load_example, normalized
 
 import optlib
 
