@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from optlib._numerics import INT32_MAX, as_float
 from optlib._validation import check_int
 
-__all__ = ["Schedule", "check_step_count", "hf_step", "ratio"]
+__all__ = ["Schedule", "check_last_epoch", "check_step_count", "hf_step", "ratio"]
 
 Schedule = Callable[[Any], jax.Array]
 """A function of the update count, like ``optax.Schedule``."""
@@ -38,6 +38,17 @@ def check_step_count(name: str, value: Any, *, minimum: int = 0) -> int:
             f"{name} must be <= 2**31 - 1 (optax's update count is an int32), got {value!r}"
         )
     return number
+
+
+def check_last_epoch(last_epoch: Any) -> int:
+    """torch's ``last_epoch``: ``-1`` (a fresh schedule) or the last step taken, below
+    ``2**31 - 1`` (the resumed schedule is called with optax's int32 count plus it)."""
+    last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
+    if last_epoch >= INT32_MAX:
+        raise ValueError(
+            f"last_epoch must be < 2**31 - 1 (optax's count is int32), got {last_epoch}"
+        )
+    return last_epoch
 
 
 def hf_step(step: Any) -> jax.Array:

@@ -47,7 +47,6 @@ from optlib._numerics import INT32_MAX, as_float, float_dtype
 from optlib._registry import register
 from optlib._validation import (
     check_choice,
-    check_int,
     check_interval,
     check_learning_rate,
     check_non_negative,
@@ -55,7 +54,7 @@ from optlib._validation import (
     check_real,
 )
 from optlib.schedules._core import takes_last_epoch
-from optlib.schedules._steps import Schedule, check_step_count, hf_step, ratio
+from optlib.schedules._steps import Schedule, check_last_epoch, check_step_count, hf_step, ratio
 
 __all__ = [
     "get_constant_schedule",
@@ -212,13 +211,8 @@ def resume_after(schedule: Schedule, last_epoch: int) -> Schedule:
     Returns:
       The shifted schedule.
     """
-    last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
-    if last_epoch == -1:
+    if check_last_epoch(last_epoch) == -1:
         return schedule
-    if last_epoch >= INT32_MAX:
-        raise ValueError(
-            f"last_epoch must be < 2**31 - 1 (optax's count is int32), got {last_epoch}"
-        )
     shift = last_epoch + 1
 
     def resumed(step):

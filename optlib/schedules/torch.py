@@ -49,7 +49,7 @@ from optlib._validation import (
     check_positive,
 )
 from optlib.schedules._core import MomentumSchedule, takes_last_epoch
-from optlib.schedules._steps import check_step_count
+from optlib.schedules._steps import check_last_epoch, check_step_count
 from optlib.schedules._torch_compose import chain_schedules, sequence_schedules
 from optlib.schedules._torch_rules import (
     INT32_MAX,
@@ -147,13 +147,8 @@ def resume_after(schedule, last_epoch: int):
     Returns:
       The shifted schedule, of the same kind.
     """
-    last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
-    if last_epoch == -1:
+    if check_last_epoch(last_epoch) == -1:
         return schedule
-    if last_epoch >= INT32_MAX:
-        raise ValueError(
-            f"last_epoch must be < 2**31 - 1 (optax's count is int32), got {last_epoch}"
-        )
     if isinstance(schedule, MomentumSchedule):
         momentum = schedule.momentum
         return MomentumSchedule(
