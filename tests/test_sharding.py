@@ -43,8 +43,8 @@ def data():
 # (|g| ~ 1e-7 against a max of 4e-2 here) is a sum that cancels, and summed in another order
 # on the mesh it differs by up to ~1e-3 relative; the normalisation turns that element into
 # an O(1) value with the same relative error: the buffer differs by up to ~3e-6 of its size
-# (measured: 4.5e-5 on a buffer of 17 after 4 steps, 1.9e-5 on 16 after 5). Every other statistic stays within
-# TOLERANCE of its size.
+# (measured: 4.5e-5 on a buffer of 17 after 4 steps, 1.9e-5 on 16 after 5). Every other
+# statistic stays within TOLERANCE of its size.
 NORMALISED_STATISTICS = {("rmsprop", "momentum"): 1e-5}
 
 
