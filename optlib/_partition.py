@@ -26,6 +26,7 @@ __all__ = [
     "field_rule",
     "full_spec",
     "register_state_partition",
+    "replicated_placement",
     "ruled_state_types",
     "state_leaf",
     "without_axis",
@@ -103,6 +104,14 @@ def _leaf_sharding(param: Any, drop_axis: int | None, scalar: bool) -> Any:
     if sharding.is_fully_replicated:  # one device, or replicated: any shape keeps it
         return sharding
     return None
+
+
+def replicated_placement(params: Any) -> Any:
+    """Where state that belongs to no one parameter goes (L-BFGS's flat history): replicated
+    over the mesh of the first parameter when it is a committed sharded array (what
+    ``optlib.state_shardings`` gives such leaves), else None (the default placement)."""
+    leaves = jax.tree.leaves(params)
+    return _leaf_sharding(leaves[0], None, scalar=True) if leaves else None
 
 
 def state_leaf(

@@ -21,11 +21,10 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
-from test_sharding import expected_spec, load_example, normalized
+from sharding_layout import example, expected_spec, load_example, normalized
 
 import optlib
 
-example = load_example("sharded_train")
 ZERO1_STEPS = 20
 
 # ZeRO-1 runs that equal the replicated-state run to round-off, not bit for bit:
@@ -113,6 +112,22 @@ def test_flax_train_state_create_keeps_the_moments_sharded(mesh, host_params):
         assert statistics
         for leaf in statistics:
             assert leaf.sharding.is_equivalent_to(param_sh["embed"], 2)
+
+
+def test_lbfgs_eager_init_replicates_its_flat_history_on_the_parameters_mesh(mesh, host_params):
+    """L-BFGS's history is flat (torch concatenates the parameters): eagerly created, it is
+    replicated over the parameters' mesh, as ``state_shardings`` lays it out, not put on one
+    device."""
+    param_sh = example.param_shardings(mesh)
+    params = jax.tree.map(example.put, host_params, param_sh)
+    tx = optlib.lbfgs(history_size=4)
+    state = tx.init(params)["lbfgs"]
+    for field in ("d", "old_dirs", "old_stps", "ro", "prev_flat_grad"):
+        leaf = getattr(state, field)
+        assert isinstance(leaf.sharding, NamedSharding), (field, leaf.sharding)
+        assert leaf.sharding.mesh == mesh and leaf.sharding.is_fully_replicated, field
+    shardings = optlib.state_shardings(tx, host_params, param_sh)["lbfgs"]
+    assert shardings.old_dirs.is_equivalent_to(state.old_dirs.sharding, 2)
 
 
 def test_jitted_init_without_out_shardings_is_no_worse_than_optax(mesh, host_params):

@@ -204,7 +204,42 @@ MEASURED = {
         lambda p: torch.optim.RAdam(p, lr=1e-2),
         lambda d: optlib.radam(1e-2, statistics_dtype=d),
     ),
+    "asgd": (  # averaging from step 21 on; ax does not feed back into the parameters
+        lambda p: torch.optim.ASGD(p, lr=1e-2, t0=20),
+        lambda d: optlib.asgd(1e-2, t0=20, statistics_dtype=d),
+    ),
+    "torch_adafactor": (
+        lambda p: torch.optim.Adafactor(p, lr=1e-2),
+        lambda d: optlib.torch_adafactor(1e-2, statistics_dtype=d),
+    ),
+    "schedule_free_adamw": (
+        lambda p: schedule_free_reference("AdamWScheduleFree", p),
+        lambda d: optlib.schedule_free_adamw(1e-2, statistics_dtype=d),
+    ),
+    "schedule_free_sgd": (
+        lambda p: schedule_free_reference("SGDScheduleFree", p),
+        lambda d: optlib.schedule_free_sgd(1e-2, statistics_dtype=d),
+    ),
+    "schedule_free_radam": (
+        lambda p: schedule_free_reference("RAdamScheduleFree", p),
+        lambda d: optlib.schedule_free_radam(1e-2, statistics_dtype=d),
+    ),
+    "muon": (  # the matrix only (torch's Muon takes 2-D parameters); the bias stays put
+        lambda p: torch.optim.Muon(p[:1], lr=2e-2),
+        lambda d: optlib.param_groups(
+            {"muon": optlib.muon(2e-2, statistics_dtype=d), "frozen": optax.set_to_zero()},
+            lambda params: {"w": "muon", "b": "frozen"},
+        ),
+    ),
 }
+
+
+def schedule_free_reference(name, params):
+    """schedulefree's optimizer in train mode (the parameters are ``y``, as optlib's)."""
+    schedulefree = pytest.importorskip("schedulefree")
+    optimizer = getattr(schedulefree, name)(params, lr=1e-2, foreach=False)
+    optimizer.train()
+    return optimizer
 
 
 @pytest.mark.parametrize("name", list(MEASURED))
@@ -235,3 +270,34 @@ def test_low_precision_distance_to_torch_is_measured(name):
         )
     )
     assert distances["None"][1] <= max(0.5, 2 * distances["float32"][1])
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+def test_lbfgs_keeps_its_flat_history_in_the_parameters_dtype_with_none(dtype):
+    """L-BFGS's state is flat (torch concatenates the parameters), so the table above, which
+    looks for parameter-shaped leaves, does not see it: the (m, n) history, direction and
+    previous gradient are float32 by default and the parameters' dtype with ``None``; a
+    jitted update keeps them there and returns the step in the parameters' dtype."""
+    jax_dtype = DTYPES[dtype][0]
+    params = {"w": jnp.linspace(-1, 1, 6, dtype=jax_dtype), "b": jnp.ones(2, jax_dtype)}
+
+    def objective(p):
+        return sum(jnp.sum(jnp.square(x.astype(jnp.float32) - 0.3)) for x in p.values())
+
+    for option, expected in ((None, jax_dtype), (jnp.float32, jnp.float32)):
+        tx = optlib.lbfgs(0.5, max_iter=3, history_size=2, statistics_dtype=option)
+        state = tx.init(params)
+        lbfgs_state = state["lbfgs"]
+        for field in ("d", "old_dirs", "old_stps", "prev_flat_grad", "ro", "H_diag"):
+            assert getattr(lbfgs_state, field).dtype == expected, (option, field)
+        assert lbfgs_state.old_dirs.shape == (2, 8)
+
+        @jax.jit
+        def step(params, state, tx=tx):
+            value, grads = jax.value_and_grad(objective)(params)
+            return tx.update(grads, state, params, value=value, grad=grads, value_fn=objective)
+
+        updates, new_state = step(params, state)
+        assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
+        assert all(u.dtype == jax_dtype for u in jax.tree.leaves(updates))
+        assert objective(optax.apply_updates(params, updates)) < objective(params)

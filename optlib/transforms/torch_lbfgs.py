@@ -25,6 +25,7 @@ from optlib._numerics import (
 )
 from optlib._numerics import statistics_dtype as statistics_dtype_of
 from optlib._objective import flat_objective
+from optlib._partition import replicated_placement
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import check_int, check_learning_rate, check_non_negative
 from optlib.transforms.learning_rate import learning_rate_at
@@ -446,6 +447,10 @@ def scale_by_torch_lbfgs(
         flat, _ = ravel_pytree(params)
         dtype = statistics_dtype_of(flat.dtype, statistics_dtype)
         n = flat.size
+        device = replicated_placement(params)  # replicated on the parameters' mesh
+
+        def zeros(shape):
+            return jnp.zeros(shape, dtype, device=device)
 
         def counter():  # a buffer of its own for each leaf (donated states)
             return jnp.zeros([], jnp.int32)
@@ -455,16 +460,16 @@ def scale_by_torch_lbfgs(
             learning_rate=learning_rate_at(learning_rate, counter()),
             func_evals=counter(),
             n_iter=counter(),
-            d=jnp.zeros(n, dtype),
-            t=jnp.zeros([], dtype),
-            old_dirs=jnp.zeros((history_size, n), dtype),
-            old_stps=jnp.zeros((history_size, n), dtype),
-            ro=jnp.zeros(history_size, dtype),
+            d=zeros(n),
+            t=zeros([]),
+            old_dirs=zeros((history_size, n)),
+            old_stps=zeros((history_size, n)),
+            ro=zeros(history_size),
             history_start=counter(),
             history_len=counter(),
-            H_diag=jnp.ones([], dtype),
-            prev_flat_grad=jnp.zeros(n, dtype),
-            prev_loss=jnp.zeros([], dtype),
+            H_diag=jnp.ones([], dtype, device=device),
+            prev_flat_grad=zeros(n),
+            prev_loss=zeros([]),
         )
 
     def update_fn(updates, state, params=None, *, value=None, value_fn=None, **extra_args):
