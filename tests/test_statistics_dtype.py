@@ -7,8 +7,11 @@
   (they do not depend on the parameters, so no difference feeds back): Rprop equals torch
   bit for bit (parameters and state), Adagrad's sum and Adamax's infinity norm equal
   torch's bit for bit. The other optimizers are not bit-identical; why, and by how much, is
-  measured in ``test_low_precision_distance_to_torch_is_measured`` and written in the
-  README's deviations section.
+  measured in ``test_low_precision_distance_to_torch_is_measured`` (torch.optim, and
+  schedulefree's optimizers for the schedule-free ones) and written in the README's
+  deviations section.
+* L-BFGS's flat state and the parameter averages (``average_params``, ``asgd_average``)
+  follow the option too.
 """
 
 from __future__ import annotations
@@ -301,3 +304,28 @@ def test_lbfgs_keeps_its_flat_history_in_the_parameters_dtype_with_none(dtype):
         assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
         assert all(u.dtype == jax_dtype for u in jax.tree.leaves(updates))
         assert objective(optax.apply_updates(params, updates)) < objective(params)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+def test_averages_follow_statistics_dtype(dtype):
+    """``average_params`` (a copy of the params at init) and ``asgd_average`` (zeros): the
+    average in float32 by default, in the parameters' dtype with ``None``; an update keeps it
+    there."""
+    jax_dtype = DTYPES[dtype][0]
+    params = {"w": jnp.linspace(-1, 1, 6, dtype=jax_dtype)}
+    updates = {"w": jnp.full(6, 0.25, jax_dtype)}
+    for make in (
+        lambda d: optlib.average_params("ema", decay=0.9, statistics_dtype=d),
+        lambda d: optlib.average_params("swa", statistics_dtype=d),
+        lambda d: optlib.asgd_average(0.0, statistics_dtype=d),
+    ):
+        for option, expected in ((None, jax_dtype), (jnp.float32, jnp.float32)):
+            tx = make(option)
+            state = tx.init(params)
+            assert state.average["w"].dtype == expected
+            _, new_state = jax.jit(tx.update)(updates, state, params)
+            assert new_state.average["w"].dtype == expected
+            model = optax.apply_updates(params, updates)["w"]  # the first step copies it
+            np.testing.assert_array_equal(
+                np.asarray(new_state.average["w"], np.float32), np.asarray(model, np.float32)
+            )
