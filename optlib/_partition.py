@@ -26,6 +26,7 @@ __all__ = [
     "field_rule",
     "full_spec",
     "register_state_partition",
+    "replicated_placement",
     "ruled_state_types",
     "state_leaf",
     "without_axis",
@@ -105,6 +106,14 @@ def _leaf_sharding(param: Any, drop_axis: int | None, scalar: bool) -> Any:
     return None
 
 
+def replicated_placement(params: Any) -> Any:
+    """Where state that belongs to no one parameter goes (L-BFGS's flat history): replicated
+    over the mesh of the first parameter when it is a committed sharded array (what
+    ``optlib.state_shardings`` gives such leaves), else None (the default placement)."""
+    leaves = jax.tree.leaves(params)
+    return _leaf_sharding(leaves[0], None, scalar=True) if leaves else None
+
+
 def state_leaf(
     param: Any,
     fill: Any = 0.0,
@@ -118,7 +127,9 @@ def state_leaf(
     The one place optlib creates per-parameter optimizer state. The leaf has the parameter's
     shape (without ``drop_axis``, or ``()`` for a ``scalar`` placeholder) and the dtype
     ``statistics_dtype(param.dtype, dtype)`` (``dtype`` is the transforms' ``statistics_dtype``
-    option: float32 by default, None for the parameter's dtype). On a concrete committed
+    option: float32 by default, None for the parameter's dtype). ``fill`` is a scalar, or an
+    array of the leaf's shape for state that starts as a copy (an average that starts at the
+    parameters, schedule-free's ``z``). On a concrete committed
     ``jax.Array`` it is created directly with the parameter's sharding (minus the reduced axis,
     replicated for a scalar), as ``jnp.zeros_like`` places a like-shaped array; under ``jit``
     a like-shaped leaf is ``jnp.full_like`` of the parameter (what optax's ``zeros_like``
@@ -126,7 +137,7 @@ def state_leaf(
 
     Args:
       param: the parameter (array, tracer or ``jax.ShapeDtypeStruct``).
-      fill: the initial value.
+      fill: the initial value: a scalar, or an array of the leaf's shape (copied).
       dtype: the ``statistics_dtype`` option (a minimum dtype, or None).
       drop_axis: the axis a reduced statistic averages out (Adafactor's factored moments).
       scalar: a scalar placeholder (replicated).
@@ -143,7 +154,10 @@ def state_leaf(
         shape = tuple(param.shape)
         if drop_axis is not None:
             shape = shape[: drop_axis % len(shape)] + shape[drop_axis % len(shape) + 1 :]
+    sharding = _leaf_sharding(param, drop_axis, scalar)
+    if jnp.ndim(fill):  # a copy (never the caller's buffer: params may be donated)
+        leaf = jnp.array(fill, leaf_dtype)
+        return leaf if sharding is None else jax.device_put(leaf, sharding)
     if isinstance(param, jax.core.Tracer) and drop_axis is None and not scalar:
         return jnp.full_like(param, fill, leaf_dtype)
-    sharding = _leaf_sharding(param, drop_axis, scalar)
     return jnp.full(shape, fill, leaf_dtype, device=sharding)

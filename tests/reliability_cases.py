@@ -73,8 +73,12 @@ def muon_on_matrices(learning_rate=1e-3, **kwargs) -> optax.GradientTransformati
 
     It has ``optlib.muon``'s signature, so that ``optax.inject_hyperparams`` sees the same
     keywords (``ns_steps`` must then be static)."""
+    others = {k: kwargs[k] for k in ("statistics_dtype",) if k in kwargs}  # both groups'
     return optlib.param_groups(
-        {"muon": optlib.muon(learning_rate, **kwargs), "adamw": optlib.adamw(learning_rate)},
+        {
+            "muon": optlib.muon(learning_rate, **kwargs),
+            "adamw": optlib.adamw(learning_rate, **others),
+        },
         lambda params: optlib.decay_labels(params, "muon", "adamw"),
     )
 

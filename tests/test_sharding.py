@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from sharding_cases import example, expected_spec, normalized
+from sharding_layout import example, expected_spec, normalized
 
 import optlib
 

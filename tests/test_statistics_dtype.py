@@ -7,8 +7,11 @@
   (they do not depend on the parameters, so no difference feeds back): Rprop equals torch
   bit for bit (parameters and state), Adagrad's sum and Adamax's infinity norm equal
   torch's bit for bit. The other optimizers are not bit-identical; why, and by how much, is
-  measured in ``test_low_precision_distance_to_torch_is_measured`` and written in the
-  README's deviations section.
+  measured in ``test_low_precision_distance_to_torch_is_measured`` (torch.optim, and
+  schedulefree's optimizers for the schedule-free ones) and written in the README's
+  deviations section.
+* L-BFGS's flat state and the parameter averages (``average_params``, ``asgd_average``)
+  follow the option too.
 """
 
 from __future__ import annotations
@@ -204,7 +207,42 @@ MEASURED = {
         lambda p: torch.optim.RAdam(p, lr=1e-2),
         lambda d: optlib.radam(1e-2, statistics_dtype=d),
     ),
+    "asgd": (  # averaging from step 21 on; ax does not feed back into the parameters
+        lambda p: torch.optim.ASGD(p, lr=1e-2, t0=20),
+        lambda d: optlib.asgd(1e-2, t0=20, statistics_dtype=d),
+    ),
+    "torch_adafactor": (
+        lambda p: torch.optim.Adafactor(p, lr=1e-2),
+        lambda d: optlib.torch_adafactor(1e-2, statistics_dtype=d),
+    ),
+    "schedule_free_adamw": (
+        lambda p: schedule_free_reference("AdamWScheduleFree", p),
+        lambda d: optlib.schedule_free_adamw(1e-2, statistics_dtype=d),
+    ),
+    "schedule_free_sgd": (
+        lambda p: schedule_free_reference("SGDScheduleFree", p),
+        lambda d: optlib.schedule_free_sgd(1e-2, statistics_dtype=d),
+    ),
+    "schedule_free_radam": (
+        lambda p: schedule_free_reference("RAdamScheduleFree", p),
+        lambda d: optlib.schedule_free_radam(1e-2, statistics_dtype=d),
+    ),
+    "muon": (  # the matrix only (torch's Muon takes 2-D parameters); the bias stays put
+        lambda p: torch.optim.Muon(p[:1], lr=2e-2),
+        lambda d: optlib.param_groups(
+            {"muon": optlib.muon(2e-2, statistics_dtype=d), "frozen": optax.set_to_zero()},
+            lambda params: {"w": "muon", "b": "frozen"},
+        ),
+    ),
 }
+
+
+def schedule_free_reference(name, params):
+    """schedulefree's optimizer in train mode (the parameters are ``y``, as optlib's)."""
+    schedulefree = pytest.importorskip("schedulefree")
+    optimizer = getattr(schedulefree, name)(params, lr=1e-2, foreach=False)
+    optimizer.train()
+    return optimizer
 
 
 @pytest.mark.parametrize("name", list(MEASURED))
@@ -235,3 +273,59 @@ def test_low_precision_distance_to_torch_is_measured(name):
         )
     )
     assert distances["None"][1] <= max(0.5, 2 * distances["float32"][1])
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+def test_lbfgs_keeps_its_flat_history_in_the_parameters_dtype_with_none(dtype):
+    """L-BFGS's state is flat (torch concatenates the parameters), so the table above, which
+    looks for parameter-shaped leaves, does not see it: the (m, n) history, direction and
+    previous gradient are float32 by default and the parameters' dtype with ``None``; a
+    jitted update keeps them there and returns the step in the parameters' dtype."""
+    jax_dtype = DTYPES[dtype][0]
+    params = {"w": jnp.linspace(-1, 1, 6, dtype=jax_dtype), "b": jnp.ones(2, jax_dtype)}
+
+    def objective(p):
+        return sum(jnp.sum(jnp.square(x.astype(jnp.float32) - 0.3)) for x in p.values())
+
+    for option, expected in ((None, jax_dtype), (jnp.float32, jnp.float32)):
+        tx = optlib.lbfgs(0.5, max_iter=3, history_size=2, statistics_dtype=option)
+        state = tx.init(params)
+        lbfgs_state = state["lbfgs"]
+        for field in ("d", "old_dirs", "old_stps", "prev_flat_grad", "ro", "H_diag"):
+            assert getattr(lbfgs_state, field).dtype == expected, (option, field)
+        assert lbfgs_state.old_dirs.shape == (2, 8)
+
+        @jax.jit
+        def step(params, state, tx=tx):
+            value, grads = jax.value_and_grad(objective)(params)
+            return tx.update(grads, state, params, value=value, grad=grads, value_fn=objective)
+
+        updates, new_state = step(params, state)
+        assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
+        assert all(u.dtype == jax_dtype for u in jax.tree.leaves(updates))
+        assert objective(optax.apply_updates(params, updates)) < objective(params)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+def test_averages_follow_statistics_dtype(dtype):
+    """``average_params`` (a copy of the params at init) and ``asgd_average`` (zeros): the
+    average in float32 by default, in the parameters' dtype with ``None``; an update keeps it
+    there."""
+    jax_dtype = DTYPES[dtype][0]
+    params = {"w": jnp.linspace(-1, 1, 6, dtype=jax_dtype)}
+    updates = {"w": jnp.full(6, 0.25, jax_dtype)}
+    for make in (
+        lambda d: optlib.average_params("ema", decay=0.9, statistics_dtype=d),
+        lambda d: optlib.average_params("swa", statistics_dtype=d),
+        lambda d: optlib.asgd_average(0.0, statistics_dtype=d),
+    ):
+        for option, expected in ((None, jax_dtype), (jnp.float32, jnp.float32)):
+            tx = make(option)
+            state = tx.init(params)
+            assert state.average["w"].dtype == expected
+            _, new_state = jax.jit(tx.update)(updates, state, params)
+            assert new_state.average["w"].dtype == expected
+            model = optax.apply_updates(params, updates)["w"]  # the first step copies it
+            np.testing.assert_array_equal(
+                np.asarray(new_state.average["w"], np.float32), np.asarray(model, np.float32)
+            )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib.optimizers._links import named_chain, reject_momentum_schedule
 from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.torch_lbfgs import scale_by_torch_lbfgs
@@ -19,6 +22,8 @@ def lbfgs(
     tolerance_change: float = 1e-9,
     history_size: int = 100,
     line_search_fn: str | None = None,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformationExtraArgs:
     r"""L-BFGS with torch's inner loop: torch.optim.LBFGS, ``learning_rate`` for ``lr``.
 
@@ -51,6 +56,10 @@ def lbfgs(
       tolerance_change: termination tolerance on function value / parameter changes.
       history_size: update history size.
       line_search_fn: ``None`` (fixed step) or ``"strong_wolfe"``.
+      statistics_dtype: dtype of the optimizer's state, at least this wide (default float32:
+        bf16/fp16 parameters get a float32 history); None keeps the parameters' dtype, as
+        torch does (computed in float32 and rounded once per update, see
+        ``optlib.scale_by_torch_lbfgs``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call
@@ -75,6 +84,7 @@ def lbfgs(
                 tolerance_change=tolerance_change,
                 history_size=history_size,
                 line_search_fn=line_search_fn,
+                statistics_dtype=statistics_dtype,
             ),
         ),
         complex_unsupported=(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib.optimizers._links import learning_rate_link, momentum_from, named_chain
 from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.moments import trace_ema_momentum
@@ -28,6 +31,7 @@ def muon(
     adjust_lr_fn: str | None = None,
     *,
     ns_dtype="bfloat16",
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Muon (torch.optim.Muon), for 2-D parameters (the hidden layers' matrices).
 
@@ -46,10 +50,10 @@ def muon(
     torch's operations rounded once; see ``optlib.newton_schulz``); ``ns_dtype="float32"``
     or ``"float64"`` runs it more exactly. A ``MomentumSchedule`` ``learning_rate`` drives
     ``momentum`` (torch's ``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True`` set
-    Muon's ``momentum``). The momentum buffer is float32 or wider (torch's has the
-    parameter's dtype; for bf16 parameters with ``nesterov=False`` torch 2.13 also
-    normalises that buffer in place, since ``grad.bfloat16()`` returns the buffer itself,
-    which is not reproduced).
+    Muon's ``momentum``). The momentum buffer is float32 or wider by default
+    (``statistics_dtype``; torch's has the parameter's dtype, which ``statistics_dtype=None``
+    keeps; for bf16 parameters with ``nesterov=False`` torch 2.13 also normalises that buffer
+    in place, since ``grad.bfloat16()`` returns the buffer itself, which is not reproduced).
 
     Every leaf must be 2-D, as in torch: give biases, norms, embeddings and the output head
     to another optimizer with ``optlib.param_groups`` (see the README's recipe).
@@ -71,6 +75,9 @@ def muon(
       adjust_lr_fn: ``None`` / ``"original"`` or ``"match_rms_adamw"``.
       ns_dtype: dtype of the Newton–Schulz iteration (``"bfloat16"`` as torch; ``None``: the
         updates' dtype).
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -80,7 +87,14 @@ def muon(
         torch's "Muon only supports 2D parameters ..." for a leaf that is not 2-D.
     """
     return named_chain(
-        ("momentum", trace_ema_momentum(momentum_from(learning_rate, momentum), nesterov)),
+        (
+            "momentum",
+            trace_ema_momentum(
+                momentum_from(learning_rate, momentum),
+                nesterov,
+                statistics_dtype=statistics_dtype,
+            ),
+        ),
         ("newton_schulz", scale_by_newton_schulz(ns_coefficients, ns_steps, eps, ns_dtype)),
         ("adjust_lr", scale_by_shape(adjust_lr_fn)),
         ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay)),

@@ -41,9 +41,12 @@ RAdam's rectification is the exact value, where the reference's own formula is o
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib._validation import check_bool, check_interval, check_learning_rate, check_real
 from optlib.optimizers._links import momentum_from, named_chain
 from optlib.transforms.learning_rate import LearningRate, learning_rate_at
@@ -89,6 +92,8 @@ def schedule_free_adamw(
     warmup_steps: int = 0,
     r: float = 0.0,
     weight_lr_power: float = 2.0,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Schedule-Free AdamW (schedulefree.AdamWScheduleFree; HF Trainer ``schedule_free_adamw``).
 
@@ -113,6 +118,9 @@ def schedule_free_adamw(
       warmup_steps: linear warm-up length (>= 0).
       r: polynomial weighting power of the average.
       weight_lr_power: power of the largest lr so far in the averaging weights (>= 0).
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as the reference does.
 
     Returns:
       An ``optax.GradientTransformation``; its ``update`` needs ``params``.
@@ -123,7 +131,7 @@ def schedule_free_adamw(
     learning_rate = _check_rate(learning_rate, "schedule_free_adamw")
     beta1, beta2 = _beta1(learning_rate, betas)
     return named_chain(
-        ("second_moment", scale_by_second_moment(beta2, eps)),
+        ("second_moment", scale_by_second_moment(beta2, eps, statistics_dtype=statistics_dtype)),
         ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay)),
         (
             "schedule_free",
@@ -133,6 +141,7 @@ def schedule_free_adamw(
                 warmup_steps=warmup_steps,
                 r=r,
                 weight_lr_power=weight_lr_power,
+                statistics_dtype=statistics_dtype,
             ),
         ),
         complex_unsupported=_SQUARES_COMPLEX,
@@ -146,6 +155,8 @@ def schedule_free_sgd(
     warmup_steps: int = 0,
     r: float = 0.0,
     weight_lr_power: float = 2.0,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Schedule-Free SGD (schedulefree.SGDScheduleFree; HF Trainer ``schedule_free_sgd``).
 
@@ -166,6 +177,9 @@ def schedule_free_sgd(
       warmup_steps: linear warm-up length (>= 0).
       r: polynomial weighting power of the average.
       weight_lr_power: power of the largest lr so far in the averaging weights (>= 0).
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as the reference does.
 
     Returns:
       An ``optax.GradientTransformation``; its ``update`` needs ``params``.
@@ -188,6 +202,7 @@ def schedule_free_sgd(
                 warmup_steps=warmup_steps,
                 r=r,
                 weight_lr_power=weight_lr_power,
+                statistics_dtype=statistics_dtype,
             ),
         ),
     )
@@ -212,6 +227,8 @@ def schedule_free_radam(
     r: float = 0.0,
     weight_lr_power: float = 2.0,
     silent_sgd_phase: bool = True,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Schedule-Free RAdam (schedulefree.RAdamScheduleFree; HF Trainer ``schedule_free_radam``).
 
@@ -235,6 +252,9 @@ def schedule_free_radam(
       r: polynomial weighting power of the average.
       weight_lr_power: power of the largest lr so far in the averaging weights (>= 0).
       silent_sgd_phase: no parameter change while ``rho_t <= 4`` (else plain SGD steps).
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as the reference does.
 
     Returns:
       An ``optax.GradientTransformation``; its ``update`` needs ``params``.
@@ -246,7 +266,10 @@ def schedule_free_radam(
     beta1, beta2 = _beta1(learning_rate, betas)
     silent_sgd_phase = check_bool("silent_sgd_phase", silent_sgd_phase)
     return named_chain(
-        ("second_moment", scale_by_second_moment(beta2, eps, rectify=True)),
+        (
+            "second_moment",
+            scale_by_second_moment(beta2, eps, rectify=True, statistics_dtype=statistics_dtype),
+        ),
         ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay)),
         (
             "schedule_free",
@@ -255,6 +278,7 @@ def schedule_free_radam(
                 beta1,
                 r=r,
                 weight_lr_power=weight_lr_power,
+                statistics_dtype=statistics_dtype,
             ),
         ),
         complex_unsupported=_SQUARES_COMPLEX,

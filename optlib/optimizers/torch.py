@@ -547,6 +547,7 @@ def asgd(
     weight_decay: float = 0.0,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Averaged stochastic gradient descent (torch.optim.ASGD).
 
@@ -573,6 +574,9 @@ def asgd(
       t0: the step at which averaging starts.
       weight_decay: coupled L2 penalty (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -588,5 +592,5 @@ def asgd(
         ("weight_decay", add_weight_decay(weight_decay)),
         ("lambd", add_weight_decay(lambd)),
         ("asgd", scale_by_asgd_step_size(learning_rate, lambd, alpha)),
-        ("average", asgd_average(t0)),
+        ("average", asgd_average(t0, statistics_dtype=statistics_dtype)),
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import optax
 
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib._validation import check_non_negative, check_real
 from optlib.optimizers._links import maximize_link, named_chain, reject_momentum_schedule
 from optlib.transforms.factored import (
@@ -53,6 +55,7 @@ def torch_adafactor(
     weight_decay: float = 0.0,
     *,
     maximize: bool = False,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Adafactor with torch's semantics (torch.optim.Adafactor).
 
@@ -79,6 +82,9 @@ def torch_adafactor(
       d: clipping threshold of the update's RMS (>= 1).
       weight_decay: decoupled weight decay coefficient (>= 0).
       maximize: maximize the objective instead of minimizing.
+      statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
+        float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
+        dtype, as torch does.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -93,7 +99,10 @@ def torch_adafactor(
     check_non_negative("weight_decay", weight_decay)
     return named_chain(
         maximize_link(maximize),
-        ("factored_rms", scale_by_torch_factored_rms(beta2_decay, eps1)),
+        (
+            "factored_rms",
+            scale_by_torch_factored_rms(beta2_decay, eps1, statistics_dtype=statistics_dtype),
+        ),
         ("clip", clip_by_update_rms(d)),
         ("param_scale", scale_by_param_rms(eps2, report_scale=False)),
         ("learning_rate", scale_by_capped_relative_step(learning_rate, weight_decay)),

@@ -13,10 +13,13 @@ averaging rule, and the first averaged step copies the parameters (as torch does
 * ``average_params("ema", decay=d)``: ``w = 1 - d`` (``get_ema_multi_avg_fn(d)``);
 * ``asgd_average(t0)``: torch.optim.ASGD's ``ax`` with ``mu_t = 1 / max(1, t - t0)``.
 
-The average is kept in ``optlib._numerics.statistics_dtype`` of each parameter: the
-parameter's dtype for float32 / float64 (as torch keeps it: ``AveragedModel`` deep-copies
-the model, ASGD's ``ax`` is ``zeros_like(p)``), float32 for bf16 / fp16 parameters (an
-average over many steps in bf16 would round most of each new term away).
+The average is kept in the ``statistics_dtype`` option's dtype (float32 or wider by default:
+the parameter's dtype for float32 / float64, as torch keeps it -- ``AveragedModel``
+deep-copies the model, ASGD's ``ax`` is ``zeros_like(p)`` -- and float32 for bf16 / fp16
+parameters, since an average over many steps in bf16 rounds most of each new term away);
+``statistics_dtype=None`` keeps it in the parameters' dtype, as torch does for bf16 / fp16
+models (computed in float32 and rounded once per step). It is created laid out like its
+parameter (``optlib._partition.state_leaf``).
 """
 
 from __future__ import annotations
@@ -28,11 +31,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optlib._numerics import as_float, cast, safe_increment, statistics_dtype
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    as_float,
+    cast,
+    check_statistics_dtype,
+    safe_increment,
+)
+from optlib._partition import state_leaf
 from optlib._state_tree import find_states
 from optlib._validation import check_choice, check_int, check_real
 from optlib.transforms.learning_rate import LearningRate, learning_rate_tracker
-from optlib.transforms.moments import lerp
+from optlib.transforms.moments import lerp, map_statistics
 
 __all__ = [
     "AverageParamsState",
@@ -90,28 +100,26 @@ def _running_average(
         first = copies(step, state.n_averaged)
         w = weight(step, state.n_averaged)
 
-        def leaf(average, param, update):
-            model = optax.apply_updates(param, update).astype(average.dtype)
+        def leaf(model, average):
+            model = model.astype(average.dtype)
             new = jnp.where(first, model, blend(average, model, w.astype(average.dtype)))
-            return jnp.where(now, new, average)
+            return (jnp.where(now, new, average),)
 
-        average = jax.tree.map(leaf, state.average, params, updates)
+        models = optax.apply_updates(params, updates)  # the model, in the parameters' dtype
+        (average,) = map_statistics(leaf, models, state.average)
         n_averaged = jnp.where(now, safe_increment(state.n_averaged), state.n_averaged)
         return updates, AverageParamsState(step, n_averaged, average)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _like_in_statistics_dtype(param: jax.Array) -> jax.Array:
-    return jnp.asarray(param, statistics_dtype(param.dtype))
-
-
-def _zeros_in_statistics_dtype(param: jax.Array) -> jax.Array:
-    return jnp.zeros(param.shape, statistics_dtype(param.dtype))
-
-
 def average_params(
-    avg_fn: str = "swa", *, decay: float = 0.999, start_step: int = 0, every_n_steps: int = 1
+    avg_fn: str = "swa",
+    *,
+    decay: float = 0.999,
+    start_step: int = 0,
+    every_n_steps: int = 1,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Keeps a running average of the parameters (torch.optim.swa_utils.AveragedModel).
 
@@ -138,6 +146,8 @@ def average_params(
       decay: the EMA decay, in [0, 1] (``"ema"`` only; torch's default 0.999).
       start_step: updates before the averaging starts (>= 0).
       every_n_steps: average every this many updates (>= 1).
+      statistics_dtype: dtype of the average (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``AverageParamsState``; needs ``params``.
@@ -147,6 +157,7 @@ def average_params(
         value"), a negative ``start_step`` or ``every_n_steps < 1``; TypeError for
         non-integer steps.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     check_choice("avg_fn", avg_fn, ("swa", "ema"))
     decay = check_real("decay", decay)
     if not isinstance(decay, jax.core.Tracer) and not 0.0 <= decay <= 1.0:
@@ -166,7 +177,7 @@ def average_params(
     else:
         weight = lambda step, n: as_float(1 - decay)
     return _running_average(
-        _like_in_statistics_dtype,
+        lambda param: state_leaf(param, param, statistics_dtype),  # AveragedModel's copy
         averages_now,
         weight,
         copies=lambda step, n: n == 0,
@@ -174,7 +185,9 @@ def average_params(
     )
 
 
-def asgd_average(t0: float = 1e6) -> optax.GradientTransformation:
+def asgd_average(
+    t0: float = 1e6, *, statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE
+) -> optax.GradientTransformation:
     """torch.optim.ASGD's averaged parameters ``ax``, updated after every step.
 
     After update ``t`` (1-based), with ``p_t = params + updates``::
@@ -188,10 +201,13 @@ def asgd_average(t0: float = 1e6) -> optax.GradientTransformation:
 
     Args:
       t0: the step at which the averaging starts (torch's ``t0``).
+      statistics_dtype: dtype of ``ax`` (at least this wide; None: the parameters' dtype,
+        as torch).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``AverageParamsState``; needs ``params``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     t0 = check_real("t0", t0)
 
     def weight(step, n):
@@ -199,7 +215,7 @@ def asgd_average(t0: float = 1e6) -> optax.GradientTransformation:
         return 1 / jnp.maximum(1, as_float(step) - 1 - t0)
 
     return _running_average(
-        _zeros_in_statistics_dtype,
+        lambda param: state_leaf(param, 0.0, statistics_dtype),
         averages_now=lambda step: jnp.ones([], bool),
         weight=weight,
         copies=lambda step, n: weight(step, n) == 1,

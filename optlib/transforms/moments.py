@@ -73,23 +73,28 @@ def compute_dtype(dtype) -> jnp.dtype:
     return statistics_dtype_of(dtype)
 
 
-def map_statistics(fn: Callable[..., tuple], updates: Any, *statistics: Any) -> tuple:
+def map_statistics(
+    fn: Callable[..., tuple], updates: Any, *statistics: Any, inputs: Sequence[Any] = ()
+) -> tuple:
     """``map_leaves`` for a transform's step on per-parameter statistics.
 
-    ``fn(g, *stats)`` sees each statistic in its ``compute_dtype`` (float32 or wider) and
-    returns ``(*outputs, *new_stats)``, the new statistics last, in the order of
+    ``fn(g, *input_leaves, *stats)`` sees each statistic in its ``compute_dtype`` (float32 or
+    wider) and returns ``(*outputs, *new_stats)``, the new statistics last, in the order of
     ``statistics``; they are stored back in the dtype each statistic is kept in (the
     ``statistics_dtype`` option: a no-op for float32 statistics, one rounding per step for
-    bf16/fp16 ones under ``statistics_dtype=None``).
+    bf16/fp16 ones under ``statistics_dtype=None``). ``inputs`` are further trees like
+    ``updates`` (e.g. the params) passed as they are.
     """
     count = len(statistics)
+    given = len(inputs)
 
-    def step(g, *stats):
-        outputs = fn(g, *(cast(s, compute_dtype(s.dtype)) for s in stats))
+    def step(g, *rest):
+        others, stats = rest[:given], rest[given:]
+        outputs = fn(g, *others, *(cast(s, compute_dtype(s.dtype)) for s in stats))
         head, new = outputs[: len(outputs) - count], outputs[len(outputs) - count :]
         return tuple(head) + tuple(cast(n, s.dtype) for n, s in zip(new, stats))
 
-    return map_leaves(step, updates, *statistics)
+    return map_leaves(step, updates, *inputs, *statistics)
 
 
 def _arity(fn: Callable[..., tuple], rest: tuple) -> int:
@@ -632,7 +637,10 @@ class TraceEmaMomentumState(NamedTuple):
 
 
 def trace_ema_momentum(
-    momentum: float | optax.Schedule = 0.95, nesterov: bool = True
+    momentum: float | optax.Schedule = 0.95,
+    nesterov: bool = True,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """torch.optim.Muon's momentum: an exponential moving average of the gradients.
 
@@ -651,6 +659,8 @@ def trace_ema_momentum(
       momentum: momentum factor in [0, 1), or a schedule of the update count (a
         ``MomentumSchedule``'s ``.momentum``, torch's ``cycle_momentum``).
       nesterov: return the Nesterov look-ahead ``lerp(g_t, B_t, mu)`` instead of ``B_t``.
+      statistics_dtype: dtype of the buffer (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformation``; updates keep the gradients' dtype.
@@ -659,12 +669,14 @@ def trace_ema_momentum(
       ValueError: ``momentum`` outside [0, 1) (torch only rejects a negative one; at 1 the
         average never moves and at > 1 it diverges).
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     if not callable(momentum):
         momentum = check_interval("momentum", momentum, 0.0, 1.0, high_closed=False)
     nesterov = check_bool("nesterov", nesterov)
 
     def init_fn(params):
-        return TraceEmaMomentumState(jnp.zeros([], jnp.int32), statistics_like(params))
+        buffer = statistics_like(params, 0.0, statistics_dtype)
+        return TraceEmaMomentumState(jnp.zeros([], jnp.int32), buffer)
 
     def update_fn(updates, state, params=None):
         del params
@@ -685,7 +697,7 @@ def trace_ema_momentum(
                 u = buf
             return cast(u, g.dtype), buf
 
-        updates, buffer = map_leaves(leaf, updates, state.momentum_buffer)
+        updates, buffer = map_statistics(leaf, updates, state.momentum_buffer)
         return updates, TraceEmaMomentumState(safe_increment(state.count), buffer)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -27,12 +27,14 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
     as_float,
     cast,
+    check_statistics_dtype,
     safe_increment,
-    statistics_dtype,
     update_number,
 )
+from optlib._partition import state_leaf
 from optlib._state_tree import find_states, register_learning_rate_state
 from optlib._validation import (
     check_bool,
@@ -43,7 +45,7 @@ from optlib._validation import (
     check_real,
 )
 from optlib.transforms.learning_rate import learning_rate_at
-from optlib.transforms.moments import map_leaves
+from optlib.transforms.moments import map_statistics, statistics_like
 
 __all__ = [
     "ScaleBySecondMomentState",
@@ -143,7 +145,11 @@ class ScaleBySecondMomentState(NamedTuple):
 
 
 def scale_by_second_moment(
-    beta2: float = 0.999, eps: float = 1e-8, rectify: bool = False
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    rectify: bool = False,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Divides by Adam's bias-corrected RMS, without a first moment.
 
@@ -161,16 +167,19 @@ def scale_by_second_moment(
       beta2: decay of the second moment, in [0, 1).
       eps: added to the denominator, outside the square root (>= 0).
       rectify: RAdam's rule: leave the gradient unscaled while ``rho_t <= 4``.
+      statistics_dtype: dtype of the second moment (at least this wide; None: the
+        parameters' dtype, as the reference).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta2 = check_interval("beta2", beta2, 0.0, 1.0, high_closed=False)
     eps = check_non_negative("eps", eps)
     rectify = check_bool("rectify", rectify)
 
     def init_fn(params):
-        sq = jax.tree.map(lambda p: jnp.zeros(p.shape, statistics_dtype(p.dtype)), params)
+        sq = statistics_like(params, 0.0, statistics_dtype)
         return ScaleBySecondMomentState(jnp.zeros([], jnp.int32), sq)
 
     def update_fn(updates, state, params=None):
@@ -188,7 +197,7 @@ def scale_by_second_moment(
                 u = jnp.where(adaptive, u, g32)
             return cast(u, g.dtype), exp_avg_sq
 
-        updates, exp_avg_sq = map_leaves(leaf, updates, state.exp_avg_sq)
+        updates, exp_avg_sq = map_statistics(leaf, updates, state.exp_avg_sq)
         return updates, ScaleBySecondMomentState(safe_increment(state.count), exp_avg_sq)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -240,6 +249,7 @@ def apply_schedule_free(
     warmup_steps: int = 0,
     r: float = 0.0,
     weight_lr_power: float = 2.0,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """The schedule-free step of the ``schedulefree`` package, on updates ``u`` taken at ``y``.
 
@@ -269,10 +279,13 @@ def apply_schedule_free(
       warmup_steps: length of the reference's linear warm-up (>= 0; 0: none).
       r: power of the polynomial weighting ``(k + 1)**r`` of the average.
       weight_lr_power: power of ``lr_max`` in the averaging weights (>= 0; 0: unweighted).
+      statistics_dtype: dtype of ``z`` (at least this wide; None: the parameters' dtype, as
+        the reference).
 
     Returns:
       An ``optax.GradientTransformation`` that needs ``params`` (``y``) in ``update``.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     check_learning_rate(learning_rate)
     if not callable(beta1):
         beta1 = check_interval("beta1", beta1, 0.0, 1.0, low_closed=False)
@@ -283,7 +296,7 @@ def apply_schedule_free(
 
     def init_fn(params):
         count = jnp.zeros([], jnp.int32)
-        z = jax.tree.map(lambda p: jnp.array(p, statistics_dtype(p.dtype)), params)
+        z = jax.tree.map(lambda p: state_leaf(p, p, statistics_dtype), params)  # a copy
         return ScheduleFreeState(
             count=count,
             learning_rate=learning_rate_at(rate, count),
@@ -312,7 +325,7 @@ def apply_schedule_free(
             delta = cast(ckp1, dtype) * (z - y32) + cast(y_step, dtype) * u32
             return cast(delta, y.dtype), z - cast(lr, dtype) * u32
 
-        updates, z = map_leaves(leaf, updates, params, state.z)
+        updates, z = map_statistics(leaf, updates, state.z, inputs=(params,))
         new_count = safe_increment(count)
         new_state = ScheduleFreeState(
             count=new_count,

@@ -17,8 +17,15 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from optlib._numerics import safe_increment, statistics_dtype
+from optlib._numerics import (
+    DEFAULT_STATISTICS_DTYPE,
+    cast,
+    check_statistics_dtype,
+    safe_increment,
+)
+from optlib._numerics import statistics_dtype as statistics_dtype_of
 from optlib._objective import flat_objective
+from optlib._partition import replicated_placement
 from optlib._state_tree import register_learning_rate_state
 from optlib._validation import check_int, check_learning_rate, check_non_negative
 from optlib.transforms.learning_rate import learning_rate_at
@@ -42,7 +49,8 @@ class ScaleByTorchLbfgsState(NamedTuple):
     """State of ``scale_by_torch_lbfgs``: what torch keeps in ``optimizer.state`` between steps.
 
     ``n`` is the number of parameters, ``m`` the ``history_size``. Floating leaves are in
-    float32 for bf16/fp16 parameters, else in the parameters' dtype.
+    the ``statistics_dtype`` of the (concatenated) parameters: by default float32 for
+    bf16/fp16 parameters, else the parameters' dtype.
 
     Attributes:
       count: int32 number of ``update`` calls (torch ``step`` calls; saturates).
@@ -360,6 +368,8 @@ def scale_by_torch_lbfgs(
     tolerance_change: float = 1e-9,
     history_size: int = 100,
     line_search_fn: str | None = None,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformationExtraArgs:
     r"""One torch.optim.LBFGS ``step(closure)`` per ``update``; returns ``new_params - params``.
 
@@ -396,7 +406,14 @@ def scale_by_torch_lbfgs(
 
     bf16/fp16 parameters: the iterate, history and line search are float32 (torch would
     compute in the parameters' dtype) and the objective is evaluated at float32 copies; the
-    update is returned in the parameters' dtype.
+    update is returned in the parameters' dtype. ``statistics_dtype=None`` stores the state
+    (the ``(m, n)`` history above all) in the parameters' dtype as torch does, half the
+    memory for bf16; each update still computes in float32 and rounds the new state once,
+    so it is not torch's bf16 run, which rounds every operation of the recursion and the
+    line search (and the iterate after each inner iteration).
+
+    The state is flat (torch concatenates its parameters), not a tree like the parameters:
+    ``optlib.state_shardings`` replicates it.
 
     Args:
       learning_rate: torch's ``lr``, a float or a schedule of the update count (torch reads
@@ -408,6 +425,8 @@ def scale_by_torch_lbfgs(
       tolerance_change: termination tolerance on function value / parameter changes (>= 0).
       history_size: number of ``(s, y)`` pairs kept (>= 1).
       line_search_fn: ``None`` or ``"strong_wolfe"``.
+      statistics_dtype: dtype of the state (at least this wide; None: the parameters'
+        dtype, as torch).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -415,6 +434,7 @@ def scale_by_torch_lbfgs(
     Raises:
       ValueError / TypeError: for an invalid argument, naming it.
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     check_learning_rate(learning_rate)
     max_iter = check_int("max_iter", max_iter, minimum=1)
     max_eval = max_iter * 5 // 4 if max_eval is None else check_int("max_eval", max_eval, minimum=1)
@@ -425,8 +445,12 @@ def scale_by_torch_lbfgs(
 
     def init_fn(params):
         flat, _ = ravel_pytree(params)
-        dtype = statistics_dtype(flat.dtype)
+        dtype = statistics_dtype_of(flat.dtype, statistics_dtype)
         n = flat.size
+        device = replicated_placement(params)  # replicated on the parameters' mesh
+
+        def zeros(shape):
+            return jnp.zeros(shape, dtype, device=device)
 
         def counter():  # a buffer of its own for each leaf (donated states)
             return jnp.zeros([], jnp.int32)
@@ -436,16 +460,16 @@ def scale_by_torch_lbfgs(
             learning_rate=learning_rate_at(learning_rate, counter()),
             func_evals=counter(),
             n_iter=counter(),
-            d=jnp.zeros(n, dtype),
-            t=jnp.zeros([], dtype),
-            old_dirs=jnp.zeros((history_size, n), dtype),
-            old_stps=jnp.zeros((history_size, n), dtype),
-            ro=jnp.zeros(history_size, dtype),
+            d=zeros(n),
+            t=zeros([]),
+            old_dirs=zeros((history_size, n)),
+            old_stps=zeros((history_size, n)),
+            ro=zeros(history_size),
             history_start=counter(),
             history_len=counter(),
-            H_diag=jnp.ones([], dtype),
-            prev_flat_grad=jnp.zeros(n, dtype),
-            prev_loss=jnp.zeros([], dtype),
+            H_diag=jnp.ones([], dtype, device=device),
+            prev_flat_grad=zeros(n),
+            prev_loss=zeros([]),
         )
 
     def update_fn(updates, state, params=None, *, value=None, value_fn=None, **extra_args):
@@ -453,7 +477,11 @@ def scale_by_torch_lbfgs(
         objective, flat_params, unravel = flat_objective(
             value_fn, params, extra_args, "scale_by_torch_lbfgs"
         )
-        dtype = state.d.dtype
+        stored = state
+        dtype = statistics_dtype_of(state.d.dtype)  # computed in float32 or wider
+        state = jax.tree.map(
+            lambda x: cast(x, dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state
+        )
         x0 = flat_params.astype(dtype)
 
         def value_and_grad(x):
@@ -575,6 +603,7 @@ def scale_by_torch_lbfgs(
             prev_flat_grad=end.prev_flat_grad,
             prev_loss=end.prev_loss,
         )
+        new_state = jax.tree.map(lambda new, old: cast(new, old.dtype), new_state, stored)
         step = unravel(end.x - x0)
         step = jax.tree.map(lambda u, p: u.astype(p.dtype), step, params)
         return step, new_state

@@ -1,5 +1,8 @@
-"""The sharded-training example and the layout every state leaf should have on its mesh
-(shared by tests/test_sharding.py and tests/test_state_sharding.py)."""
+"""The sharded-training example and the state layout the sharding tests expect of it.
+
+Shared by ``test_sharding.py`` and ``test_state_sharding.py``: the example module (loaded
+once), each parameter's expected partition specs, and which spec a state leaf should have.
+"""
 
 from __future__ import annotations
 
