@@ -245,5 +245,7 @@ def test_bad_arguments_raise_naming_the_parameter(kwargs, parameter):
 def test_a_momentum_cycling_rate_is_accepted_and_injected_ns_steps_is_explained():
     optlib.muon(optlib.one_cycle_lr(max_lr=0.02, total_steps=10)).init({"w": jnp.ones((2, 2))})
     injected = optax.inject_hyperparams(optlib.muon)(learning_rate=0.02)
+    params = {"w": jnp.ones((2, 2))}
+    state = injected.init(params)  # a concrete ns_steps array is an integer like any other
     with pytest.raises(TypeError, match="static_args=\\('ns_steps',\\)"):
-        injected.init({"w": jnp.ones((2, 2))})
+        jax.jit(injected.update)(params, state, params)  # traced: it sets the loop length

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import cast, statistics_dtype
-from optlib._validation import check_choice, check_int, check_non_negative, check_real
+from optlib._validation import check_choice, check_int, check_non_negative, check_real, is_traced
 
 __all__ = [
     "ADJUST_LR_FNS",
@@ -49,9 +49,9 @@ def _check_ns_coefficients(ns_coefficients) -> tuple[float, float, float]:
 
 def _check_ns_steps(ns_steps) -> int:
     """An integer in [1, 100) (torch: "Number of steps must be less than 100")."""
-    if isinstance(ns_steps, jax.Array):
+    if is_traced(ns_steps):
         raise TypeError(
-            f"ns_steps must be a Python int (it sets how many products are traced), got "
+            f"ns_steps must be a concrete integer (it sets how many products are traced), got "
             f"{ns_steps!r}; with optax.inject_hyperparams pass static_args=('ns_steps',)"
         )
     ns_steps = check_int("ns_steps", ns_steps, minimum=1)
