@@ -17,6 +17,11 @@ per-parameter key, and which links count torch's ``step``. The rest is generic:
   learning-rate link, a cycled momentum) counts scheduler steps, torch's ``last_epoch``
   (torch's ``step`` when no scheduler state is given), so that a schedule of optax's count
   continues where torch's scheduler stopped;
+* L-BFGS: torch.optim.LBFGS keeps one record for all parameters (``d``, ``t``, the history
+  lists ``old_dirs`` / ``old_stps`` / ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``,
+  ``n_iter``, ``func_evals``), its vectors over the parameters in torch's order; optlib's
+  ``scale_by_torch_lbfgs`` state holds them over ``ravel_pytree``'s order (layouts applied),
+  the history in a ring buffer, and counts scheduler steps in ``count``;
 * learning rates: a step schedule's state takes torch's current ``group['lr']`` (and is
   checked against what ``tx``'s schedule gives at ``last_epoch``), ReduceLROnPlateau and
   GreedyLR states take the scheduler's ``best``, counters and current lr.
@@ -590,17 +595,120 @@ def _assign_groups(chains, groups, parameters, treedef) -> list[int]:
 # --------------------------------------------------------------------------- torch -> optlib
 
 
-def _refuse_lbfgs(state: Any) -> None:
-    """torch.optim.LBFGS state is not converted: a clear error instead of a wrong state."""
-    if find_states(state, ScaleByTorchLbfgsState):
+# torch.optim.LBFGS keeps one record for all parameters (under the first one's id): flat
+# vectors over the parameters in torch's order, its history as lists (oldest first). optlib's
+# ScaleByTorchLbfgsState holds the same numbers over ravel_pytree's order, the history in a
+# ring buffer (``history_start`` = slot of the oldest pair).
+
+_LBFGS_VECTORS = ("d", "prev_flat_grad")
+_LBFGS_LISTS = ("old_dirs", "old_stps")
+
+
+def _is_lbfgs(x: Any) -> bool:
+    return isinstance(x, ScaleByTorchLbfgsState)
+
+
+def _lbfgs_gather(parameters: list[_Param], n_leaves: int) -> np.ndarray:
+    """``optlib_flat = torch_flat[gather]`` (torch: params in order, each ``view(-1)`` in its
+    layout; optlib: ``ravel_pytree`` of the JAX leaves)."""
+    offsets, start = {}, 0
+    for param in parameters:
+        offsets[param.leaf] = start
+        start += math.prod(param.shape)
+    by_leaf = {param.leaf: param for param in parameters}
+    pieces = []
+    for leaf in range(n_leaves):
+        param = by_leaf[leaf]
+        torch_shape = param.layout.to_torch(np.empty(param.shape)).shape
+        index = offsets[leaf] + np.arange(math.prod(param.shape)).reshape(torch_shape)
+        pieces.append(np.asarray(param.layout.to_jax(index)).reshape(-1))
+    return np.concatenate(pieces) if pieces else np.zeros(0, int)
+
+
+def _lbfgs_from_torch(template, group: Mapping, record: Mapping, gather, sched_count) -> Any:
+    size = template.old_dirs.shape[0]
+    if group.get("history_size", size) != size:
         raise ValueError(
-            "torch.optim.LBFGS state dicts are not converted (optlib.lbfgs): torch keeps one "
-            "record for all parameters, its curvature history as lists of flat vectors "
-            "(old_dirs, old_stps, ro, d, prev_flat_grad) in the order of the param list, "
-            "while optlib keeps a fixed-size ring buffer over jax.flatten_util.ravel_pytree's "
-            "order; start optlib.lbfgs fresh from the torch parameters (L-BFGS rebuilds its "
-            "history within history_size steps)"
+            f"torch.optim.LBFGS history_size={group['history_size']} but tx's optlib.lbfgs "
+            f"keeps {size}"
         )
+    dtype = template.d.dtype
+    vector = lambda value: jnp.asarray(_numpy(value).reshape(-1)[gather], dtype)
+    scalar = lambda value, like: jnp.asarray(float(_numpy(value)), like.dtype)
+    out = template._replace(
+        count=jnp.asarray(sched_count, jnp.int32),
+        func_evals=jnp.asarray(int(record.get("func_evals", 0)), jnp.int32),
+        n_iter=jnp.asarray(int(record.get("n_iter", 0)), jnp.int32),
+    )
+    if "lr" in group and group["lr"] is not None:
+        out = out._replace(learning_rate=jnp.asarray(group["lr"], out.learning_rate.dtype))
+    if "d" not in record:  # no inner iteration yet
+        return out
+    history = len(record["old_dirs"])
+    if history > size:
+        raise ValueError(f"the torch LBFGS history holds {history} pairs, tx keeps {size}")
+    stacked = {}
+    for key in _LBFGS_LISTS:
+        buffer = np.zeros(template.old_dirs.shape, np.float64)
+        for slot, value in enumerate(record[key]):
+            buffer[slot] = _numpy(value).reshape(-1)[gather]
+        stacked[key] = jnp.asarray(buffer, dtype)
+    ro = np.zeros(size, np.float64)
+    ro[:history] = [float(_numpy(value)) for value in record["ro"]]
+    return out._replace(
+        d=vector(record["d"]),
+        prev_flat_grad=vector(record["prev_flat_grad"]),
+        t=scalar(record["t"], template.t),
+        H_diag=scalar(record["H_diag"], template.H_diag),
+        prev_loss=scalar(record["prev_loss"], template.prev_loss),
+        old_dirs=stacked["old_dirs"],
+        old_stps=stacked["old_stps"],
+        ro=jnp.asarray(ro, dtype),
+        history_start=jnp.zeros([], jnp.int32),
+        history_len=jnp.asarray(history, jnp.int32),
+    )
+
+
+def _lbfgs_to_torch(torch, state, gather) -> dict:
+    record: dict = {"func_evals": int(state.func_evals), "n_iter": int(state.n_iter)}
+    if int(state.n_iter) == 0:
+        return record
+    size = state.old_dirs.shape[0]
+
+    def vector(value) -> Any:
+        flat = np.empty(gather.shape, np.asarray(value).dtype)
+        flat[gather] = np.asarray(value)
+        return torch.from_numpy(flat)
+
+    slots = [(int(state.history_start) + i) % size for i in range(int(state.history_len))]
+    dtype = torch.from_numpy(np.array(state.ro)).dtype
+    record.update(
+        d=vector(state.d),
+        t=torch.tensor(float(state.t), dtype=dtype),
+        old_dirs=[vector(state.old_dirs[slot]) for slot in slots],
+        old_stps=[vector(state.old_stps[slot]) for slot in slots],
+        ro=[torch.tensor(float(state.ro[slot]), dtype=dtype) for slot in slots],
+        H_diag=torch.tensor(float(state.H_diag), dtype=dtype),
+        prev_flat_grad=vector(state.prev_flat_grad),
+        prev_loss=float(state.prev_loss),
+        al=[None] * size,
+    )
+    return record
+
+
+def _lbfgs_groups(state_dict: Any) -> list[Mapping]:
+    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+        raise TypeError(
+            "optimizer_state_dict must be a torch optimizer's state_dict() (keys 'state' and "
+            f"'param_groups'), got {type(state_dict).__name__}"
+        )
+    groups = list(state_dict["param_groups"])
+    if len(groups) != 1 or "history_size" not in groups[0]:
+        raise ValueError(
+            "optimizer_state_dict is not a torch.optim.LBFGS state dict (tx is optlib.lbfgs)"
+            + (f": it looks like {' or '.join(_torch_class_of(groups[0]))}" if groups else "")
+        )
+    return groups
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -1007,13 +1115,24 @@ def from_torch_state_dict(
       ValueError: a state dict of another optimizer, a scheduler state of another kind than
         ``tx``'s learning rate (or another schedule), missing / extra / mis-shaped
         parameters; each message names what does not match.
-        ``optlib.lbfgs`` (torch.optim.LBFGS) is refused: torch keeps its history as one
-        record of flat vectors, optlib as a ring buffer.
       TypeError: ``optimizer_state_dict`` is no torch optimizer state dict.
     """
     require_torch()
     template = tx.init(params)
-    _refuse_lbfgs(template)
+    if find_states(template, ScaleByTorchLbfgsState):
+        groups = _lbfgs_groups(optimizer_state_dict)
+        parameters = _torch_parameters(groups, params, param_paths, layouts)
+        gather = _lbfgs_gather(parameters, len(jax.tree.leaves(params)))
+        records = optimizer_state_dict["state"]
+        record = records.get(groups[0]["params"][0], {}) if groups[0]["params"] else {}
+        count = _scheduler_count(scheduler_state_dict)
+        return jax.tree.map(
+            lambda x: (
+                _lbfgs_from_torch(x, groups[0], record, gather, count or 0) if _is_lbfgs(x) else x
+            ),
+            template,
+            is_leaf=_is_lbfgs,
+        )
     chains = _chains(template)
     if not chains:
         names = ", ".join(entry.name for entry in TORCH_STATE_LAYOUTS)
@@ -1325,7 +1444,20 @@ def to_torch_state_dict(
       ``TorchStateDicts(optimizer, scheduler)``.
     """
     torch = require_torch()
-    _refuse_lbfgs(opt_state)
+    found = find_states(opt_state, ScaleByTorchLbfgsState)
+    if found:
+        paths = list(param_paths.values()) if isinstance(param_paths, Mapping) else param_paths
+        groups = [dict(param_groups[0])] if param_groups else [{}]
+        groups[0]["params"] = list(range(len(paths)))
+        parameters = _torch_parameters(groups, params, paths, layouts)
+        gather = _lbfgs_gather(parameters, len(jax.tree.leaves(params)))
+        groups[0]["lr"] = _scalar(found[0].learning_rate)
+        scheduler = None
+        if scheduler_state_dict is not None or param_groups is not None:
+            scheduler = copy.deepcopy(dict(scheduler_state_dict or {}))
+            _step_scheduler_dict(scheduler, int(found[0].count), [groups[0]["lr"]])
+        optimizer = {"state": {0: _lbfgs_to_torch(torch, found[0], gather)}, "param_groups": groups}
+        return TorchStateDicts(optimizer, scheduler)
     chains = _chains(opt_state)
     if not chains:
         raise ValueError("opt_state holds no optlib optimizer with a torch twin")

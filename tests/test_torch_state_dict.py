@@ -668,25 +668,103 @@ def test_param_names_map_by_name_callable_or_default():
         )
 
 
-def test_lbfgs_state_dicts_are_refused_naming_lbfgs_and_why():
-    model = torch.nn.Linear(4, 3)
-    optimizer = torch.optim.LBFGS(model.parameters(), history_size=3)
+def _lbfgs_problem():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(12, 4)), rng.normal(size=(12, 3))
+    initial = {"w": rng.normal(size=(3, 4)), "c": np.zeros(3)}  # torch: w (out, in), c
 
-    def closure():
-        optimizer.zero_grad()
-        loss = (model(torch.ones(2, 4)) ** 2).sum()
-        loss.backward()
-        return loss
+    def loss(w, c, lib, a, b):
+        return 0.5 * lib.sum((a @ w.T + c - b) ** 2) + 0.1 * lib.sum(w**4)
 
-    optimizer.step(closure)
-    params = {"dense": {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)}}
-    tx = optlib.lbfgs(history_size=3)
-    with pytest.raises(ValueError, match=r"torch\.optim\.LBFGS state dicts are not converted"):
-        optlib.from_torch_state_dict(
-            tx, params, optimizer.state_dict(), param_paths=PATHS, layouts=KERNEL_T
+    return a, b, initial, loss
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_run_resumes_in_optlib_and_goes_back(line_search_fn, x64, tmp_path):
+    """torch.optim.LBFGS's one record (flat history in torch's parameter order, here with the
+    JAX kernel transposed) -> optlib.lbfgs, which continues as torch; and back."""
+    a, b, initial, loss = _lbfgs_problem()
+    kwargs = {"lr": 0.5, "max_iter": 4, "history_size": 3, "line_search_fn": line_search_fn}
+    before, after, back_after = 3, 4, 2
+    with torch_default_dtype(torch.float64):
+        tp = {k: torch.tensor(v, requires_grad=True) for k, v in initial.items()}
+        ta, tb = torch.tensor(a), torch.tensor(b)
+
+        def torch_steps(optimizer, n):
+            def closure():
+                optimizer.zero_grad()
+                value = loss(tp["w"], tp["c"], torch, ta, tb)
+                value.backward()
+                return value
+
+            out = []
+            for _ in range(n):
+                optimizer.step(closure)
+                out.append({k: p.detach().numpy().copy() for k, p in tp.items()})
+            record = optimizer.state[tp["w"]]
+            return out, (record["func_evals"], record["n_iter"])
+
+        optimizer = torch.optim.LBFGS([tp["w"], tp["c"]], **kwargs)
+        torch_steps(optimizer, before)
+        torch.save(optimizer.state_dict(), tmp_path / "lbfgs.pt")
+        start = {k: p.detach().numpy().copy() for k, p in tp.items()}
+        reference, reference_counts = torch_steps(optimizer, after)
+    saved = torch.load(tmp_path / "lbfgs.pt", weights_only=True)
+
+    tx = optlib.lbfgs(0.5, max_iter=4, history_size=3, line_search_fn=line_search_fn)
+    paths, layouts = ["kernel", "c"], {"kernel": "transpose"}
+    params = {"kernel": jnp.asarray(start["w"].T), "c": jnp.asarray(start["c"])}
+    state = optlib.from_torch_state_dict(tx, params, saved, param_paths=paths, layouts=layouts)
+
+    def value_fn(p):
+        return loss(p["kernel"].T, p["c"], jnp, jnp.asarray(a), jnp.asarray(b))
+
+    @jax.jit
+    def step(p, s):
+        value, grads = jax.value_and_grad(value_fn)(p)
+        updates, s = tx.update(grads, s, p, value=value, grad=grads, value_fn=value_fn)
+        return optax.apply_updates(p, updates), s
+
+    ours, p, s = [], params, state
+    for k in range(after):
+        p, s = step(p, s)
+        ours.append({"w": np.asarray(p["kernel"]).T, "c": np.asarray(p["c"])})
+        if k + 1 == back_after:
+            mid_params, mid_state = p, s
+    stack = lambda steps: {k: np.stack([x[k] for x in steps]) for k in ("w", "c")}
+    error = max_relative_error(stack(ours), stack(reference))
+    assert error <= OPTIMIZER_RTOL_F64, f"parameters differ by {error:.2e}"
+    assert (int(s["lbfgs"].func_evals), int(s["lbfgs"].n_iter)) == reference_counts
+
+    # optlib after 2 of those steps -> a fresh torch LBFGS, which continues as optlib
+    with torch_default_dtype(torch.float64):
+        tp = {
+            "w": torch.tensor(np.asarray(mid_params["kernel"]).T.copy(), requires_grad=True),
+            "c": torch.tensor(np.asarray(mid_params["c"]), requires_grad=True),
+        }
+        optimizer = torch.optim.LBFGS([tp["w"], tp["c"]], **kwargs)
+        dicts = optlib.to_torch_state_dict(
+            tx,
+            mid_state,
+            mid_params,
+            param_paths=paths,
+            layouts=layouts,
+            param_groups=optimizer.state_dict()["param_groups"],
         )
-    with pytest.raises(ValueError, match=r"LBFGS.*one record for all parameters"):
-        optlib.to_torch_state_dict(tx, tx.init(params), params, param_paths=PATHS)
+        torch.save(dicts.optimizer, tmp_path / "back.pt")
+        optimizer.load_state_dict(torch.load(tmp_path / "back.pt", weights_only=True))
+        again, again_counts = torch_steps(optimizer, after - back_after)
+    error = max_relative_error(stack(ours[back_after:]), stack(again))
+    assert error <= OPTIMIZER_RTOL_F64, f"round trip: parameters differ by {error:.2e}"
+    assert again_counts == reference_counts
+
+
+def test_lbfgs_state_dict_of_another_optimizer_is_named():
+    params, sd, _ = _torch_state(torch.optim.Adam)
+    with pytest.raises(ValueError, match=r"not a torch\.optim\.LBFGS state dict"):
+        optlib.from_torch_state_dict(
+            optlib.lbfgs(), params, sd, param_paths=PATHS, layouts=KERNEL_T
+        )
 
 
 def test_torch_adafactor_statistics_keep_torchs_size_one_axis():
