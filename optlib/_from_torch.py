@@ -288,6 +288,14 @@ def _scheduler(scheduler: Any, index: int, base_lr: float) -> tuple[Any, str]:
         if name == "SequentialLR":
             kwargs["milestones"] = list(s._milestones)
         return _call(name, base_lr, [text for _, text in subs], **kwargs)
+    if name == "SWALR":
+        return _call(
+            name,
+            base_lr,
+            swa_lr=s.optimizer.param_groups[index]["swa_lr"],
+            anneal_epochs=s.anneal_epochs,
+            anneal_strategy=s._anneal_strategy,
+        )
     if name == "ReduceLROnPlateau":
         return _call(
             name,
@@ -321,7 +329,6 @@ def _scheduler(scheduler: Any, index: int, base_lr: float) -> tuple[Any, str]:
         )
     raise ValueError(
         f"torch scheduler {type(scheduler).__module__}.{name} is not supported by from_torch"
-        + (" (SWALR: optlib has no swa_lr yet)" if name == "SWALR" else "")
     )
 
 
@@ -338,16 +345,21 @@ def from_torch(
     """The optax transformation reproducing a live ``torch.optim`` optimizer (and scheduler).
 
     The optimizer's class picks the optlib optimizer (``torch.optim.AdamW`` ->
-    ``optlib.adamw``, ..., ``transformers.Adafactor`` -> ``optlib.adafactor``,
+    ``optlib.adamw``, ..., ``torch.optim.ASGD`` -> ``optlib.asgd``, ``torch.optim.Adafactor``
+    -> ``optlib.torch_adafactor``, ``torch.optim.Muon`` -> ``optlib.muon`` (its
+    Newton–Schulz in bfloat16, as torch), ``torch.optim.LBFGS`` -> ``optlib.lbfgs`` (call
+    its ``update`` with ``value=``, ``grad=``, ``value_fn=``: one update is one
+    ``step(closure)``), ``transformers.Adafactor`` -> ``optlib.adafactor``,
     ``lion_pytorch.Lion`` -> ``optlib.lion``); each param group's hyperparameters become its
     keywords (``lr`` -> ``learning_rate``; ``foreach``, ``fused``, ``capturable``,
     ``differentiable`` are ignored: they change no numbers). Several param groups become
     ``optlib.param_groups`` with labels ``"group_0"``, ``"group_1"``, ... assigned from
     ``param_paths``. The scheduler (``StepLR`` ... ``CyclicLR`` / ``OneCycleLR`` with momentum
     cycling, ``SequentialLR``, ``ChainedScheduler``, ``ReduceLROnPlateau``, transformers'
-    ``GreedyLR``, and the ``LambdaLR``s of ``transformers.get_scheduler``, recognised by their
-    lambda) becomes each group's ``learning_rate``, built from the group's base lr (torch's
-    ``initial_lr``). ``SWALR`` is not supported.
+    ``GreedyLR``, ``torch.optim.swa_utils.SWALR`` (``optlib.swa_lr``, alone or inside
+    ``SequentialLR``), and the ``LambdaLR``s of ``transformers.get_scheduler``, recognised by
+    their lambda) becomes each group's ``learning_rate``, built from the group's base lr
+    (torch's ``initial_lr``).
 
     The transformation reproduces the torch run from its start: ``tx.init(params)`` is a fresh
     optimizer and a scheduler at ``last_epoch == 0``. What a live pair has done since

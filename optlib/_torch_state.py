@@ -17,6 +17,11 @@ per-parameter key, and which links count torch's ``step``. The rest is generic:
   learning-rate link, a cycled momentum) counts scheduler steps, torch's ``last_epoch``
   (torch's ``step`` when no scheduler state is given), so that a schedule of optax's count
   continues where torch's scheduler stopped;
+* L-BFGS: torch.optim.LBFGS keeps one record for all parameters (``d``, ``t``, the history
+  lists ``old_dirs`` / ``old_stps`` / ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``,
+  ``n_iter``, ``func_evals``), its vectors over the parameters in torch's order; optlib's
+  ``scale_by_torch_lbfgs`` state holds them over ``ravel_pytree``'s order (layouts applied),
+  the history in a ring buffer, and counts scheduler steps in ``count``;
 * learning rates: a step schedule's state takes torch's current ``group['lr']`` (and is
   checked against what ``tx``'s schedule gives at ``last_epoch``), ReduceLROnPlateau and
   GreedyLR states take the scheduler's ``best``, counters and current lr.
@@ -36,9 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optlib._state_tree import find_states
 from optlib.transforms.factored import ScaleByRelativeStepSizeState, relative_step_size
 from optlib.transforms.learning_rate import ScaleByLearningRateState
 from optlib.transforms.metric import GreedyLRState, ReduceLROnPlateauState
+from optlib.transforms.torch_lbfgs import ScaleByTorchLbfgsState
 
 __all__ = [
     "TORCH_STATE_LAYOUTS",
@@ -79,6 +86,9 @@ class TorchField:
         ``mu_product``).
       sign: optlib's value is ``sign`` times torch's (-1 for HF Adafactor's ``exp_avg``, an
         average of the update after the learning rate, which optlib has negated already).
+      keepdim: for ``"row"`` / ``"col"``: torch keeps the averaged axis with size 1
+        (torch.optim.Adafactor's ``row_var`` (..., rows, 1), ``col_var`` (..., 1, cols));
+        optlib drops it.
     """
 
     key: str
@@ -86,6 +96,7 @@ class TorchField:
     attribute: str
     kind: str = "param"
     sign: float = 1.0
+    keepdim: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +119,14 @@ class TorchStateLayout:
         CyclicLR cycle; ``to_torch_state_dict`` reads the current factor from it.
       buffer_flag: ``(link, key)``: that link's ``has_buffer`` is whether torch holds ``key``
         (SGD's / RMSprop's ``momentum_buffer``, created at the first step).
+      rate: the path to the state that tracks the learning rate (torch's group ``lr`` and
+        the scheduler's count): a link, then attributes inside it
+        (``("asgd", "learning_rate_state")``); the chain must have it.
+      step_counters: ``(link, attribute)`` counters besides the links' ``count`` that hold
+        torch's ``step`` (ASGD's ``n_averaged``).
+      derived: per-parameter torch scalars that optlib does not keep, ``{key: fn}`` with
+        ``fn(step, group) -> value`` (ASGD's ``mu``); read from torch they are checked
+        against it.
     """
 
     name: str
@@ -121,6 +140,19 @@ class TorchStateLayout:
     integer_step: bool = False
     momentum: tuple[str, str, str] | None = None
     buffer_flag: tuple[str, str] | None = None
+    rate: tuple[str, ...] = ("learning_rate",)
+    step_counters: tuple[tuple[str, str], ...] = ()
+    derived: Mapping[str, Callable[[int, Mapping], float]] = dataclasses.field(default_factory=dict)
+
+
+def _asgd_mu(step: int, group: Mapping) -> float:
+    """torch.optim.ASGD's ``mu`` after ``step`` steps: ``1 / max(1, step - t0)`` (1 before)."""
+    if "t0" not in group:
+        raise ValueError(
+            "to_torch_state_dict of optlib.asgd needs param_groups= (torch's per-parameter "
+            "'mu' is 1 / max(1, step - t0), and the optlib state does not hold t0)"
+        )
+    return 1.0 / max(1.0, step - float(group["t0"])) if step else 1.0
 
 
 def _adam_like(name, reference, link, second, *, group_keys, absent=(), extra=()):
@@ -143,6 +175,42 @@ def _adam_like(name, reference, link, second, *, group_keys, absent=(), extra=()
 _MOMENTUM_BUFFER = TorchField("momentum_buffer", "momentum", "momentum_buffer")
 
 TORCH_STATE_LAYOUTS: tuple[TorchStateLayout, ...] = (
+    TorchStateLayout(
+        name="torch_adafactor",
+        reference="torch.optim.Adafactor",
+        links=("factored_rms", "param_scale"),
+        group_keys=frozenset({"beta2_decay", "eps", "d"}),
+        fields=(
+            TorchField("row_var", "factored_rms", "exp_avg_sq_row", "row", keepdim=True),
+            TorchField("col_var", "factored_rms", "exp_avg_sq_col", "col", keepdim=True),
+            TorchField("variance", "factored_rms", "exp_avg_sq", "full"),
+        ),
+        step_links=("factored_rms", "learning_rate"),
+        rate=("learning_rate", "learning_rate_state"),
+    ),
+    TorchStateLayout(
+        name="asgd",
+        reference="torch.optim.ASGD",
+        links=("asgd", "average"),
+        group_keys=frozenset({"lambd", "alpha", "t0"}),
+        fields=(
+            TorchField("eta", "asgd", "eta", "scalar"),
+            TorchField("ax", "average", "average"),
+        ),
+        step_links=("asgd", "average"),
+        rate=("asgd", "learning_rate_state"),
+        step_counters=(("average", "n_averaged"),),
+        derived={"mu": _asgd_mu},
+    ),
+    TorchStateLayout(
+        name="muon",
+        reference="torch.optim.Muon",
+        links=("momentum", "newton_schulz"),
+        group_keys=frozenset({"momentum", "nesterov", "ns_coefficients", "ns_steps", "eps"}),
+        fields=(_MOMENTUM_BUFFER,),
+        has_step=False,
+        momentum=("momentum", "momentum_buffer", "momentum"),
+    ),
     TorchStateLayout(
         name="adafactor",
         reference="transformers.optimization.Adafactor",
@@ -244,11 +312,36 @@ TORCH_STATE_LAYOUTS: tuple[TorchStateLayout, ...] = (
 """Every optlib optimizer with a torch twin; a new optimizer is one ``TorchStateLayout`` row."""
 
 
+_MISSING = object()
+
+
+def _rate_state(chain: Mapping, entry: TorchStateLayout) -> Any:
+    """The state at ``entry.rate`` in ``chain`` (``_MISSING`` if the chain has none)."""
+    state: Any = chain.get(entry.rate[0], _MISSING)
+    for attribute in entry.rate[1:]:
+        state = getattr(state, attribute, _MISSING)
+    return state
+
+
+def _with_rate_state(chain: dict, entry: TorchStateLayout, new: Any) -> dict:
+    """``chain`` with the state at ``entry.rate`` replaced by ``new``."""
+
+    def replace(state: Any, path: tuple[str, ...]) -> Any:
+        if not path:
+            return new
+        return state._replace(**{path[0]: replace(getattr(state, path[0]), path[1:])})
+
+    link = entry.rate[0]
+    return {**chain, link: replace(chain[link], entry.rate[1:])}
+
+
 def _entry_of_chain(chain: Any) -> TorchStateLayout | None:
-    if not isinstance(chain, dict) or "learning_rate" not in chain:
+    if not isinstance(chain, dict):
         return None
     for entry in TORCH_STATE_LAYOUTS:
-        if all(link in chain for link in entry.links):
+        if all(link in chain for link in entry.links) and (
+            _rate_state(chain, entry) is not _MISSING
+        ):
             return entry
     return None
 
@@ -297,7 +390,7 @@ class _Layout(NamedTuple):
         return array if self.perm is None else np.transpose(array, np.argsort(self.perm))
 
     def factored(self, which: str, ndim: int) -> tuple[str, _Layout]:
-        """The torch key that holds optlib's ``which`` ("row" / "col") statistic, and the
+        """Which torch statistic ("row" / "col") holds optlib's ``which`` statistic, and the
         permutation of that statistic's axes (a transposition swaps rows and columns)."""
         perm = tuple(range(ndim)) if self.perm is None else self.perm
         dropped_jax = ndim - 1 if which == "row" else ndim - 2
@@ -307,7 +400,7 @@ class _Layout(NamedTuple):
                 f"layout {perm} moves the last two axes away: Adafactor's factored statistics "
                 "(over the last two axes) cannot follow it"
             )
-        key = "exp_avg_sq_row" if dropped_torch == ndim - 1 else "exp_avg_sq_col"
+        key = "row" if dropped_torch == ndim - 1 else "col"
         remaining = [axis for axis in range(ndim) if axis != dropped_torch]
         sub = tuple(remaining.index(perm[i]) for i in range(ndim) if i != dropped_jax)
         return key, _Layout(None if sub == tuple(range(ndim - 1)) else sub)
@@ -502,6 +595,122 @@ def _assign_groups(chains, groups, parameters, treedef) -> list[int]:
 # --------------------------------------------------------------------------- torch -> optlib
 
 
+# torch.optim.LBFGS keeps one record for all parameters (under the first one's id): flat
+# vectors over the parameters in torch's order, its history as lists (oldest first). optlib's
+# ScaleByTorchLbfgsState holds the same numbers over ravel_pytree's order, the history in a
+# ring buffer (``history_start`` = slot of the oldest pair).
+
+_LBFGS_VECTORS = ("d", "prev_flat_grad")
+_LBFGS_LISTS = ("old_dirs", "old_stps")
+
+
+def _is_lbfgs(x: Any) -> bool:
+    return isinstance(x, ScaleByTorchLbfgsState)
+
+
+def _lbfgs_gather(parameters: list[_Param], n_leaves: int) -> np.ndarray:
+    """``optlib_flat = torch_flat[gather]`` (torch: params in order, each ``view(-1)`` in its
+    layout; optlib: ``ravel_pytree`` of the JAX leaves)."""
+    offsets, start = {}, 0
+    for param in parameters:
+        offsets[param.leaf] = start
+        start += math.prod(param.shape)
+    by_leaf = {param.leaf: param for param in parameters}
+    pieces = []
+    for leaf in range(n_leaves):
+        param = by_leaf[leaf]
+        torch_shape = param.layout.to_torch(np.empty(param.shape)).shape
+        index = offsets[leaf] + np.arange(math.prod(param.shape)).reshape(torch_shape)
+        pieces.append(np.asarray(param.layout.to_jax(index)).reshape(-1))
+    return np.concatenate(pieces) if pieces else np.zeros(0, int)
+
+
+def _lbfgs_from_torch(template, group: Mapping, record: Mapping, gather, sched_count) -> Any:
+    size = template.old_dirs.shape[0]
+    if group.get("history_size", size) != size:
+        raise ValueError(
+            f"torch.optim.LBFGS history_size={group['history_size']} but tx's optlib.lbfgs "
+            f"keeps {size}"
+        )
+    dtype = template.d.dtype
+    vector = lambda value: jnp.asarray(_numpy(value).reshape(-1)[gather], dtype)
+    scalar = lambda value, like: jnp.asarray(float(_numpy(value)), like.dtype)
+    out = template._replace(
+        count=jnp.asarray(sched_count, jnp.int32),
+        func_evals=jnp.asarray(int(record.get("func_evals", 0)), jnp.int32),
+        n_iter=jnp.asarray(int(record.get("n_iter", 0)), jnp.int32),
+    )
+    if "lr" in group and group["lr"] is not None:
+        out = out._replace(learning_rate=jnp.asarray(group["lr"], out.learning_rate.dtype))
+    if "d" not in record:  # no inner iteration yet
+        return out
+    history = len(record["old_dirs"])
+    if history > size:
+        raise ValueError(f"the torch LBFGS history holds {history} pairs, tx keeps {size}")
+    stacked = {}
+    for key in _LBFGS_LISTS:
+        buffer = np.zeros(template.old_dirs.shape, np.float64)
+        for slot, value in enumerate(record[key]):
+            buffer[slot] = _numpy(value).reshape(-1)[gather]
+        stacked[key] = jnp.asarray(buffer, dtype)
+    ro = np.zeros(size, np.float64)
+    ro[:history] = [float(_numpy(value)) for value in record["ro"]]
+    return out._replace(
+        d=vector(record["d"]),
+        prev_flat_grad=vector(record["prev_flat_grad"]),
+        t=scalar(record["t"], template.t),
+        H_diag=scalar(record["H_diag"], template.H_diag),
+        prev_loss=scalar(record["prev_loss"], template.prev_loss),
+        old_dirs=stacked["old_dirs"],
+        old_stps=stacked["old_stps"],
+        ro=jnp.asarray(ro, dtype),
+        history_start=jnp.zeros([], jnp.int32),
+        history_len=jnp.asarray(history, jnp.int32),
+    )
+
+
+def _lbfgs_to_torch(torch, state, gather) -> dict:
+    record: dict = {"func_evals": int(state.func_evals), "n_iter": int(state.n_iter)}
+    if int(state.n_iter) == 0:
+        return record
+    size = state.old_dirs.shape[0]
+
+    def vector(value) -> Any:
+        flat = np.empty(gather.shape, np.asarray(value).dtype)
+        flat[gather] = np.asarray(value)
+        return torch.from_numpy(flat)
+
+    slots = [(int(state.history_start) + i) % size for i in range(int(state.history_len))]
+    dtype = torch.from_numpy(np.array(state.ro)).dtype
+    record.update(
+        d=vector(state.d),
+        t=torch.tensor(float(state.t), dtype=dtype),
+        old_dirs=[vector(state.old_dirs[slot]) for slot in slots],
+        old_stps=[vector(state.old_stps[slot]) for slot in slots],
+        ro=[torch.tensor(float(state.ro[slot]), dtype=dtype) for slot in slots],
+        H_diag=torch.tensor(float(state.H_diag), dtype=dtype),
+        prev_flat_grad=vector(state.prev_flat_grad),
+        prev_loss=float(state.prev_loss),
+        al=[None] * size,
+    )
+    return record
+
+
+def _lbfgs_groups(state_dict: Any) -> list[Mapping]:
+    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+        raise TypeError(
+            "optimizer_state_dict must be a torch optimizer's state_dict() (keys 'state' and "
+            f"'param_groups'), got {type(state_dict).__name__}"
+        )
+    groups = list(state_dict["param_groups"])
+    if len(groups) != 1 or "history_size" not in groups[0]:
+        raise ValueError(
+            "optimizer_state_dict is not a torch.optim.LBFGS state dict (tx is optlib.lbfgs)"
+            + (f": it looks like {' or '.join(_torch_class_of(groups[0]))}" if groups else "")
+        )
+    return groups
+
+
 def _numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu()
@@ -518,7 +727,7 @@ def _check_optimizer_dict(entry: TorchStateLayout, state_dict: Any) -> list[Mapp
             f"'param_groups'), got {type(state_dict).__name__}"
         )
     groups = list(state_dict["param_groups"])
-    allowed = {field.key for field in entry.fields} | {"step", "RMS"}
+    allowed = {field.key for field in entry.fields} | {"step", "RMS", *entry.derived}
     for index, group in enumerate(groups):
         keys = set(group)
         if not entry.group_keys <= keys or entry.absent_group_keys & keys:
@@ -559,7 +768,17 @@ def _step_of(entry, state, members: list[_Param]) -> int:
     return values.pop() if values else 0
 
 
-def _fill_field(field, template, treedef, members, state, by_leaf) -> Any:
+def _factored_field(entry: TorchStateLayout, which: str) -> TorchField:
+    """The entry's field of kind ``which`` ("row" / "col")."""
+    return next(field for field in entry.fields if field.kind == which)
+
+
+def _kept_axis(which: str) -> int:
+    """The axis torch keeps with size 1 in a ``keepdim`` row / col statistic."""
+    return -1 if which == "row" else -2
+
+
+def _fill_field(entry, field, template, treedef, members, state, by_leaf) -> Any:
     leaves = list(treedef.flatten_up_to(template))
     for leaf_index, leaf in enumerate(leaves):
         param = by_leaf.get(leaf_index)
@@ -571,12 +790,23 @@ def _fill_field(field, template, treedef, members, state, by_leaf) -> Any:
         if field.kind in ("row", "col"):
             if ndim < 2:
                 continue
-            key, layout = param.layout.factored(field.kind, ndim)
+            which, layout = param.layout.factored(field.kind, ndim)
+            torch_field = _factored_field(entry, which)
+            key = torch_field.key
         elif field.kind == "full" and ndim >= 2:
             continue
         if key not in param_state:
             continue
-        value = field.sign * layout.to_jax(_numpy(param_state[key]))
+        raw = _numpy(param_state[key])
+        if field.kind in ("row", "col") and torch_field.keepdim:
+            if raw.ndim != ndim or raw.shape[_kept_axis(which)] != 1:
+                raise ValueError(
+                    f"parameter {_show(param.path)!r} (torch parameter {param.torch_id}): torch "
+                    f"state {key!r} has shape {tuple(raw.shape)}, {entry.reference} keeps a "
+                    f"size-1 axis {_kept_axis(which)} of the {ndim}-D parameter's statistic"
+                )
+            raw = np.squeeze(raw, _kept_axis(which))
+        value = field.sign * layout.to_jax(raw)
         if tuple(value.shape) != tuple(leaf.shape):
             raise ValueError(
                 f"parameter {_show(param.path)!r} (torch parameter {param.torch_id}): torch "
@@ -753,7 +983,7 @@ def _chain_from_torch(chain, entry, group_index, group, parameters, state, treed
             ]
             value = jnp.asarray(values[0] if values else template, template.dtype)
         else:
-            value = _fill_field(field, template, treedef, members, state, by_leaf)
+            value = _fill_field(entry, field, template, treedef, members, state, by_leaf)
         new[field.link] = new[field.link]._replace(**{field.attribute: value})
     if entry.buffer_flag is not None:
         link, key = entry.buffer_flag
@@ -765,13 +995,31 @@ def _chain_from_torch(chain, entry, group_index, group, parameters, state, treed
                 f"the torch state has {key!r} but tx's optlib.{entry.name} has no momentum "
                 "(momentum=0?)"
             )
+    for key, fn in entry.derived.items():
+        for p in members:
+            held = (state.get(p.torch_id) or {}).get(key)
+            expected = fn(step, group)
+            if held is not None and not math.isclose(float(_numpy(held)), expected, rel_tol=1e-6):
+                raise ValueError(
+                    f"torch parameter {p.torch_id}: {entry.reference}'s {key!r} is "
+                    f"{float(_numpy(held))!r} but step {step} and the param group give "
+                    f"{expected!r}"
+                )
     for link, link_state in new.items():
-        if link == "learning_rate":
+        if entry.rate == (link,):
             new[link] = _learning_rate_link(link_state, group, group_index, step, sched_count, sd)
         elif link in entry.step_links:
             new[link] = _with_count(link_state, step)
         else:
             new[link] = _with_count(link_state, sched_count)
+    for link, attribute in entry.step_counters:
+        counter = getattr(new[link], attribute)
+        new[link] = new[link]._replace(**{attribute: jnp.asarray(step, counter.dtype)})
+    if len(entry.rate) > 1:
+        rate = _learning_rate_link(
+            _rate_state(new, entry), group, group_index, step, sched_count, sd
+        )
+        new = _with_rate_state(new, entry, rate)
     return new
 
 
@@ -786,12 +1034,12 @@ def _check_learning_rates(tx, params, opt_state, groups, assigned, scheduled: bo
     checked = []
 
     def back(chain, entry):
-        state = chain["learning_rate"]
+        state = _rate_state(chain, entry)
         ok = type(state) is ScaleByLearningRateState and int(state.count) >= 1
         checked.append(ok)
         if not ok:
             return chain
-        return {**chain, "learning_rate": _with_count(state, int(state.count) - 1)}
+        return _with_rate_state(chain, entry, _with_count(state, int(state.count) - 1))
 
     probe = _map_chains(opt_state, back)
     if not any(checked):
@@ -799,13 +1047,13 @@ def _check_learning_rates(tx, params, opt_state, groups, assigned, scheduled: bo
     zeros = jax.tree.map(jnp.zeros_like, params)
     _, stepped = jax.jit(tx.update)(zeros, probe, params)
     chains = _chains(stepped)
-    for (chain, _), group_index, ok in zip(chains, assigned, checked, strict=True):
+    for (chain, entry), group_index, ok in zip(chains, assigned, checked, strict=True):
         lr = groups[group_index].get("lr")
         if not ok or lr is None:
             continue
-        ours = float(chain["learning_rate"].learning_rate)
+        ours = float(_rate_state(chain, entry).learning_rate)
         if not math.isclose(ours, float(lr), rel_tol=1e-5, abs_tol=1e-12):
-            count = int(chain["learning_rate"].count)
+            count = int(_rate_state(chain, entry).count)
             what = (
                 f"after last_epoch={count} scheduler steps"
                 if scheduled
@@ -871,6 +1119,20 @@ def from_torch_state_dict(
     """
     require_torch()
     template = tx.init(params)
+    if find_states(template, ScaleByTorchLbfgsState):
+        groups = _lbfgs_groups(optimizer_state_dict)
+        parameters = _torch_parameters(groups, params, param_paths, layouts)
+        gather = _lbfgs_gather(parameters, len(jax.tree.leaves(params)))
+        records = optimizer_state_dict["state"]
+        record = records.get(groups[0]["params"][0], {}) if groups[0]["params"] else {}
+        count = _scheduler_count(scheduler_state_dict)
+        return jax.tree.map(
+            lambda x: (
+                _lbfgs_from_torch(x, groups[0], record, gather, count or 0) if _is_lbfgs(x) else x
+            ),
+            template,
+            is_leaf=_is_lbfgs,
+        )
     chains = _chains(template)
     if not chains:
         names = ", ".join(entry.name for entry in TORCH_STATE_LAYOUTS)
@@ -933,7 +1195,7 @@ def _torch_step(torch, step: int, integer: bool):
     )
 
 
-def _chain_to_torch(torch, chain, entry, members, treedef, params_leaves, out_state):
+def _chain_to_torch(torch, chain, entry, group, members, treedef, params_leaves, out_state):
     count = 0
     for link in (*entry.step_links, "learning_rate"):
         if hasattr(chain.get(link), "count"):
@@ -966,38 +1228,45 @@ def _chain_to_torch(torch, chain, entry, members, treedef, params_leaves, out_st
             if field.kind in ("row", "col"):
                 if ndim < 2:
                     continue
-                key, layout = param.layout.factored(field.kind, ndim)
+                which, layout = param.layout.factored(field.kind, ndim)
+                torch_field = _factored_field(entry, which)
+                key = torch_field.key
+                value = layout.to_torch(value)
+                if torch_field.keepdim:
+                    value = np.expand_dims(value, _kept_axis(which))
             elif field.kind == "full" and ndim >= 2:
                 continue
-            param_state[key] = torch.from_numpy(
-                np.array(field.sign * layout.to_torch(value), order="C")
-            )
+            else:
+                value = layout.to_torch(value)
+            param_state[key] = torch.from_numpy(np.array(field.sign * value, order="C"))
         if entry.name == "adafactor":
             leaf = np.asarray(params_leaves[param.leaf], np.float64)
             param_state["RMS"] = torch.tensor(
                 float(np.sqrt(np.mean(leaf**2))) if leaf.size else 0.0
             )
+        for key, fn in entry.derived.items():
+            param_state[key] = torch.tensor(fn(count, group), dtype=torch.get_default_dtype())
         if entry.has_step:
             param_state["step"] = _torch_step(torch, count, entry.integer_step)
         if param_state:
             out_state[param.torch_id] = param_state
 
 
-def _learning_rate_of_chain(chain) -> Any:
-    state = chain["learning_rate"]
+def _learning_rate_of_chain(chain, entry) -> Any:
+    state = _rate_state(chain, entry)
     rate = getattr(state, "learning_rate", None)
     return None if rate is None else _scalar(rate)
 
 
 def _scheduler_out(chains, template: Mapping | None, lrs: list) -> dict | None:
-    state = chains[0][0]["learning_rate"]
+    state = _rate_state(*chains[0])
     if isinstance(state, ReduceLROnPlateauState):
         c: Any = state.config
         maximize = bool(c.maximize)
         return {
             "factor": _scalar(c.factor),
             "default_min_lr": _scalar(c.min_lr),
-            "min_lrs": [_scalar(ch["learning_rate"].config.min_lr) for ch, _ in chains],
+            "min_lrs": [_scalar(_rate_state(ch, e).config.min_lr) for ch, e in chains],
             "patience": int(c.patience),
             "cooldown": int(c.cooldown),
             "eps": _scalar(c.eps),
@@ -1015,8 +1284,8 @@ def _scheduler_out(chains, template: Mapping | None, lrs: list) -> dict | None:
         c = state.config
         return {
             "factor": _scalar(c.factor),
-            "min_lrs": [_scalar(ch["learning_rate"].config.min_lr) for ch, _ in chains],
-            "max_lrs": [_scalar(ch["learning_rate"].config.max_lr) for ch, _ in chains],
+            "min_lrs": [_scalar(_rate_state(ch, e).config.min_lr) for ch, e in chains],
+            "max_lrs": [_scalar(_rate_state(ch, e).config.max_lr) for ch, e in chains],
             "patience": int(c.patience),
             "verbose": bool(c.verbose),
             "cooldown": int(c.cooldown),
@@ -1037,7 +1306,7 @@ def _scheduler_out(chains, template: Mapping | None, lrs: list) -> dict | None:
             "reset_start_original": int(c.reset_start),
             "_last_lr": lrs,
             "_init_lrs": [
-                _scalar(ch["learning_rate"].config.initial_learning_rate) for ch, _ in chains
+                _scalar(_rate_state(ch, e).config.initial_learning_rate) for ch, e in chains
             ],
         }
     if not isinstance(state, ScaleByLearningRateState):
@@ -1175,6 +1444,20 @@ def to_torch_state_dict(
       ``TorchStateDicts(optimizer, scheduler)``.
     """
     torch = require_torch()
+    found = find_states(opt_state, ScaleByTorchLbfgsState)
+    if found:
+        paths = list(param_paths.values()) if isinstance(param_paths, Mapping) else param_paths
+        groups = [dict(param_groups[0])] if param_groups else [{}]
+        groups[0]["params"] = list(range(len(paths)))
+        parameters = _torch_parameters(groups, params, paths, layouts)
+        gather = _lbfgs_gather(parameters, len(jax.tree.leaves(params)))
+        groups[0]["lr"] = _scalar(found[0].learning_rate)
+        scheduler = None
+        if scheduler_state_dict is not None or param_groups is not None:
+            scheduler = copy.deepcopy(dict(scheduler_state_dict or {}))
+            _step_scheduler_dict(scheduler, int(found[0].count), [groups[0]["lr"]])
+        optimizer = {"state": {0: _lbfgs_to_torch(torch, found[0], gather)}, "param_groups": groups}
+        return TorchStateDicts(optimizer, scheduler)
     chains = _chains(opt_state)
     if not chains:
         raise ValueError("opt_state holds no optlib optimizer with a torch twin")
@@ -1210,17 +1493,19 @@ def to_torch_state_dict(
     params_leaves = jax.tree.leaves(params)
     state: dict = {}
     lrs: list = [None] * len(groups)
-    scheduled = isinstance(chains[0][0]["learning_rate"], ScaleByLearningRateState) and (
+    scheduled = isinstance(_rate_state(*chains[0]), ScaleByLearningRateState) and (
         scheduler_state_dict is not None or param_groups is not None
     )
     momenta = _current_momenta(tx, opt_state, params) if param_groups is not None else None
     for index, ((chain, entry), group_index) in enumerate(zip(chains, assigned, strict=True)):
         members = [p for p in parameters if p.group == group_index]
-        _chain_to_torch(torch, chain, entry, members, treedef, params_leaves, state)
+        _chain_to_torch(
+            torch, chain, entry, groups[group_index], members, treedef, params_leaves, state
+        )
         if momenta is not None and entry.momentum is not None:
             _set_momentum(groups[group_index], entry.momentum[2], momenta[index])
-        lr = _learning_rate_of_chain(chain)
-        if isinstance(chain["learning_rate"], ScaleByRelativeStepSizeState):
+        lr = _learning_rate_of_chain(chain, entry)
+        if isinstance(_rate_state(chain, entry), ScaleByRelativeStepSizeState):
             lr = groups[group_index].get("lr")
         lrs[group_index] = lr
         groups[group_index]["lr"] = lr

@@ -81,6 +81,8 @@ OPTIMIZER_CASES = {
     "RAdam": {"lr": 0.05, "weight_decay": 0.1},
     "Adamax": {"lr": 0.05, "betas": (0.8, 0.99)},
     "Rprop": {"lr": 0.02, "etas": (0.4, 1.3), "step_sizes": (1e-5, 10.0)},
+    "ASGD": {"lr": 0.02, "lambd": 1e-3, "alpha": 0.6, "t0": 10.0, "weight_decay": 0.01},
+    "Adafactor": {"lr": 0.05, "beta2_decay": -0.7, "eps": (1e-20, 1e-3), "weight_decay": 0.01},
     "transformers.Adafactor": {"lr": 0.05, "relative_step": False, "weight_decay": 0.01},
     "lion_pytorch.Lion": {"lr": 0.01, "betas": (0.9, 0.95), "weight_decay": 0.1},
 }
@@ -93,8 +95,17 @@ def optimizer_class(key):
     return getattr(pytest.importorskip(package), name)
 
 
+# Table classes that do not fit the shared problem, each with its own test below.
+DEDICATED_CASES = {
+    "Muon": "test_muon_on_matrices_reproduces_torch",  # 2-D parameters only
+    "LBFGS": "test_lbfgs_reproduces_torch_closure_steps",  # step(closure)
+}
+
+
 def test_every_table_class_has_a_case():
-    assert set(OPTIMIZER_CASES) == set(TORCH_OPTIMIZERS)
+    assert set(OPTIMIZER_CASES) | set(DEDICATED_CASES) == set(TORCH_OPTIMIZERS)
+    assert not set(OPTIMIZER_CASES) & set(DEDICATED_CASES)
+    assert all(name in globals() for name in DEDICATED_CASES.values())
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
@@ -104,6 +115,77 @@ def test_every_optimizer_reproduces_torch(name, x64):
         kwargs = {**kwargs, "foreach": False}
     sign = -1.0 if kwargs.get("maximize") else 1.0
     error, *_ = compare(one_group(optimizer_class(name), **kwargs), sign=sign)
+    assert error < OPTIMIZER_RTOL_F64, error
+
+
+MUON_SHAPES = {"square": (4, 4), "wide": (3, 6), "tall": (7, 3)}
+
+
+def test_muon_on_matrices_reproduces_torch(x64, monkeypatch):
+    """Both Newton–Schulz iterations in float64: torch's ``grad.bfloat16()`` returns a float64
+    copy (test only, as tests/test_muon.py), and the table's optlib.muon runs with
+    ``ns_dtype="float64"``; everything else is what from_torch reads from the groups."""
+    import functools
+
+    from optlib.optimizers._torch_classes import TorchOptimizer
+
+    monkeypatch.setattr(torch.Tensor, "bfloat16", lambda self: self.to(torch.float64, copy=True))
+    float64_muon = functools.wraps(optlib.muon)(functools.partial(optlib.muon, ns_dtype="float64"))
+    monkeypatch.setitem(TORCH_OPTIMIZERS, "Muon", TorchOptimizer(float64_muon))
+    kwargs = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1, "adjust_lr_fn": "original"}
+    make_optimizer = one_group(torch.optim.Muon, **kwargs)
+    problem = make_problem(STEPS, shapes=MUON_SHAPES)
+    optimizer, _ = live_pair(problem, make_optimizer, None)
+    tx = optlib.from_torch(optimizer, param_paths=list(MUON_SHAPES))
+    ours, _ = optlib_trajectory(tx, problem, jnp.float64)
+    reference, *_ = torch_trajectory(make_optimizer, problem, torch.float64)
+    error = max_relative_error(ours, reference)
+    assert error < OPTIMIZER_RTOL_F64, error
+
+
+def test_lbfgs_reproduces_torch_closure_steps(x64):
+    """One optlib update with ``value_fn`` per torch ``step(closure)``, on least squares."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 4)), rng.normal(size=(12, 2))
+    initial = {"w": np.zeros((4, 2)), "c": np.zeros(2)}  # torch order: w, c
+    kwargs = {"lr": 0.5, "max_iter": 5, "history_size": 3, "line_search_fn": "strong_wolfe"}
+
+    def loss(params, lib, a, b):
+        return 0.5 * lib.sum((a @ params["w"] + params["c"] - b) ** 2)
+
+    with torch_default_dtype(torch.float64):
+        tp = {k: torch.tensor(v, requires_grad=True) for k, v in initial.items()}
+        ta, tb = torch.tensor(a), torch.tensor(b)
+        optimizer = torch.optim.LBFGS([tp["w"], tp["c"]], **kwargs)
+        tx = optlib.from_torch(optimizer, param_paths=["w", "c"])
+
+        def closure():
+            optimizer.zero_grad()
+            value = loss(tp, torch, ta, tb)
+            value.backward()
+            return value
+
+        reference = []
+        for _ in range(4):
+            optimizer.step(closure)
+            reference.append({k: p.detach().numpy().copy() for k, p in tp.items()})
+
+    def value_fn(params):
+        return loss(params, jnp, jnp.asarray(a), jnp.asarray(b))
+
+    def step(carry, _):
+        params, state = carry
+        value, grads = jax.value_and_grad(value_fn)(params)
+        updates, state = tx.update(grads, state, params, value=value, grad=grads, value_fn=value_fn)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+        return (params, state), params
+
+    params = {k: jnp.asarray(v) for k, v in initial.items()}
+    _, ours = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=4))(params)
+    stacked = {k: np.stack([r[k] for r in reference]) for k in initial}
+    error = max_relative_error({k: np.asarray(v) for k, v in ours.items()}, stacked)
     assert error < OPTIMIZER_RTOL_F64, error
 
 
@@ -150,6 +232,20 @@ SCHEDULER_CASES = {
         ADAM,
         lambda o: S.ChainedScheduler(
             [S.ConstantLR(o, factor=0.5, total_iters=4), S.ExponentialLR(o, 0.95)], optimizer=o
+        ),
+    ),
+    "SWALR": (SGD_M, lambda o: torch.optim.swa_utils.SWALR(o, swa_lr=0.02, anneal_epochs=8)),
+    "SequentialLR_SWALR_linear": (
+        SGD_M,
+        lambda o: S.SequentialLR(
+            o,
+            [
+                S.ExponentialLR(o, 0.9),
+                torch.optim.swa_utils.SWALR(
+                    o, swa_lr=0.01, anneal_epochs=5, anneal_strategy="linear"
+                ),
+            ],
+            milestones=[10],
         ),
     ),
     "hf_cosine": (
@@ -334,10 +430,15 @@ def test_non_traceable_lambda_raises_naming_the_scheduler():
         optlib.from_torch(optimizer, scheduler, param_paths=["a"])
 
 
+class HandWrittenLR(S.LRScheduler):
+    def get_lr(self):
+        return [0.5 * lr for lr in self.base_lrs]
+
+
 def test_unsupported_scheduler_raises_naming_it():
     optimizer = torch.optim.SGD(params_list(1), lr=0.1)
-    scheduler = torch.optim.swa_utils.SWALR(optimizer, swa_lr=0.05)
-    with pytest.raises(ValueError, match="SWALR is not supported"):
+    scheduler = HandWrittenLR(optimizer)
+    with pytest.raises(ValueError, match="HandWrittenLR is not supported"):
         optlib.from_torch(optimizer, scheduler, param_paths=["a"])
 
 

@@ -14,6 +14,7 @@ Flax ``Dense`` kernel is against a torch ``Linear.weight``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -58,6 +59,8 @@ class Case:
     groups: tuple = (KEYS,)
     layouts: dict | None = None
     round_trip: bool = True
+    shapes: dict | None = None  # the problem's leaves (default: tests/parity.py's four)
+    float64_newton_schulz: bool = False  # torch's Muon iterates in float64 (test only)
 
 
 def _two_groups(cls, decay_kwargs, other_kwargs):
@@ -72,8 +75,11 @@ def _two_groups(cls, decay_kwargs, other_kwargs):
     return build
 
 
-def _one_group(cls, **kwargs):
-    return lambda params: cls([params[k] for k in KEYS], **kwargs)
+def _one_group(cls, keys=KEYS, **kwargs):
+    return lambda params: cls([params[k] for k in keys], **kwargs)
+
+
+MATRICES = {"square": (4, 4), "wide": (3, 6), "tall": (7, 3)}  # Muon: 2-D parameters only
 
 
 def _plateau_metric(k):
@@ -206,6 +212,52 @@ CASES = {
         lambda opt: LR.LinearLR(opt, start_factor=0.5, total_iters=30),
         layouts=SWAPPED_LAST,
     ),
+    "asgd_step_lr": Case(
+        _one_group(torch.optim.ASGD, lr=0.02, lambd=1e-3, alpha=0.6, t0=12.0, weight_decay=0.01),
+        lambda: optlib.asgd(
+            optlib.step_lr(0.02, step_size=7, gamma=0.5),
+            lambd=1e-3,
+            alpha=0.6,
+            t0=12.0,
+            weight_decay=0.01,
+        ),
+        lambda opt: LR.StepLR(opt, step_size=7, gamma=0.5),
+        layouts=TRANSPOSED,
+    ),
+    "asgd_plateau": Case(
+        _one_group(torch.optim.ASGD, lr=0.05, t0=25.0),
+        lambda: optlib.asgd(optlib.reduce_lr_on_plateau(0.05, factor=0.5, patience=2), t0=25.0),
+        lambda opt: LR.ReduceLROnPlateau(opt, factor=0.5, patience=2),
+        metric=_plateau_metric,
+    ),
+    "torch_adafactor_cosine": Case(
+        _one_group(torch.optim.Adafactor, lr=0.05, beta2_decay=-0.7, weight_decay=0.01),
+        lambda: optlib.torch_adafactor(
+            optlib.cosine_annealing_lr(0.05, T_max=25), beta2_decay=-0.7, weight_decay=0.01
+        ),
+        lambda opt: LR.CosineAnnealingLR(opt, T_max=25),
+        layouts=SWAPPED_LAST,
+    ),
+    "torch_adafactor_plateau_eps": Case(
+        _one_group(torch.optim.Adafactor, lr=0.02, eps=(1e-20, 1e-3), d=2.0),
+        lambda: optlib.torch_adafactor(
+            optlib.reduce_lr_on_plateau(0.02, factor=0.5, patience=2), eps=(1e-20, 1e-3), d=2.0
+        ),
+        lambda opt: LR.ReduceLROnPlateau(opt, factor=0.5, patience=2),
+        metric=_plateau_metric,
+    ),
+    "muon_one_cycle_momentum": Case(
+        _one_group(torch.optim.Muon, tuple(MATRICES), lr=0.02, adjust_lr_fn="original"),
+        lambda: optlib.muon(
+            optlib.one_cycle_lr(0.02, max_lr=0.05, total_steps=60),
+            adjust_lr_fn="original",
+            ns_dtype="float64",
+        ),
+        lambda opt: LR.OneCycleLR(opt, max_lr=0.05, total_steps=60),
+        groups=(tuple(MATRICES),),
+        shapes=MATRICES,
+        float64_newton_schulz=True,
+    ),
 }
 
 
@@ -323,9 +375,15 @@ def _param_paths(case: Case) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_torch_run_resumes_in_optlib_and_goes_back(name, x64, tmp_path):
+def test_torch_run_resumes_in_optlib_and_goes_back(name, x64, tmp_path, monkeypatch):
     case = CASES[name]
-    problem = make_problem(STEPS, seed=3)
+    problem = make_problem(STEPS, seed=3, shapes=case.shapes)
+    if case.float64_newton_schulz:
+        # torch's Muon rounds to bfloat16 with grad.bfloat16(): a float64 copy instead (as
+        # tests/test_muon.py), against optlib.muon(ns_dtype="float64").
+        monkeypatch.setattr(
+            torch.Tensor, "bfloat16", lambda self: self.to(torch.float64, copy=True)
+        )
     with torch_default_dtype(torch.float64), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, _, optimizer, scheduler, torch_params = _torch_run(case, problem, 0, BEFORE)
@@ -395,6 +453,62 @@ def test_torch_run_resumes_in_optlib_and_goes_back(name, x64, tmp_path):
     if not name.startswith("adafactor_relative"):
         np.testing.assert_allclose(
             _lr_columns(lrs, case.groups)[ROUND_TRIP:], again_lrs, rtol=1e-12
+        )
+
+
+def test_asgd_average_resumes_and_goes_back(x64):
+    """ASGD's ``ax`` (optlib.averaged_params) and ``eta`` follow torch through both ways; the
+    parameters alone would not show a wrong ``ax``."""
+    case = CASES["asgd_step_lr"]
+    problem = make_problem(STEPS, seed=3)
+    ax = lambda optimizer: {
+        k: optimizer.state[p]["ax"].numpy().copy()
+        for k, p in zip(KEYS, optimizer.param_groups[0]["params"], strict=True)
+    }
+    with torch_default_dtype(torch.float64), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, _, optimizer, scheduler, torch_params = _torch_run(case, problem, 0, BEFORE)
+        saved = (copy.deepcopy(optimizer.state_dict()), scheduler.state_dict())
+        start = {k: p.detach().numpy().copy() for k, p in torch_params.items()}
+        _torch_run(case, problem, BEFORE, STEPS, optimizer, scheduler, torch_params)
+        reference_ax = ax(optimizer)
+        reference_eta = float(optimizer.state[optimizer.param_groups[0]["params"][0]]["eta"])
+    params = {k: jnp.asarray(v) for k, v in _jax_view(start, case.layouts).items()}
+    tx = case.optlib_tx()
+    state = optlib.from_torch_state_dict(
+        tx, params, *saved, param_paths=list(KEYS), layouts=case.layouts
+    )
+    loaded = _torch_layout(
+        {k: np.asarray(v)[None] for k, v in optlib.averaged_params(state).items()}, case.layouts
+    )
+    for k in KEYS:
+        np.testing.assert_array_equal(loaded[k][0], saved[0]["state"][KEYS.index(k)]["ax"])
+    _, _, final_params, final = _optlib_run(case, tx, state, params, problem, BEFORE, STEPS)
+    ours = _torch_layout(
+        {k: np.asarray(v)[None] for k, v in optlib.averaged_params(final).items()}, case.layouts
+    )
+    error = max_relative_error(ours, {k: v[None] for k, v in reference_ax.items()})
+    assert error <= OPTIMIZER_RTOL_F64, f"ax differs by {error:.2e}"
+    assert float(final["asgd"].eta) == pytest.approx(reference_eta, rel=1e-12)
+    with torch_default_dtype(torch.float64):
+        fresh = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in start.items()}
+        optimizer = case.torch_optimizer(fresh)
+        back = optlib.to_torch_state_dict(
+            tx,
+            final,
+            final_params,
+            param_paths=list(KEYS),
+            layouts=case.layouts,
+            param_groups=optimizer.state_dict()["param_groups"],
+        ).optimizer
+        optimizer.load_state_dict(back)
+    for index, k in enumerate(KEYS):
+        np.testing.assert_array_equal(back["state"][index]["ax"].numpy(), ours[k][0])
+        assert float(back["state"][index]["mu"]) == pytest.approx(1 / (STEPS - 12.0))
+        assert float(back["state"][index]["step"]) == STEPS
+    with pytest.raises(ValueError, match=r"needs param_groups= .*t0"):
+        optlib.to_torch_state_dict(
+            tx, final, final_params, param_paths=list(KEYS), layouts=case.layouts
         )
 
 
@@ -551,6 +665,133 @@ def test_param_names_map_by_name_callable_or_default():
     with pytest.raises(ValueError, match=r"no entry for torch parameter\(s\) \['bias'\]"):
         optlib.from_torch_state_dict(
             optlib.adam(), params, sd, param_paths={"weight": "dense/kernel"}, layouts=KERNEL_T
+        )
+
+
+def _lbfgs_problem():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(12, 4)), rng.normal(size=(12, 3))
+    initial = {"w": rng.normal(size=(3, 4)), "c": np.zeros(3)}  # torch: w (out, in), c
+
+    def loss(w, c, lib, a, b):
+        return 0.5 * lib.sum((a @ w.T + c - b) ** 2) + 0.1 * lib.sum(w**4)
+
+    return a, b, initial, loss
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_run_resumes_in_optlib_and_goes_back(line_search_fn, x64, tmp_path):
+    """torch.optim.LBFGS's one record (flat history in torch's parameter order, here with the
+    JAX kernel transposed) -> optlib.lbfgs, which continues as torch; and back."""
+    a, b, initial, loss = _lbfgs_problem()
+    kwargs = {"lr": 0.5, "max_iter": 4, "history_size": 3, "line_search_fn": line_search_fn}
+    before, after, back_after = 3, 4, 2
+    with torch_default_dtype(torch.float64):
+        tp = {k: torch.tensor(v, requires_grad=True) for k, v in initial.items()}
+        ta, tb = torch.tensor(a), torch.tensor(b)
+
+        def torch_steps(optimizer, n):
+            def closure():
+                optimizer.zero_grad()
+                value = loss(tp["w"], tp["c"], torch, ta, tb)
+                value.backward()
+                return value
+
+            out = []
+            for _ in range(n):
+                optimizer.step(closure)
+                out.append({k: p.detach().numpy().copy() for k, p in tp.items()})
+            record = optimizer.state[tp["w"]]
+            return out, (record["func_evals"], record["n_iter"])
+
+        optimizer = torch.optim.LBFGS([tp["w"], tp["c"]], **kwargs)
+        torch_steps(optimizer, before)
+        torch.save(optimizer.state_dict(), tmp_path / "lbfgs.pt")
+        start = {k: p.detach().numpy().copy() for k, p in tp.items()}
+        reference, reference_counts = torch_steps(optimizer, after)
+    saved = torch.load(tmp_path / "lbfgs.pt", weights_only=True)
+
+    tx = optlib.lbfgs(0.5, max_iter=4, history_size=3, line_search_fn=line_search_fn)
+    paths, layouts = ["kernel", "c"], {"kernel": "transpose"}
+    params = {"kernel": jnp.asarray(start["w"].T), "c": jnp.asarray(start["c"])}
+    state = optlib.from_torch_state_dict(tx, params, saved, param_paths=paths, layouts=layouts)
+
+    def value_fn(p):
+        return loss(p["kernel"].T, p["c"], jnp, jnp.asarray(a), jnp.asarray(b))
+
+    @jax.jit
+    def step(p, s):
+        value, grads = jax.value_and_grad(value_fn)(p)
+        updates, s = tx.update(grads, s, p, value=value, grad=grads, value_fn=value_fn)
+        return optax.apply_updates(p, updates), s
+
+    ours, p, s = [], params, state
+    for k in range(after):
+        p, s = step(p, s)
+        ours.append({"w": np.asarray(p["kernel"]).T, "c": np.asarray(p["c"])})
+        if k + 1 == back_after:
+            mid_params, mid_state = p, s
+    stack = lambda steps: {k: np.stack([x[k] for x in steps]) for k in ("w", "c")}
+    error = max_relative_error(stack(ours), stack(reference))
+    assert error <= OPTIMIZER_RTOL_F64, f"parameters differ by {error:.2e}"
+    assert (int(s["lbfgs"].func_evals), int(s["lbfgs"].n_iter)) == reference_counts
+
+    # optlib after 2 of those steps -> a fresh torch LBFGS, which continues as optlib
+    with torch_default_dtype(torch.float64):
+        tp = {
+            "w": torch.tensor(np.asarray(mid_params["kernel"]).T.copy(), requires_grad=True),
+            "c": torch.tensor(np.asarray(mid_params["c"]), requires_grad=True),
+        }
+        optimizer = torch.optim.LBFGS([tp["w"], tp["c"]], **kwargs)
+        dicts = optlib.to_torch_state_dict(
+            tx,
+            mid_state,
+            mid_params,
+            param_paths=paths,
+            layouts=layouts,
+            param_groups=optimizer.state_dict()["param_groups"],
+        )
+        torch.save(dicts.optimizer, tmp_path / "back.pt")
+        optimizer.load_state_dict(torch.load(tmp_path / "back.pt", weights_only=True))
+        again, again_counts = torch_steps(optimizer, after - back_after)
+    error = max_relative_error(stack(ours[back_after:]), stack(again))
+    assert error <= OPTIMIZER_RTOL_F64, f"round trip: parameters differ by {error:.2e}"
+    assert again_counts == reference_counts
+
+
+def test_lbfgs_state_dict_of_another_optimizer_is_named():
+    params, sd, _ = _torch_state(torch.optim.Adam)
+    with pytest.raises(ValueError, match=r"not a torch\.optim\.LBFGS state dict"):
+        optlib.from_torch_state_dict(
+            optlib.lbfgs(), params, sd, param_paths=PATHS, layouts=KERNEL_T
+        )
+
+
+def test_torch_adafactor_statistics_keep_torchs_size_one_axis():
+    params, sd, _ = _torch_state(torch.optim.Adafactor, lr=0.01)
+    assert tuple(sd["state"][0]["row_var"].shape) == (3, 1)
+    state = optlib.from_torch_state_dict(
+        optlib.torch_adafactor(0.01), params, sd, param_paths=PATHS, layouts=KERNEL_T
+    )
+    factored = state["factored_rms"]
+    # the kernel is the transposed weight: torch's rows are optlib's columns
+    np.testing.assert_array_equal(
+        np.asarray(factored.exp_avg_sq_col["dense"]["kernel"]), sd["state"][0]["row_var"][:, 0]
+    )
+    np.testing.assert_array_equal(
+        np.asarray(factored.exp_avg_sq["dense"]["bias"]), sd["state"][1]["variance"]
+    )
+    back = optlib.to_torch_state_dict(
+        optlib.torch_adafactor(0.01), state, params, param_paths=PATHS, layouts=KERNEL_T
+    ).optimizer["state"]
+    for key in ("row_var", "col_var"):
+        np.testing.assert_array_equal(back[0][key].numpy(), sd["state"][0][key].numpy())
+    np.testing.assert_array_equal(back[1]["variance"].numpy(), sd["state"][1]["variance"])
+    bad = copy.deepcopy(sd)
+    bad["state"][0]["row_var"] = bad["state"][0]["row_var"][:, 0]
+    with pytest.raises(ValueError, match=r"'row_var' has shape \(3,\).*size-1 axis -1"):
+        optlib.from_torch_state_dict(
+            optlib.torch_adafactor(0.01), params, bad, param_paths=PATHS, layouts=KERNEL_T
         )
 
 

@@ -24,18 +24,22 @@ import optax
 
 from optlib.optimizers.extras import lion
 from optlib.optimizers.huggingface import adafactor
+from optlib.optimizers.lbfgs import lbfgs
+from optlib.optimizers.muon import muon
 from optlib.optimizers.torch import (
     adadelta,
     adagrad,
     adam,
     adamax,
     adamw,
+    asgd,
     nadam,
     radam,
     rmsprop,
     rprop,
     sgd,
 )
+from optlib.optimizers.torch_adafactor import torch_adafactor
 
 __all__ = [
     "IMPLEMENTATION_SWITCHES",
@@ -79,6 +83,10 @@ TORCH_OPTIMIZERS: dict[str, TorchOptimizer] = {
     "RAdam": TorchOptimizer(radam),
     "Adamax": TorchOptimizer(adamax),
     "Rprop": TorchOptimizer(rprop),
+    "ASGD": TorchOptimizer(asgd),
+    "Adafactor": TorchOptimizer(torch_adafactor),
+    "Muon": TorchOptimizer(muon),
+    "LBFGS": TorchOptimizer(lbfgs),
     # other packages' torch optimizers with the same keywords as their optlib twin
     "transformers.Adafactor": TorchOptimizer(adafactor),
     "lion_pytorch.Lion": TorchOptimizer(lion),
