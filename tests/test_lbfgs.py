@@ -336,7 +336,7 @@ def test_low_precision_parameters_keep_their_dtype_and_float32_state(dtype):
 
 BAD_INPUTS = [
     (dict(max_iter=0), ValueError, "max_iter"),
-    (dict(max_iter=2.0), TypeError, "max_iter"),
+    (dict(max_iter=2.5), TypeError, "max_iter"),
     (dict(history_size=0), ValueError, "history_size"),
     (dict(max_eval=0), ValueError, "max_eval"),
     (dict(tolerance_grad=-1e-7), ValueError, "tolerance_grad"),

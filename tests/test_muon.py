@@ -224,7 +224,7 @@ def test_a_parameter_that_is_not_2d_is_rejected_at_init_with_torch_message(shape
         (dict(eps=-1e-7), "eps"),
         (dict(ns_steps=0), "ns_steps"),
         (dict(ns_steps=100), "ns_steps"),
-        (dict(ns_steps=2.0), "ns_steps"),
+        (dict(ns_steps=2.5), "ns_steps"),
         (dict(adjust_lr_fn="unknown"), "adjust_lr_fn"),
         (dict(ns_coefficients=(3.4, -4.7)), "ns_coefficients"),
         (dict(ns_coefficients=(3.4, "b", 2.0)), "ns_coefficients[1]"),

@@ -271,7 +271,7 @@ def test_update_without_the_objective_says_how_to_pass_it():
         (optlib.newton, dict(learning_rate=-1.0), ValueError, "learning_rate"),
         (optlib.newton, dict(linesearch="armijo"), TypeError, "linesearch"),
         (optlib.bfgs, dict(max_size=0), ValueError, "max_size"),
-        (optlib.bfgs, dict(max_size=1e4), TypeError, "max_size"),
+        (optlib.bfgs, dict(max_size=1e4 + 0.5), TypeError, "max_size"),
         (optlib.bfgs, dict(scale_init_hess=1), TypeError, "scale_init_hess"),
         (optlib.bfgs, dict(learning_rate=float("nan")), ValueError, "learning_rate"),
         (optlib.bfgs, dict(linesearch=optax.sgd), TypeError, "linesearch"),

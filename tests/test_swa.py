@@ -76,7 +76,7 @@ def test_sequential_lr_then_swalr_anneals_from_the_lr_left(strategy, milestone, 
     [
         (dict(swa_lr=0.01, anneal_strategy="exp"), "anneal_strategy", ValueError),
         (dict(swa_lr=0.01, anneal_epochs=-1), "anneal_epochs", ValueError),
-        (dict(swa_lr=0.01, anneal_epochs=2.0), "anneal_epochs", TypeError),
+        (dict(swa_lr=0.01, anneal_epochs=2.5), "anneal_epochs", TypeError),
         (dict(swa_lr=-0.01), "swa_lr", ValueError),
         (dict(), "swa_lr", ValueError),
     ],
