@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "DEFAULT_STATISTICS_DTYPE",
@@ -41,8 +42,10 @@ def cast(x: jax.Array, dtype) -> jax.Array:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-DEFAULT_STATISTICS_DTYPE = jnp.float32
-"""The ``statistics_dtype`` every optimizer and statistics transform defaults to."""
+DEFAULT_STATISTICS_DTYPE = jnp.dtype("float32")
+"""The ``statistics_dtype`` every optimizer and statistics transform defaults to (a dtype
+instance, not the callable ``jnp.float32``: ``optax.inject_hyperparams`` would take a callable
+default for a schedule and call it with the step count)."""
 
 
 def statistics_dtype(dtype, minimum=DEFAULT_STATISTICS_DTYPE) -> jnp.dtype:
@@ -67,6 +70,13 @@ def check_statistics_dtype(value):
     """
     if value is None:
         return None
+    if isinstance(value, (jax.Array, np.ndarray)):
+        raise TypeError(
+            f"statistics_dtype must be a dtype, got an array {value!r}: under "
+            "optax.inject_hyperparams a dtype such as jnp.bfloat16 is callable and is taken for "
+            "a schedule; pass static_args=('statistics_dtype',) or a dtype instance "
+            "(jnp.dtype('bfloat16'))"
+        )
     try:
         dtype = jnp.dtype(value)
     except TypeError:

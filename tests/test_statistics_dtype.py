@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -329,3 +331,22 @@ def test_averages_follow_statistics_dtype(dtype):
             np.testing.assert_array_equal(
                 np.asarray(new_state.average["w"], np.float32), np.asarray(model, np.float32)
             )
+
+
+def test_the_default_statistics_dtype_is_not_taken_for_a_schedule_by_inject_hyperparams():
+    params = {"w": jnp.ones(3)}
+    injected = optax.inject_hyperparams(optlib.adam)(learning_rate=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # jnp.dtype(array) is deprecated: none may happen
+        state = injected.init(params)
+        _, state = injected.update(params, state, params)
+    assert "statistics_dtype" not in state.hyperparams
+    assert state.inner_state["adam"].exp_avg["w"].dtype == jnp.float32
+
+
+def test_a_callable_dtype_under_inject_hyperparams_is_explained():
+    injected = optax.inject_hyperparams(optlib.adam)(
+        learning_rate=0.1, statistics_dtype=jnp.bfloat16
+    )
+    with pytest.raises(TypeError, match=r"static_args=\('statistics_dtype',\)"):
+        injected.init({"w": jnp.ones(3)})
