@@ -250,7 +250,7 @@ def learning_rate_link(learning_rate: LearningRate) -> Link:
     return ("learning_rate", apply_learning_rate(learning_rate))
 
 
-def momentum_from(learning_rate: LearningRate, momentum):
+def momentum_from(learning_rate: LearningRate, momentum: Any) -> Any:
     """The momentum (or ``beta1``) an optimizer uses, given its ``learning_rate``.
 
     torch's ``OneCycleLR`` / ``CyclicLR`` with ``cycle_momentum=True`` overwrite the

@@ -30,7 +30,7 @@ def muon(
     ns_steps: int = 5,
     adjust_lr_fn: str | None = None,
     *,
-    ns_dtype="bfloat16",
+    ns_dtype: Any = "bfloat16",
     statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> optax.GradientTransformation:
     """Muon (torch.optim.Muon), for 2-D parameters (the hidden layers' matrices).

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -137,7 +138,7 @@ _LAST_EPOCH_DOC = (
 )
 
 
-def resume_after(schedule, last_epoch: int):
+def resume_after(schedule: Any, last_epoch: int) -> Any:
     """``schedule`` as torch's scheduler built with ``last_epoch`` (``TorchSchedule.resumed``).
 
     Args:

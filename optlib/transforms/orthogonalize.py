@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -94,7 +95,7 @@ def newton_schulz(
     ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
     ns_steps: int = 5,
     eps: float = 1e-7,
-    dtype="bfloat16",
+    dtype: Any = "bfloat16",
 ) -> jax.Array:
     """Approximately orthogonalises a matrix, as torch.optim.Muon's Newton–Schulz helper.
 
@@ -159,7 +160,7 @@ def scale_by_newton_schulz(
     ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
     ns_steps: int = 5,
     eps: float = 1e-7,
-    ns_dtype="bfloat16",
+    ns_dtype: Any = "bfloat16",
 ) -> optax.GradientTransformation:
     """Replaces each 2-D update by its Newton–Schulz orthogonalisation (torch.optim.Muon).
 
