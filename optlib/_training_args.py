@@ -45,7 +45,19 @@ from optlib._describe import GroupRecipe, Recipe, register_recipe
 from optlib._from_torch import key_path
 from optlib._param_groups import param_groups
 from optlib._registry import get_scheduler
-from optlib.optimizers import adafactor, adagrad, adamw, ademamix, lion, rmsprop, sgd, stable_adamw
+from optlib.optimizers import (
+    adafactor,
+    adagrad,
+    adamw,
+    ademamix,
+    lion,
+    rmsprop,
+    schedule_free_adamw,
+    schedule_free_radam,
+    schedule_free_sgd,
+    sgd,
+    stable_adamw,
+)
 from optlib.transforms import clip_grad_norm
 
 __all__ = ["HF_NO_DECAY_PATTERNS", "TRAINER_OPTIMIZERS", "from_training_args", "hf_no_decay_labels"]
@@ -260,6 +272,32 @@ def _stable_adamw(fields: Fields, optim_args: OptimArgs) -> Handled:
     return stable_adamw, kwargs, "optimi.StableAdamW"
 
 
+def _schedule_free(factory: Callable, reference: str, *, adam: bool, warmup: bool) -> Callable:
+    """Trainer's schedule-free handler: Adam's betas/eps for the Adam variants, the raw
+    ``warmup_steps`` field (not for RAdam), ``weight_lr_power`` and ``r`` from optim_args."""
+
+    def handler(fields: Fields, optim_args: OptimArgs) -> Handled:
+        kwargs: dict[str, Any] = _adam_betas(fields) if adam else {}
+        if warmup:
+            kwargs["warmup_steps"] = fields["warmup_steps"]
+        kwargs["weight_lr_power"] = float(optim_args.get("weight_lr_power", 2.0))
+        kwargs["r"] = float(optim_args.get("r", 0.0))
+        return factory, kwargs, reference
+
+    return handler
+
+
+_schedule_free_adamw = _schedule_free(
+    schedule_free_adamw, "schedulefree.AdamWScheduleFree", adam=True, warmup=True
+)
+_schedule_free_sgd = _schedule_free(
+    schedule_free_sgd, "schedulefree.SGDScheduleFree", adam=False, warmup=True
+)
+_schedule_free_radam = _schedule_free(
+    schedule_free_radam, "schedulefree.RAdamScheduleFree", adam=True, warmup=False
+)
+
+
 # The optim_args keys that change what a handler builds (Trainer ignores the others; a
 # "weight_decay" reaches sgd/adagrad/rmsprop but the param groups' weight_decay overrides it).
 _OPTIM_ARGS_READ: dict[Callable, tuple[str, ...]] = {
@@ -268,6 +306,9 @@ _OPTIM_ARGS_READ: dict[Callable, tuple[str, ...]] = {
     _rmsprop: ("momentum", "alpha", "eps", "centered"),
     _ademamix: ("beta1", "beta2", "beta3", "alpha", "eps", "t_alpha", "t_beta3"),
     _stable_adamw: ("decouple_lr", "max_lr", "kahan_sum"),
+    _schedule_free_adamw: ("weight_lr_power", "r"),
+    _schedule_free_sgd: ("weight_lr_power", "r"),
+    _schedule_free_radam: ("weight_lr_power", "r"),
 }
 
 TRAINER_OPTIMIZERS: dict[str, Callable[[Fields, OptimArgs], Handled]] = {
@@ -284,6 +325,9 @@ TRAINER_OPTIMIZERS: dict[str, Callable[[Fields, OptimArgs], Handled]] = {
     "ademamix": _ademamix,
     "paged_ademamix_32bit": _ademamix,
     "stable_adamw": _stable_adamw,
+    "schedule_free_adamw": _schedule_free_adamw,
+    "schedule_free_sgd": _schedule_free_sgd,
+    "schedule_free_radam": _schedule_free_radam,
 }
 """``TrainingArguments.optim`` names whose math optlib reproduces -> their handler."""
 

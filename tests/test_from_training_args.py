@@ -80,8 +80,14 @@ def torch_run(trainer, model, max_grad_norm):
                         p.grad += gradient(p, t(a[n]), t(b[n]), t(noise[n][step, i]), 1.0) / MICRO
             if max_grad_norm and max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+            group = trainer.optimizer.param_groups[0]
+            rate = group["lr"]
+            if hasattr(trainer.optimizer, "train"):  # schedulefree: Trainer's train mode
+                trainer.optimizer.train()
             trainer.optimizer.step()
+            # schedulefree applies its warmed-up (RAdam: rectified) ``scheduled_lr``, which
+            # optlib.current_learning_rate reports for the schedule-free optimizers
+            lrs.append(group.get("scheduled_lr", rate))
             trainer.lr_scheduler.step()
             params.append({n: p.detach().numpy().copy() for n, p in named.items()})
     return params, np.asarray(lrs), (a, b, noise)
@@ -162,6 +168,10 @@ OPTIM_CASES = {
     "lion_32bit": {"learning_rate": 0.01, "adam_beta2": 0.95},
     "ademamix": {"learning_rate": 0.02, "optim_args": "alpha=4.0,beta3=0.999"},
     "stable_adamw": {"learning_rate": 0.05, "optim_args": "decouple_lr=True"},
+    # Trainer passes the raw warmup_steps field to schedulefree: an integer here
+    "schedule_free_adamw": {"learning_rate": 0.02, "warmup_steps": 3, "optim_args": "r=0.5"},
+    "schedule_free_sgd": {"learning_rate": 0.05, "warmup_steps": 3},
+    "schedule_free_radam": {"learning_rate": 0.02, "optim_args": "weight_lr_power=1.0"},
 }
 
 
@@ -172,7 +182,7 @@ BITSANDBYTES_RTOL = 1e-6
 @pytest.mark.parametrize("optim", list(OPTIM_CASES))
 def test_every_optim_name_reproduces_trainer(optim, tmp_path, x64):
     worst, lr_error, *_ = compare(
-        tmp_path, optim=optim, lr_scheduler_type="linear", **COMMON, **OPTIM_CASES[optim]
+        tmp_path, optim=optim, lr_scheduler_type="linear", **{**COMMON, **OPTIM_CASES[optim]}
     )
     print(f"{optim}: max relative error {worst:.2e}, lr {lr_error:.2e}")
     rtol = BITSANDBYTES_RTOL if optim in ("lion_32bit", "ademamix") else OPTIMIZER_RTOL_F64
