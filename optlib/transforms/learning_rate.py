@@ -206,13 +206,12 @@ def track_learning_rate(learning_rate: LearningRate) -> optax.GradientTransforma
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
     """
-    inner = optax.with_extra_args_support(apply_learning_rate(learning_rate))
+    tracker = learning_rate_tracker(learning_rate)
 
     def update_fn(updates, state, params=None, **extra_args):
-        _, state = inner.update(updates, state, params, **extra_args)
-        return jax.tree.map(jnp.negative, updates), state
+        return jax.tree.map(jnp.negative, updates), tracker.step(state, params, extra_args)
 
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+    return optax.GradientTransformationExtraArgs(tracker.init, update_fn)
 
 
 class LearningRateTracker(NamedTuple):
