@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from optlib._validation import check_float_dtype
 
 __all__ = [
     "DEFAULT_STATISTICS_DTYPE",
@@ -68,25 +69,9 @@ def check_statistics_dtype(value):
     Raises:
       TypeError: naming ``statistics_dtype`` and the bad value.
     """
-    if value is None:
-        return None
-    if isinstance(value, (jax.Array, np.ndarray)):
-        raise TypeError(
-            f"statistics_dtype must be a dtype, got an array {value!r}: under "
-            "optax.inject_hyperparams a dtype such as jnp.bfloat16 is callable and is taken for "
-            "a schedule; pass static_args=('statistics_dtype',) or a dtype instance "
-            "(jnp.dtype('bfloat16'))"
-        )
-    try:
-        dtype = jnp.dtype(value)
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            "statistics_dtype must be None (the parameters' dtype, as torch) or a floating "
-            f"dtype such as jnp.float32, got {value!r}"
-        )
-    return dtype
+    return check_float_dtype(
+        "statistics_dtype", value, none_means="the parameters' dtype, as torch"
+    )
 
 
 def safe_increment(count: jax.Array, amount=1) -> jax.Array:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -146,6 +147,35 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
         listed = ", ".join(repr(option) for option in options)
         raise ValueError(f"{name} must be one of {listed}; got {value!r}")
     return value
+
+
+def check_float_dtype(name: str, value: Any, *, none_means: str) -> Any:
+    """``None`` or a floating dtype (a dtype, its name or its scalar type), as a ``jnp.dtype``.
+
+    An array is refused with the ``static_args`` hint: ``optax.inject_hyperparams`` takes a
+    callable such as ``jnp.bfloat16`` for a schedule and passes its value at the step count.
+
+    Raises:
+      TypeError: naming ``name`` and the bad value (``none_means`` says what ``None`` is).
+    """
+    if value is None:
+        return None
+    if isinstance(value, (jax.Array, np.ndarray)):
+        raise TypeError(
+            f"{name} must be a dtype, got an array {value!r}: under optax.inject_hyperparams a "
+            "dtype such as jnp.bfloat16 is callable and is taken for a schedule; pass "
+            f"static_args=('{name}',) or a dtype instance (jnp.dtype('bfloat16'))"
+        )
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must be None ({none_means}) or a floating dtype such as jnp.float32, "
+            f"got {value!r}"
+        )
+    return dtype
 
 
 def check_bool(name: str, value: Any) -> bool:

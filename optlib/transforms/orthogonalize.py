@@ -15,7 +15,14 @@ import jax.numpy as jnp
 import optax
 
 from optlib._numerics import cast, statistics_dtype
-from optlib._validation import check_choice, check_int, check_non_negative, check_real, is_traced
+from optlib._validation import (
+    check_choice,
+    check_float_dtype,
+    check_int,
+    check_non_negative,
+    check_real,
+    is_traced,
+)
 
 __all__ = [
     "ADJUST_LR_FNS",
@@ -66,15 +73,7 @@ def _check_ns_steps(ns_steps) -> int:
 
 def _check_ns_dtype(ns_dtype):
     """``None`` or a floating dtype (a name such as ``"bfloat16"``, or a dtype)."""
-    if ns_dtype is None:
-        return None
-    try:
-        dtype = jnp.dtype(ns_dtype)
-    except TypeError as error:
-        raise TypeError(f"ns_dtype must be a floating dtype or None, got {ns_dtype!r}") from error
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"ns_dtype must be a floating dtype or None, got {ns_dtype!r}")
-    return dtype
+    return check_float_dtype("ns_dtype", ns_dtype, none_means="the update's own dtype")
 
 
 def _check_matrix(path, leaf) -> None:
