@@ -35,6 +35,8 @@ class Mode:
       optimizers: twins measured in the update suite (None: all).
       schedules: schedule names measured (None: every registered step-based one).
       metric_problems: problems of the metric-driven suite.
+      stack: ``(count, side)`` of the stack of matrices timed for the twins that ask for it
+        (Muon: ``count`` matrices of ``side x side``).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Mode:
     optimizers: tuple[str, ...] | None = None
     schedules: tuple[str, ...] | None = None
     metric_problems: tuple[str, ...] = ("matrix", "tree")
+    stack: tuple[int, int] = (8, 1024)
 
 
 FULL = Mode(
@@ -88,6 +91,7 @@ QUICK = Mode(
     compile_repeats=(3, 3, 1),
     schedule_steps=1000,
     schedule_repeats=5,
+    stack=(4, 1024),
 )
 
 SMOKE = Mode(
@@ -108,6 +112,7 @@ SMOKE = Mode(
     optimizers=("adam", "sgd_momentum"),
     schedules=("StepLR", "OneCycleLR", "cosine"),
     metric_problems=("matrix",),
+    stack=(2, 64),
 )
 
 MODES = {mode.name: mode for mode in (FULL, QUICK, SMOKE)}

@@ -8,7 +8,8 @@ import sys
 import time
 
 from benchmarks.config import Mode
-from benchmarks.problems import Problem, matrix_problem, tree_problem
+from benchmarks.problems import Problem, matrix_problem, matrix_stack_problem, tree_problem
+from benchmarks.twins import TWINS, Twin
 
 
 @dataclasses.dataclass
@@ -29,12 +30,22 @@ class Context:
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
     @functools.cached_property
+    def twins(self) -> list[Twin]:
+        """The twins of the update suite: the mode's (all of them in full and quick mode)."""
+        wanted = self.mode.optimizers
+        return [twin for twin in TWINS if wanted is None or twin.name in wanted]
+
+    @functools.cached_property
     def problems(self) -> list[Problem]:
+        """The matrix and the tree, and the stack of matrices when a twin is timed on it."""
         mode = self.mode
-        return [
+        problems = [
             matrix_problem(mode.matrix),
             tree_problem(mode.width, mode.layers, mode.vocab, mode.context),
         ]
+        if any("stack" in twin.problems for twin in self.twins):
+            problems.append(matrix_stack_problem(*mode.stack))
+        return problems
 
     def log(self, message: str) -> None:
         elapsed = time.perf_counter() - self.started

@@ -18,7 +18,7 @@ class Problem:
     """Parameters and gradients of one benchmark problem.
 
     Attributes:
-      name: ``"matrix"`` or ``"tree"``.
+      name: ``"matrix"``, ``"tree"`` or ``"stack"``.
       description: one line for the tables.
       params: nested dict of float32 numpy arrays.
       grads: the same tree of gradients.
@@ -74,6 +74,18 @@ def matrix_problem(side: int, seed: int = 0) -> Problem:
     return Problem(
         "matrix",
         f"one {side}x{side} matrix",
+        params,
+        _random_like(params, rng, 1e-2),
+    )
+
+
+def matrix_stack_problem(count: int, side: int, seed: int = 0) -> Problem:
+    """``count`` separate ``side x side`` matrices (Muon's problem: a stack of hidden layers)."""
+    rng = np.random.default_rng(seed)
+    params = {f"w_{index:02d}": _normal(rng, (side, side), 0.02) for index in range(count)}
+    return Problem(
+        "stack",
+        f"a stack of {count} {side}x{side} matrices",
         params,
         _random_like(params, rng, 1e-2),
     )

@@ -71,6 +71,8 @@ def _update_tables(results: dict) -> list[str]:
                 _mib(state[i]) if i in state else "-" for i in ("optlib", "optax", "torch")
             )
             twin = "same math" if row["same_math"] else "differs"
+            if row.get("stand_in"):
+                twin = "stand-in (not judged)"
             if row["note"]:
                 twin += f": {row['note']}"
             lines.append(

@@ -4,6 +4,7 @@
 
     python -m benchmarks [--quick | --smoke] [--device auto|cpu|gpu] [--out DIR]
                          [--suites update,memory,metric,compile,schedules,lbfgs] [--no-torch]
+                         [--optimizers adam,rprop,...]
     python benchmarks/run.py ...      # the same
 
 Suites (in this order): ``update`` (update time vs optax and torch, roofline), ``memory``
@@ -19,6 +20,7 @@ what it measured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -57,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--suites", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}"
     )
+    parser.add_argument(
+        "--optimizers",
+        default=None,
+        help="comma-separated twins of the update suite (default: the mode's, all in full/quick)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="leave the torch column out")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
     parser.add_argument("--note", default="", help="a line added to the markdown report")
@@ -66,6 +73,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown suites {unknown}; choose from {', '.join(SUITES)}")
     return args
+
+
+def _twin_names(text: str) -> tuple[str, ...]:
+    from benchmarks.twins import TWINS_BY_NAME
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(names) - set(TWINS_BY_NAME))
+    if unknown:
+        raise SystemExit(f"--optimizers: unknown {unknown}; choose from {', '.join(TWINS_BY_NAME)}")
+    return names
 
 
 def _command_line(argv: list[str]) -> str:
@@ -156,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--device gpu: JAX has no GPU here (default device {device})", file=sys.stderr)
         return 2
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.optimizers:
+        mode = dataclasses.replace(mode, optimizers=_twin_names(args.optimizers))
     torch_device = _torch_device(device.platform, args.no_torch)
     context = Context(mode=mode, platform=device.platform, torch_device=torch_device)
     tag = args.tag or ("latest" if device.platform == "cpu" else f"latest_{device.platform}")

@@ -41,12 +41,6 @@ from benchmarks.timing import (
     paired_ratio,
     tree_nbytes,
 )
-from benchmarks.twins import TWINS
-
-
-def _selected_twins(context: Context):
-    wanted = context.mode.optimizers
-    return [twin for twin in TWINS if wanted is None or twin.name in wanted]
 
 
 def _bandwidth_fraction(bytes_moved: int, seconds: float, copy_bandwidth: float) -> float:
@@ -58,8 +52,11 @@ def run(context: Context) -> dict:
     rows = []
     copy_bandwidths: dict[str, list[float]] = {}
     for problem in context.problems:
+        twins = [twin for twin in context.twins if problem.name in twin.problems]
+        if not twins:
+            continue
         grads = jax.device_put(problem.grads)
-        for twin in _selected_twins(context):
+        for twin in twins:
             context.log(f"update: {twin.name} on {problem.description}")
             optax_stepper = JaxStepper(twin.optax(), problem.params, grads)
             steppers = {
@@ -110,6 +107,7 @@ def run(context: Context) -> dict:
                 "optimizer": twin.name,
                 "same_math": twin.same_math,
                 "note": twin.note,
+                "stand_in": twin.stand_in,
                 "torch_label": twin.torch_label if "torch" in steppers else None,
                 "times": impls,
                 "copy": times["copy"],

@@ -438,8 +438,12 @@ def scale_by_rprop(
             g32 = cast(g, prev.dtype)
             product = g32 * prev
             factor = jnp.where(product > 0, eta_plus, jnp.where(product < 0, eta_minus, 1.0))
-            factor = jnp.where(jnp.isnan(product), product, factor).astype(prev.dtype)
-            step_size = jnp.clip(step_size * factor, minimum, maximum)
+            step_size = jnp.clip(step_size * factor.astype(prev.dtype), minimum, maximum)
+            # torch's NaN sign makes the step size NaN. Selected last, the new step size is
+            # an expression of several arrays, which XLA computes once and reads back in the
+            # parameter update; a clip of one array last would be recomputed there from the
+            # old step sizes, and XLA would copy that donated buffer before overwriting it.
+            step_size = jnp.where(jnp.isnan(product), product, step_size)
             g32 = jnp.where(product < 0, jnp.zeros_like(g32), g32)
             return cast(jnp.sign(g32) * step_size, g.dtype), g32, step_size
 
