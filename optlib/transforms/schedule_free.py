@@ -267,7 +267,7 @@ def apply_schedule_free(
     which is the reference's in-place ``y.lerp_(z, ckp1); y.add_(u, alpha=...)`` and
     ``z.sub_(u, alpha=lr)``, returned as the update ``y_new - y``. ``y``'s step is computed as
     ``(beta1 (1 - c_k) - 1) (z - z_new)``: ``lr_k u_k`` up to one rounding of ``z`` (float64
-    runs match the reference to ~1e-15), read from the new ``z`` so that a jitted step with
+    runs match the reference to ~1e-14 relative), read from the new ``z`` so that a jitted step with
     donated buffers keeps no extra copy of ``u`` or ``y``. ``x`` (the average, where
     to evaluate) is implicit: ``x = (y - (1 - beta1) z) / beta1``
     (``schedule_free_eval_params``).
