@@ -35,10 +35,17 @@ def _is_real(value: Any) -> bool:
         return False
     if isinstance(value, numbers.Real):
         return True
-    # 0-d numpy / jax arrays of a real dtype are accepted as concrete numbers.
+    # 0-d numpy / jax arrays of a real dtype are accepted as concrete numbers (bfloat16
+    # included: its numpy kind is "V", which is why the dtype is asked, not its kind; an
+    # inject_hyperparams on bf16 parameters hands hyperparameters over as bf16 scalars).
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
-    return shape == () and dtype is not None and getattr(dtype, "kind", "") in "fiu"
+    if shape != () or dtype is None:
+        return False
+    try:
+        return bool(jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
+    except TypeError:  # not a dtype numpy knows
+        return False
 
 
 def is_traced(value: Any) -> bool:

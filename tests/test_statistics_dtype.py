@@ -350,3 +350,24 @@ def test_a_callable_dtype_under_inject_hyperparams_is_explained():
     )
     with pytest.raises(TypeError, match=r"static_args=\('statistics_dtype',\)"):
         injected.init({"w": jnp.ones(3)})
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+def test_inject_hyperparams_on_low_precision_params_takes_its_low_precision_scalars(dtype):
+    # optax.inject_hyperparams hands numeric hyperparameters over as scalars of the
+    # parameters' dtype: a bf16 / fp16 weight_decay is a real number like any other.
+    low = DTYPES[dtype][0]
+    params = {"w": jnp.linspace(-1.0, 1.0, 8).astype(low)}
+    grads = {"w": jnp.linspace(0.5, -0.25, 8).astype(low)}
+    injected = optax.inject_hyperparams(optlib.adamw)(learning_rate=1e-2, weight_decay=0.3)
+    state = injected.init(params)
+    assert state.hyperparams["weight_decay"].dtype == low
+    updates, _ = injected.update(grads, state, params)
+    # the same numbers as the optimizer built with those (rounded) values
+    rounded = {name: float(jnp.asarray(value, low)) for name, value in [("lr", 1e-2), ("wd", 0.3)]}
+    direct = optlib.adamw(rounded["lr"], weight_decay=rounded["wd"])
+    expected, _ = direct.update(grads, direct.init(params), params)
+    assert updates["w"].dtype == low
+    np.testing.assert_array_equal(
+        np.asarray(updates["w"], np.float32), np.asarray(expected["w"], np.float32)
+    )

@@ -27,10 +27,11 @@ point and complex dtype can require gradients"); a Python float leaf is taken as
 from __future__ import annotations
 
 import dataclasses
-import sys
+import functools
+import inspect
 import weakref
-from types import FrameType
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,7 @@ __all__ = [
     "maximize_link",
     "momentum_from",
     "named_chain",
+    "recorded_optimizer",
     "reject_momentum_schedule",
     "weight_decay_links",
 ]
@@ -91,21 +93,35 @@ def chain_record(tx: Any) -> ChainRecord | None:
         return None
 
 
-def _calling_optimizer() -> tuple[str | None, dict[str, Any]]:
-    """The outermost public optimizer function of ``optlib.optimizers`` on the call stack
-    right above ``named_chain`` (``adamw`` for ``adamw -> adam -> named_chain``), and its
-    arguments."""
-    found: tuple[str | None, dict[str, Any]] = (None, {})
-    frame: FrameType | None = sys._getframe(2)
-    while frame is not None:
-        code = frame.f_code
-        module = frame.f_globals.get("__name__", "")
-        if not module.startswith("optlib.optimizers") or code.co_name.startswith("_"):
-            break
-        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-        found = (code.co_name, {name: frame.f_locals[name] for name in names})
-        frame = frame.f_back
-    return found
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def recorded_optimizer(optimizer: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Decorates a public optimizer function: the chain it returns records its name and the
+    arguments of the call (defaults filled in), which ``optlib.describe`` prints.
+
+    An optimizer built from another (``adamw`` calls ``adam``) is recorded under the outer
+    one: the outer call finishes last. The wrapper keeps the function's name, docstring and
+    signature (no ``__wrapped__``: the public object is the optimizer itself).
+    """
+    signature = inspect.signature(optimizer)
+
+    @functools.wraps(optimizer)
+    def build(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        tx = optimizer(*args, **kwargs)
+        record = chain_record(tx)
+        if record is not None:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            _RECORDS[tx.update] = dataclasses.replace(  # type: ignore[attr-defined]
+                record, optimizer=optimizer.__name__, arguments=dict(bound.arguments)
+            )
+        return tx
+
+    del build.__wrapped__
+    build.__signature__ = signature  # type: ignore[attr-defined]
+    return build
 
 
 def _leaf_dtype(leaf: Any) -> np.dtype | None:
@@ -189,8 +205,9 @@ def named_chain(
     optax's ``named_chain`` already does the chaining (and passes extra arguments such as
     ``value`` to every link); this drops the links an option switched off, and gives the
     state as a ``dict`` (same keys, same order) instead of optax's ``OrderedDict``, which
-    ``flax.serialization`` (msgpack checkpoints, ``TrainState``) cannot serialise. The calling
-    optimizer, its arguments and the link names are recorded for ``optlib.describe``.
+    ``flax.serialization`` (msgpack checkpoints, ``TrainState``) cannot serialise. The
+    link names are recorded for ``optlib.describe`` (the optimizer and its arguments too, by
+    ``recorded_optimizer``).
 
     Parameter leaves are checked at ``init`` (``check_parameter_leaves``). A complex leaf
     (``complex_unsupported=None``) goes through the chain as torch's ``view_as_real(p)``, a
@@ -222,8 +239,7 @@ def named_chain(
         updates, state = chained.update(_viewed(updates), state, _viewed(params), **extra_args)
         return jax.tree.map(_from_real_view, original, updates), dict(state)
 
-    optimizer, arguments = _calling_optimizer()
-    _RECORDS[update_fn] = ChainRecord(optimizer, arguments, tuple(name for name, _ in kept))
+    _RECORDS[update_fn] = ChainRecord(None, {}, tuple(name for name, _ in kept))
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 

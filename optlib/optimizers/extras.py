@@ -28,6 +28,7 @@ from optlib.optimizers._links import (
     learning_rate_link,
     momentum_from,
     named_chain,
+    recorded_optimizer,
     reject_momentum_schedule,
     weight_decay_links,
 )
@@ -42,6 +43,7 @@ from optlib.transforms.learning_rate import LearningRate
 __all__ = ["ademamix", "lion", "stable_adamw"]
 
 
+@recorded_optimizer
 def lion(
     learning_rate: LearningRate = 1e-4,
     betas: tuple[float, float] = (0.9, 0.99),
@@ -85,6 +87,7 @@ def lion(
     )
 
 
+@recorded_optimizer
 def ademamix(
     learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
@@ -145,6 +148,7 @@ def ademamix(
     )
 
 
+@recorded_optimizer
 def stable_adamw(
     learning_rate: LearningRate,
     betas: tuple[float, float] = (0.9, 0.99),

@@ -15,7 +15,7 @@ from optlib._validation import (
     check_learning_rate,
     check_non_negative,
 )
-from optlib.optimizers._links import named_chain
+from optlib.optimizers._links import named_chain, recorded_optimizer
 from optlib.transforms.factored import (
     add_decayed_weights_scaled_by_learning_rate,
     check_clip_threshold,
@@ -63,6 +63,7 @@ def _check_learning_rate_mode(learning_rate, relative_step: bool, warmup_init: b
     check_learning_rate(learning_rate)
 
 
+@recorded_optimizer
 def adafactor(
     learning_rate: float | optax.Schedule | optax.GradientTransformation | None = None,
     eps: tuple[float, float] = (1e-30, 1e-3),

@@ -7,13 +7,14 @@ from typing import Any
 import optax
 
 from optlib._numerics import DEFAULT_STATISTICS_DTYPE
-from optlib.optimizers._links import named_chain, reject_momentum_schedule
+from optlib.optimizers._links import named_chain, recorded_optimizer, reject_momentum_schedule
 from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.torch_lbfgs import scale_by_torch_lbfgs
 
 __all__ = ["lbfgs"]
 
 
+@recorded_optimizer
 def lbfgs(
     learning_rate: LearningRate = 1.0,
     max_iter: int = 20,

@@ -7,7 +7,12 @@ from typing import Any
 import optax
 
 from optlib._numerics import DEFAULT_STATISTICS_DTYPE
-from optlib.optimizers._links import learning_rate_link, momentum_from, named_chain
+from optlib.optimizers._links import (
+    learning_rate_link,
+    momentum_from,
+    named_chain,
+    recorded_optimizer,
+)
 from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.moments import trace_ema_momentum
 from optlib.transforms.orthogonalize import (
@@ -20,6 +25,7 @@ from optlib.transforms.regularization import add_decoupled_weight_decay
 __all__ = ["muon"]
 
 
+@recorded_optimizer
 def muon(
     learning_rate: LearningRate = 1e-3,
     weight_decay: float = 0.1,

@@ -48,7 +48,7 @@ import optax
 
 from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib._validation import check_bool, check_interval, check_learning_rate, check_real
-from optlib.optimizers._links import momentum_from, named_chain
+from optlib.optimizers._links import momentum_from, named_chain, recorded_optimizer
 from optlib.transforms.learning_rate import LearningRate, learning_rate_at
 from optlib.transforms.moments import check_betas
 from optlib.transforms.regularization import add_decoupled_weight_decay, add_weight_decay
@@ -84,6 +84,7 @@ def _beta1(learning_rate: LearningRate, betas) -> tuple:
     return momentum_from(learning_rate, beta1), beta2
 
 
+@recorded_optimizer
 def schedule_free_adamw(
     learning_rate: LearningRate = 0.0025,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -148,6 +149,7 @@ def schedule_free_adamw(
     )
 
 
+@recorded_optimizer
 def schedule_free_sgd(
     learning_rate: LearningRate = 1.0,
     momentum: float = 0.9,
@@ -219,6 +221,7 @@ def _rectified(learning_rate, beta2: float, silent_sgd_phase: bool):
     return schedule
 
 
+@recorded_optimizer
 def schedule_free_radam(
     learning_rate: LearningRate = 0.0025,
     betas: tuple[float, float] = (0.9, 0.999),

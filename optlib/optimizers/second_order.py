@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from optlib._validation import is_traced
-from optlib.optimizers._links import learning_rate_link, named_chain
+from optlib.optimizers._links import learning_rate_link, named_chain, recorded_optimizer
 from optlib.transforms.learning_rate import LearningRate
 from optlib.transforms.moments import in_statistics_dtype
 from optlib.transforms.second_order import scale_by_bfgs, scale_by_newton
@@ -78,6 +78,7 @@ def _strongly_typed_init(transform: optax.GradientTransformation) -> optax.Gradi
     return optax.GradientTransformationExtraArgs(init_fn, transform.update)
 
 
+@recorded_optimizer
 def newton(
     learning_rate: LearningRate = 1.0,
     *,
@@ -155,6 +156,7 @@ def newton(
     )
 
 
+@recorded_optimizer
 def bfgs(
     learning_rate: LearningRate = 1.0,
     *,

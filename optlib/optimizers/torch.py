@@ -27,6 +27,7 @@ from optlib.optimizers._links import (
     maximize_link,
     momentum_from,
     named_chain,
+    recorded_optimizer,
     reject_momentum_schedule,
     weight_decay_links,
 )
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 
+@recorded_optimizer
 def sgd(
     learning_rate: LearningRate = 1e-3,
     momentum: float = 0.0,
@@ -110,6 +112,7 @@ def sgd(
     )
 
 
+@recorded_optimizer
 def adam(
     learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -159,6 +162,7 @@ def adam(
     )
 
 
+@recorded_optimizer
 def adamw(
     learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -204,6 +208,7 @@ def adamw(
     )
 
 
+@recorded_optimizer
 def adagrad(
     learning_rate: LearningRate = 1e-2,
     lr_decay: float = 0.0,
@@ -255,6 +260,7 @@ def adagrad(
     )
 
 
+@recorded_optimizer
 def rmsprop(
     learning_rate: LearningRate = 1e-2,
     alpha: float = 0.99,
@@ -307,6 +313,7 @@ def rmsprop(
     )
 
 
+@recorded_optimizer
 def adadelta(
     learning_rate: LearningRate = 1.0,
     rho: float = 0.9,
@@ -345,6 +352,7 @@ def adadelta(
     )
 
 
+@recorded_optimizer
 def nadam(
     learning_rate: LearningRate = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -396,6 +404,7 @@ def nadam(
     )
 
 
+@recorded_optimizer
 def radam(
     learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -446,6 +455,7 @@ def radam(
     )
 
 
+@recorded_optimizer
 def adamax(
     learning_rate: LearningRate = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -490,6 +500,7 @@ def adamax(
     )
 
 
+@recorded_optimizer
 def rprop(
     learning_rate: LearningRate = 1e-2,
     etas: tuple[float, float] = (0.5, 1.2),
@@ -539,6 +550,7 @@ def rprop(
     )
 
 
+@recorded_optimizer
 def asgd(
     learning_rate: LearningRate = 1e-2,
     lambd: float = 1e-4,

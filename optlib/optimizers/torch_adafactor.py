@@ -10,7 +10,12 @@ import optax
 
 from optlib._numerics import DEFAULT_STATISTICS_DTYPE
 from optlib._validation import check_non_negative, check_real
-from optlib.optimizers._links import maximize_link, named_chain, reject_momentum_schedule
+from optlib.optimizers._links import (
+    maximize_link,
+    named_chain,
+    recorded_optimizer,
+    reject_momentum_schedule,
+)
 from optlib.transforms.factored import (
     clip_by_update_rms,
     scale_by_capped_relative_step,
@@ -47,6 +52,7 @@ def _check_d(d) -> float:
     return d
 
 
+@recorded_optimizer
 def torch_adafactor(
     learning_rate: LearningRate = 1e-2,
     beta2_decay: float = -0.8,
