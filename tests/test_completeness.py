@@ -5,7 +5,8 @@ The lists come from one place each: ``optlib.optimizers.__all__`` and
 naming the module whose table compares it with its reference), a property-suite row
 (``reliability_cases.OPTIMIZER_CASES``: validation-free suites such as non-finite, low
 precision, no retrace, differentiable), a validation row (tests/test_validation_properties.py
-checks its own table), and rows in the checkpoint and sharding suites. A new scheduler needs an
+checks its own table), rows in the checkpoint and sharding suites, and ``@recorded_optimizer``
+(``optlib.describe`` names it). A new scheduler needs an
 example configuration in ``reliability_cases.schedule_kwargs``, which the property, validation
 and long-horizon suites read.
 """
@@ -73,3 +74,13 @@ def test_no_test_module_imports_another():
             words = line.split()
             imported = words[1] if words[:1] in (["import"], ["from"]) and len(words) > 1 else ""
             assert not imported.startswith("test_"), f"{path.name} imports {imported}"
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_exported_optimizer_records_its_recipe_for_describe(name):
+    # the required arguments of the references without a default (StableAdamW's lr)
+    required = {"stable_adamw": {"learning_rate": 1e-3}}
+    text = optlib.describe(getattr(optlib, name)(**required.get(name, {})))
+    assert text.startswith(f"optimizer: optlib.{name}("), (
+        f"optlib.{name}: describe does not name it; decorate it with @recorded_optimizer\n{text}"
+    )
