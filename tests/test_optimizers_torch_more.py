@@ -190,6 +190,38 @@ def test_rprop_ignores_the_schedule_after_its_first_step_like_torch(x64):
         np.testing.assert_array_equal(scheduled[key], fixed[key])
 
 
+def test_rprop_with_nonfinite_gradients_follows_torch(x64):
+    """torch's ``sign`` of NaN is 0: a NaN product keeps the step size (factor 1), a NaN
+    gradient does not move its entry (it is still stored as ``prev``), an Inf one moves it by
+    the step size; every later step then reads that ``prev`` as torch does."""
+    p0 = np.array([1.0, -2.0, 0.5, 3.0, 0.0])
+    nan, inf = np.nan, np.inf
+    gradients = [
+        [0.1, -0.2, 0.3, 0.0, 1.0],
+        [nan, 0.2, -0.3, inf, 1.0],
+        [0.1, nan, 0.3, -1.0, -inf],
+        [0.1, 0.2, 0.3, 1.0, 1.0],
+        [-0.1, 0.2, 0.3, 1.0, nan],
+    ]
+    reference = torch.tensor(p0, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Rprop([reference], lr=0.01)
+    tx = optlib.rprop(0.01)
+    params = jnp.asarray(p0)
+    state = tx.init(params)
+    for gradient in gradients:
+        reference.grad = torch.tensor(gradient, dtype=torch.float64)
+        optimizer.step()
+        updates, state = tx.update(jnp.asarray(gradient), state, params)
+        params = optax.apply_updates(params, updates)
+        torch_state = optimizer.state[reference]
+        for ours, theirs in [
+            (params, reference.detach()),
+            (state["rprop"].step_size, torch_state["step_size"]),
+            (state["rprop"].prev, torch_state["prev"]),
+        ]:
+            np.testing.assert_array_equal(np.asarray(ours), theirs.numpy())
+
+
 def test_rprop_takes_the_rate_set_before_its_first_step_like_torch(x64):
     """torch creates Rprop's step sizes at the first ``step()`` from ``group['lr']`` then:
     a rate injected after ``init`` and before the first update is the one used."""

@@ -385,7 +385,8 @@ def scale_by_rprop(
         f_t    = etas[1] if g_t * prev > 0,  etas[0] if g_t * prev < 0,  1 otherwise
         s_t    = clip(s_{t-1} * f_t, step_sizes[0], step_sizes[1])
         g'_t   = 0 where g_t * prev < 0, else g_t;   prev <- g'_t
-        u_t    = s_t * sign(g'_t)
+        u_t    = s_t * sign(g'_t)           (torch's sign: 0 for NaN, so "otherwise" above
+                                             includes a NaN product)
 
     Follow with ``-1`` (``optlib.rprop`` ends with ``track_learning_rate``). As in torch the
     first step moves every element by ``clip(lr)`` (``f_1 = 1``), and ``lr`` is read once, at
@@ -437,15 +438,25 @@ def scale_by_rprop(
                 step_size = jnp.where(first, cast(rate, step_size.dtype), step_size)
             g32 = cast(g, prev.dtype)
             product = g32 * prev
-            factor = jnp.where(product > 0, eta_plus, jnp.where(product < 0, eta_minus, 1.0))
-            step_size = jnp.clip(step_size * factor.astype(prev.dtype), minimum, maximum)
-            # torch's NaN sign makes the step size NaN. Selected last, the new step size is
-            # an expression of several arrays, which XLA computes once and reads back in the
-            # parameter update; a clip of one array last would be recomputed there from the
-            # old step sizes, and XLA would copy that donated buffer before overwriting it.
-            step_size = jnp.where(jnp.isnan(product), product, step_size)
+            dtype = prev.dtype
+
+            def scaled(factor):
+                return jnp.clip(step_size * jnp.asarray(factor, dtype), minimum, maximum)
+
+            # torch's factor is sign(g * prev) with its signs replaced by the etas; torch's
+            # sign of NaN is 0 (factor 1). Selected last, the new step size is an expression
+            # of several arrays, which XLA computes once and reads back in the parameter
+            # update; a clip of one array last would be recomputed there from the old step
+            # sizes, and XLA would copy that donated buffer before overwriting it.
+            step_size = jnp.where(
+                product > 0,
+                scaled(eta_plus),
+                jnp.where(product < 0, scaled(eta_minus), scaled(1.0)),
+            )
             g32 = jnp.where(product < 0, jnp.zeros_like(g32), g32)
-            return cast(jnp.sign(g32) * step_size, g.dtype), g32, step_size
+            # the step is -sign(g') * step_size, torch's sign of a NaN gradient being 0
+            direction = jnp.where(jnp.isnan(g32), jnp.zeros_like(g32), jnp.sign(g32))
+            return cast(direction * step_size, g.dtype), g32, step_size
 
         # Computed in the statistics' own dtype, not widened (map_leaves): torch multiplies a
         # bf16/fp16 step size by a tensor of etas in that dtype, so under
