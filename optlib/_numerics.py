@@ -101,3 +101,12 @@ def ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
     torch's ``lerp_`` (Adam's first moment) and ``addcmul_`` (``(1 - decay) * g * g``) round
     the same average differently and keep their own forms where torch uses them."""
     return decay * average + (1 - decay) * value
+
+
+def torch_sign(x: jax.Array) -> jax.Array:
+    """``torch.sign``: -1, 0 or 1, and 0 for NaN (``jnp.sign`` keeps NaN).
+
+    Where a reference steps by a sign (Rprop, Lion), a NaN gradient entry therefore does not
+    move its parameter in torch; this gives optlib the same behaviour.
+    """
+    return jnp.where(jnp.isnan(x), jnp.zeros_like(x), jnp.sign(x))

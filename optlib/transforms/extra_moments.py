@@ -32,6 +32,7 @@ from optlib._numerics import (
     check_statistics_dtype,
     float_dtype,
     safe_increment,
+    torch_sign,
     update_number,
 )
 from optlib._validation import check_int, check_interval, check_non_negative, is_traced
@@ -111,7 +112,9 @@ def scale_by_lion(
         u_t = sign(b1 * m_{t-1} + (1 - b1) * g_t)
         m_t = b2 * m_{t-1} + (1 - b2) * g_t                     (m_0 = 0)
 
-    ``sign(0) = 0``. The update interpolates with ``b1`` but the momentum decays with ``b2``
+    ``sign(0) = 0``, and ``sign(NaN) = 0`` as torch's (a NaN gradient entry does not move;
+    it stays in the momentum, which freezes that entry from then on, as in both references).
+    The update interpolates with ``b1`` but the momentum decays with ``b2``
     (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"). Follow with
     ``add_decoupled_weight_decay`` and ``apply_learning_rate`` for the references'
     ``p <- p * (1 - lr * wd) - lr * u_t``. ``optax.scale_by_lion`` computes the same update
@@ -142,7 +145,7 @@ def scale_by_lion(
         def leaf(g, exp_avg):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            u = jnp.sign(_ema(exp_avg, g32, _coefficients(beta1, b1, dtype)))
+            u = torch_sign(_ema(exp_avg, g32, _coefficients(beta1, b1, dtype)))
             exp_avg = _ema(exp_avg, g32, _coefficients(beta2, None, dtype))
             return cast(u, g.dtype), exp_avg
 

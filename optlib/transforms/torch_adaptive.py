@@ -23,6 +23,7 @@ from optlib._numerics import (
     check_statistics_dtype,
     float_dtype,
     safe_increment,
+    torch_sign,
     update_number,
 )
 from optlib._validation import check_learning_rate, check_non_negative, check_real
@@ -454,9 +455,7 @@ def scale_by_rprop(
                 jnp.where(product < 0, scaled(eta_minus), scaled(1.0)),
             )
             g32 = jnp.where(product < 0, jnp.zeros_like(g32), g32)
-            # the step is -sign(g') * step_size, torch's sign of a NaN gradient being 0
-            direction = jnp.where(jnp.isnan(g32), jnp.zeros_like(g32), jnp.sign(g32))
-            return cast(direction * step_size, g.dtype), g32, step_size
+            return cast(torch_sign(g32) * step_size, g.dtype), g32, step_size
 
         # Computed in the statistics' own dtype, not widened (map_leaves): torch multiplies a
         # bf16/fp16 step size by a tensor of etas in that dtype, so under
