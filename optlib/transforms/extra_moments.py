@@ -384,7 +384,9 @@ def scale_by_stable_adam(
             eps_sq = np.asarray(eps * eps, dtype) if isinstance(eps, float) else eps * eps
             rms = jnp.sqrt(jnp.mean(g32 * g32 / jnp.maximum(exp_avg_sq, eps_sq)))
             direction = exp_avg / (jnp.sqrt(exp_avg_sq) + eps)
-            return direction, jnp.maximum(rms, 1), exp_avg, exp_avg_sq
+            # optimi's Python ``max(1, rms)``: 1 for a NaN rms (a non-finite gradient leaves
+            # the rate unclipped there), not jnp.maximum's NaN
+            return direction, jnp.where(rms > 1, rms, jnp.ones_like(rms)), exp_avg, exp_avg_sq
 
         directions, clips, exp_avg, exp_avg_sq = map_statistics(
             leaf, updates, state.exp_avg, state.exp_avg_sq
