@@ -605,9 +605,11 @@ def scale_by_nadam(
             exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
             exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
             denom = jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps
-            u = cast(grad_coefficient, dtype) * (g32 / denom) + cast(average_coefficient, dtype) * (
-                exp_avg / denom
+            # torch's two addcdiv_ steps, c_g g / d and c_m m / d, over one division
+            numerator = (
+                cast(grad_coefficient, dtype) * g32 + cast(average_coefficient, dtype) * exp_avg
             )
+            u = numerator / denom
             return cast(u, g.dtype), exp_avg, exp_avg_sq
 
         updates, exp_avg, exp_avg_sq = map_statistics(
