@@ -5,6 +5,7 @@
     python -m benchmarks [--quick | --smoke] [--device auto|cpu|gpu] [--out DIR]
                          [--suites update,memory,metric,compile,schedules,lbfgs] [--no-torch]
                          [--optimizers adam,rprop,...]
+    python -m benchmarks --rejudge benchmarks/results/latest.json   # targets only, no run
     python benchmarks/run.py ...      # the same
 
 Suites (in this order): ``update`` (update time vs optax and torch, roofline), ``memory``
@@ -67,6 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-torch", action="store_true", help="leave the torch column out")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
     parser.add_argument("--note", default="", help="a line added to the markdown report")
+    parser.add_argument(
+        "--rejudge",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="re-evaluate the targets of a results file and rewrite its .json/.md (no run)",
+    )
     args = parser.parse_args(argv)
     args.suites = [name.strip() for name in args.suites.split(",") if name.strip()]
     unknown = sorted(set(args.suites) - set(SUITES))
@@ -155,8 +163,25 @@ def _torch_device(platform_name: str, disabled: bool) -> str | None:
     return None  # torch cannot run on JAX's device: no like-for-like column
 
 
+def _rejudge(path: Path) -> int:
+    """Re-evaluates the targets of a saved run (the judging rules may have changed)."""
+    import json
+
+    from benchmarks import report, targets
+
+    results = json.loads(path.read_text())
+    results["targets"] = targets.evaluate(results)
+    report.write(results, path.parent, path.stem, with_chart=False)
+    for target in results["targets"]:
+        status = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
+        print(f"{status:>6}  {target['target']}: {target['measured']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rejudge is not None:
+        return _rejudge(args.rejudge)
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"  # before JAX starts
 

@@ -191,3 +191,14 @@ def test_lbfgs_rows_time_optlib_optax_and_torch_per_step_and_per_evaluation(smok
         assert _positive_finite(row["per_eval"]["median_s"]), name
         assert row["evals_per_step"] >= 1, name
     assert "## L-BFGS" in markdown
+
+
+def test_holm_bonferroni_rejects_the_textbook_example():
+    from benchmarks.targets import holm_rejected
+
+    # m = 4 at 0.05: 0.005 <= 0.0125 and 0.01 <= 0.0167 are rejected, 0.03 > 0.025 stops
+    assert holm_rejected([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm_rejected([0.5, 0.5]) == [False, False]
+    # one strong row among 38 is still caught; a row at 0.021 alone is not (38 rows)
+    assert holm_rejected([0.0002] + [0.5] * 37)[0]
+    assert not holm_rejected([0.021] + [0.5] * 37)[0]
