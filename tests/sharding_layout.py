@@ -6,23 +6,9 @@ once), each parameter's expected partition specs, and which spec a state leaf sh
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import jax
+from examples_loader import load_example
 from jax.sharding import PartitionSpec as P
-
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 example = load_example("sharded_train")
 

@@ -11,9 +11,6 @@ optimizer serves all three runs.
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 import zlib
 
 import jax
@@ -21,21 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from examples_loader import load_example
 
 import optlib
 
 pytest.importorskip("orbax.checkpoint", reason="checkpoint tests need orbax-checkpoint")
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 STEPS = 12
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 recipe = load_example("checkpointing")

@@ -3,24 +3,12 @@ on one global 2x4 mesh and finish with the loss of the same training in one proc
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import jax
 import pytest
+from examples_loader import load_example
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 STEPS = 6
 OPTIMIZER = "adafactor"  # factored statistics sharded over both mesh axes
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_two_processes_finish_with_the_single_process_loss():

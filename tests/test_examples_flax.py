@@ -4,25 +4,13 @@ show ``optlib.current_learning_rate``."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import re
-import sys
 
 import numpy as np
 import pytest
+from examples_loader import load_example
 
 pytest.importorskip("flax", reason="the examples need flax")
-
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses (flax.linen modules) look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def logged_rates(log: str) -> np.ndarray:

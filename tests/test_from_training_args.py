@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from examples_loader import load_example
 from parity import OPTIMIZER_RTOL_F64, gradient, torch, torch_default_dtype
 
 import optlib
@@ -335,15 +336,7 @@ def test_describe_command_line_reads_a_training_args_json(tmp_path):
 
 
 def test_port_hf_recipe_example_trains_with_one_optimizer_step_per_accumulation():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "port_hf_recipe.py"
-    spec = importlib.util.spec_from_file_location("port_hf_recipe", path)
-    example = importlib.util.module_from_spec(spec)
-    sys.modules["port_hf_recipe"] = example  # flax.linen modules look their module up there
-    spec.loader.exec_module(example)
-
+    example = load_example("port_hf_recipe")
     history = example.main(["--epochs", "3", "--samples", "256", "--quiet"])
     assert history["optimizer_steps"] == history["steps"] == 256 // 32 // 4 * 3
     assert history["loss"][-1] < history["loss"][0]

@@ -5,16 +5,14 @@ learning rate, each epoch logs the rate it trained with, the PNG is written; and
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import re
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from examples_loader import load_example
 
 import optlib
 
@@ -24,16 +22,6 @@ pytest.importorskip(
 pytest.importorskip(
     "tqdm", reason="the quickstart shows a progress bar (pip install -e '.[examples]')"
 )
-
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # flax.linen modules look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quickstart_trains_logs_the_rate_and_writes_the_png(tmp_path, capsys):
