@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optlib._validation import check_float_dtype
 
 __all__ = [
     "DEFAULT_STATISTICS_DTYPE",
     "INT32_MAX",
+    "TorchRounding",
     "as_float",
     "cast",
     "check_statistics_dtype",
     "ema",
     "float_dtype",
+    "log_of",
+    "one_minus_power",
     "safe_increment",
     "statistics_dtype",
+    "torch_sign",
     "update_number",
 ]
 
@@ -95,6 +102,34 @@ def update_number(count: jax.Array) -> jax.Array:
     return safe_increment(count).astype(float_dtype())
 
 
+def one_minus_power(beta, t: jax.Array) -> jax.Array:
+    """``1 - beta**t`` (a bias correction) as torch computes it, in the default float dtype.
+
+    torch computes ``1 - beta**step`` in Python (double) and converts it to float32 where a
+    float32 (or bf16/fp16) tensor op takes it. In float32, ``1 - beta**t`` cancels: with
+    ``beta = 0.999`` and ``t = 5`` it keeps only ~16 bits, enough to move a bf16/fp16
+    statistic's rounding in a few steps in 100. ``-expm1(t * log(beta))`` (``log`` taken in
+    double for a float ``beta``) gives the double value rounded to float32 up to an ulp. Under
+    ``jax_enable_x64`` (float64) it is torch's expression itself.
+
+    Args:
+      beta: a float in [0, 1) or a traced scalar (a schedule's value).
+      t: the 1-based step, a float scalar.
+    """
+    if float_dtype() == jnp.float64:
+        return 1 - beta**t
+    return -jnp.expm1(t * log_of(beta))
+
+
+def log_of(beta) -> jax.Array | np.ndarray:
+    """``log(beta)``: in double precision on the host for a Python float, then converted to
+    the default float dtype (``log(float32(0.999))`` would be off by 6e-5 relative), else
+    traced."""
+    if isinstance(beta, (int, float)):
+        return np.asarray(np.log(beta) if beta > 0 else -np.inf, float_dtype())
+    return jnp.log(jnp.asarray(beta))
+
+
 def ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
     """``decay * average + (1 - decay) * value``, torch's ``mul_(decay).add_(v, alpha=1-decay)``.
 
@@ -110,3 +145,57 @@ def torch_sign(x: jax.Array) -> jax.Array:
     move its parameter in torch; this gives optlib the same behaviour.
     """
     return jnp.where(jnp.isnan(x), jnp.zeros_like(x), jnp.sign(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchRounding:
+    """Where torch rounds a statistic kept in ``stored`` and computed in ``compute``.
+
+    torch keeps a bf16/fp16 parameter's optimizer state in bf16/fp16 and runs each in-place
+    op (``exp_avg_sq.mul_(b2)``, ``.addcmul_(g, g, 1 - b2)``, ...) in float32, its
+    ``opmath`` type, rounding the result into the tensor after every op. A transform written
+    as torch's sequence of ops calls ``keep`` on each op's result: with ``stored`` narrower
+    than ``compute`` (``statistics_dtype=None`` on bf16/fp16 parameters) that is torch's
+    rounding, and with the default float32-or-wider statistics it is the identity (no op is
+    emitted), so the default numbers do not depend on where ``keep`` is called.
+
+    Attributes:
+      stored: the dtype the statistic is kept in.
+      compute: the dtype its ops run in (float32 or wider).
+    """
+
+    stored: jnp.dtype
+    compute: jnp.dtype
+
+    @classmethod
+    def of(cls, stored) -> TorchRounding:
+        """The rounding for a statistic kept in ``stored`` (computed in float32 or wider)."""
+        stored = jnp.dtype(stored)
+        return cls(stored, statistics_dtype(stored))
+
+    @property
+    def narrow(self) -> bool:
+        """Whether the statistic is kept narrower than it is computed (torch's bf16/fp16)."""
+        return self.stored != self.compute
+
+    def keep(self, x: jax.Array) -> jax.Array:
+        """``x`` (the result of one torch op) rounded to the stored dtype, in the compute
+        dtype; the identity when nothing is narrower."""
+        x = cast(x, self.compute)
+        return x.astype(self.stored).astype(self.compute) if self.narrow else x
+
+    def alpha(self, value) -> jax.Array | np.ndarray:
+        """A scalar as torch's ``add_(other, alpha=value)`` / ``add_(value)`` applies it to a
+        tensor of the stored dtype: rounded to that dtype (``mul_``, ``div_``, ``lerp_``,
+        ``addcmul_`` and ``addcdiv_`` take their scalars in float32 instead), in the compute
+        dtype."""
+        if isinstance(value, (int, float)):
+            return np.asarray(np.asarray(value, self.stored), self.compute)
+        return self.keep(value)
+
+    def update(self, u: jax.Array, like: jax.Array) -> jax.Array:
+        """A transform's output update: in ``like``'s dtype (the incoming gradient's), or in
+        the compute dtype when the statistics are narrower, so that ``optax.apply_updates``
+        rounds the parameter once, as torch's in-place step (``p.addcdiv_(m, d, value=-lr)``)
+        computes in float32 and rounds once."""
+        return cast(u, self.compute if self.narrow else like.dtype)

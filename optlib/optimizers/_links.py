@@ -38,8 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._validation import check_bool
-from optlib.transforms.learning_rate import LearningRate, apply_learning_rate, resolve_learning_rate
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE
+from optlib._validation import check_bool, check_non_negative
+from optlib.transforms.learning_rate import (
+    LearningRate,
+    apply_learning_rate,
+    resolve_learning_rate,
+    torch_parameter_step,
+)
 from optlib.transforms.moments import check_betas
 from optlib.transforms.regularization import (
     add_decoupled_weight_decay,
@@ -249,20 +255,49 @@ def maximize_link(maximize: bool) -> Link | None:
 
 
 def weight_decay_links(
-    weight_decay: float, decoupled_weight_decay: bool
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
 ) -> tuple[Link | None, Link | None]:
     """``(coupled, decoupled)`` weight-decay links; the kind not in use is ``None``.
 
     The coupled link goes before the statistics (torch's ``grad + weight_decay * p``), the
     decoupled one right before the learning rate (torch's ``p * (1 - lr * weight_decay)``).
+    With ``statistics_dtype=None`` the decoupled decay is the learning-rate link's
+    (``learning_rate_link(..., decoupled_weight_decay=...)``: torch's rounding of the
+    parameter), so there is no decoupled link.
     """
     if check_bool("decoupled_weight_decay", decoupled_weight_decay):
+        if statistics_dtype is None:
+            check_non_negative("weight_decay", weight_decay)
+            return None, None
         return None, ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay))
     return ("weight_decay", add_weight_decay(weight_decay)), None
 
 
-def learning_rate_link(learning_rate: LearningRate) -> Link:
-    """The last link: multiply by ``-lr`` (see ``apply_learning_rate``)."""
+def learning_rate_link(
+    learning_rate: LearningRate,
+    *,
+    statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
+    rate_rounded: bool = False,
+    decoupled_weight_decay: Any = None,
+) -> Link:
+    """The last link: multiply by ``-lr`` (see ``apply_learning_rate``).
+
+    With ``statistics_dtype=None`` (torch's low-precision storage) it is
+    ``torch_parameter_step``: the rate rounded to the parameters' dtype where torch's step is
+    ``p.add_(u, alpha=-lr)`` (``rate_rounded``), and the decoupled decay, if any, applied to
+    the parameter as torch's ``p.mul_(1 - lr * wd)`` rounds it.
+    """
+    if statistics_dtype is None and (rate_rounded or decoupled_weight_decay is not None):
+        return (
+            "learning_rate",
+            torch_parameter_step(
+                learning_rate,
+                rate_rounded=rate_rounded,
+                decoupled_weight_decay=decoupled_weight_decay,
+            ),
+        )
     return ("learning_rate", apply_learning_rate(learning_rate))
 
 

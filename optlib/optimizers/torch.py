@@ -108,7 +108,7 @@ def sgd(
                 statistics_dtype=statistics_dtype,
             ),
         ),
-        learning_rate_link(learning_rate),
+        learning_rate_link(learning_rate, statistics_dtype=statistics_dtype, rate_rounded=True),
     )
 
 
@@ -147,7 +147,7 @@ def adam(
     Returns:
       An ``optax.GradientTransformation``.
     """
-    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay)
+    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay, statistics_dtype)
     return named_chain(
         maximize_link(maximize),
         coupled,
@@ -158,7 +158,11 @@ def adam(
             ),
         ),
         decoupled,
-        learning_rate_link(learning_rate),
+        learning_rate_link(
+            learning_rate,
+            statistics_dtype=statistics_dtype,
+            decoupled_weight_decay=weight_decay if decoupled_weight_decay else None,
+        ),
     )
 
 

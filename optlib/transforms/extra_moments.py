@@ -17,7 +17,6 @@ and rounded once to the statistics dtype.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -31,6 +30,7 @@ from optlib._numerics import (
     cast,
     check_statistics_dtype,
     float_dtype,
+    log_of,
     safe_increment,
     torch_sign,
     update_number,
@@ -75,13 +75,6 @@ def _ema(average: jax.Array, g: jax.Array, coefficients: tuple) -> jax.Array:
     """``beta * average + (1 - beta) * g``: bitsandbytes' ``mul_(beta).add_(g, alpha=1-beta)``."""
     beta, one_minus_beta = coefficients
     return beta * average + one_minus_beta * g
-
-
-def _log(value) -> Any:
-    """``log(value)``: in double precision on the host for a float, else traced."""
-    if isinstance(value, float):
-        return np.asarray(math.log(value), float_dtype())
-    return jnp.log(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,13 +243,13 @@ def scale_by_ademamix(
         for name, value in (("betas[0]", beta1), ("betas[2]", beta3)):
             if isinstance(value, float) and value == 0.0:
                 raise ValueError(f"t_beta3 needs {name} > 0 (its schedule takes logs), got 0.0")
-        log_beta3 = _log(beta3)
+        log_beta3 = log_of(beta3)
 
     def beta3_schedule(b1, t):
         """``(b3_t, 1 - b3_t)`` in the default float dtype."""
         if t_beta3 is None:
             return np.asarray(beta3, float_dtype()), np.asarray(1.0 - beta3, float_dtype())
-        log_beta1 = _log(beta1) if isinstance(beta1, float) else jnp.log(b1)
+        log_beta1 = log_of(beta1) if isinstance(beta1, float) else jnp.log(b1)
         s = t / t_beta3
         exponent = log_beta1 * log_beta3 / ((1 - s) * log_beta3 + s * log_beta1)
         capped = exponent >= log_beta3  # exp(exponent) >= beta3: min(..., beta3) = beta3

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from optlib._numerics import as_float, cast, float_dtype, safe_increment
+from optlib._numerics import statistics_dtype as statistics_dtype_of
 from optlib._state_tree import (
     current_learning_rate,
     is_learning_rate_state,
@@ -30,6 +31,7 @@ __all__ = [
     "resolve_learning_rate",
     "scale_by_learning_rate",
     "scale_updates",
+    "torch_parameter_step",
     "track_learning_rate",
 ]
 
@@ -181,6 +183,72 @@ def apply_learning_rate(learning_rate: LearningRate) -> optax.GradientTransforma
       An ``optax.GradientTransformation`` (``...ExtraArgs`` for metric-driven ones).
     """
     return resolve_learning_rate(learning_rate).transform
+
+
+def torch_parameter_step(
+    learning_rate: LearningRate,
+    *,
+    rate_rounded: bool = False,
+    decoupled_weight_decay: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    """``apply_learning_rate`` that applies the step as torch's in-place ops on the parameter
+    round it (the last link of optimizers built with ``statistics_dtype=None``).
+
+    The state is ``apply_learning_rate(learning_rate)``'s, stepped the same way. The step is
+    returned in the parameters' compute dtype (float32 for bf16/fp16 parameters, as the
+    updates of statistics kept in the parameters' dtype, see ``TorchRounding.update``), so
+    that ``optax.apply_updates`` adds it and rounds the parameter once, as torch's final
+    in-place op computes in float32 and rounds once. Besides:
+
+    * ``rate_rounded``: the step is ``-round(lr) * u``, the rate rounded to the parameter's
+      dtype, as torch's ``p.add_(u, alpha=-lr)`` rounds its ``alpha`` (SGD, Adadelta,
+      RMSprop with momentum); other steps (``addcdiv_``'s ``value``) keep it in float32;
+    * ``decoupled_weight_decay``: ``round(p * (1 - lr * wd)) - p`` is added to the step
+      (exact in float32): torch's ``p.mul_(1 - lr * weight_decay)`` before the step (AdamW,
+      NAdam, RAdam), rounded to the parameter's dtype as torch rounds it.
+
+    For float32/float64 parameters both are the usual arithmetic. The rate is the one
+    ``apply_learning_rate`` applies in this update (``learning_rate_tracker``): a float, a
+    schedule or a metric-driven rate.
+
+    Args:
+      learning_rate: a float, a schedule, or a learning-rate ``GradientTransformation``.
+      rate_rounded: round the rate to the parameters' dtype (torch's ``add_(alpha=-lr)``).
+      decoupled_weight_decay: the decoupled decay coefficient, or None for none.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` (needs ``params`` in ``update``).
+    """
+    transform = optax.with_extra_args_support(apply_learning_rate(learning_rate))
+    tracker = learning_rate_tracker(learning_rate)
+    weight_decay = decoupled_weight_decay
+
+    def decay_factor(rate):
+        if isinstance(learning_rate, (int, float)) and isinstance(weight_decay, (int, float)):
+            return np.asarray(1 - learning_rate * weight_decay, float_dtype())  # torch's double
+        return 1 - rate * weight_decay
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError("the torch parameter step needs params in update")
+        rate = tracker.rate(state)
+        scaled, new_state = transform.update(updates, state, params, **extra_args)
+
+        def leaf(u, step, p):
+            compute = statistics_dtype_of(p.dtype)
+            step = cast(step, compute)
+            if rate_rounded:
+                step = -cast(cast(rate, p.dtype), compute) * cast(u, compute)
+            if weight_decay is not None:
+                wide_p = cast(p, compute)
+                decayed = cast(cast(wide_p * cast(decay_factor(rate), compute), p.dtype), compute)
+                # an unchanged (e.g. infinite) parameter decays by exactly 0, not inf - inf
+                step = step + jnp.where(decayed == wide_p, 0, decayed - wide_p)
+            return step
+
+        return jax.tree.map(leaf, updates, scaled, params), new_state
+
+    return optax.GradientTransformationExtraArgs(transform.init, update_fn)
 
 
 def initial_learning_rate(learning_rate: LearningRate, params: optax.Params) -> Any:

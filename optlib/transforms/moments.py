@@ -22,9 +22,11 @@ import optax
 
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
+    TorchRounding,
     cast,
     check_statistics_dtype,
     float_dtype,
+    one_minus_power,
     safe_increment,
     update_number,
 )
@@ -74,23 +76,31 @@ def compute_dtype(dtype) -> jnp.dtype:
 
 
 def map_statistics(
-    fn: Callable[..., tuple], updates: Any, *statistics: Any, inputs: Sequence[Any] = ()
+    fn: Callable[..., tuple],
+    updates: Any,
+    *statistics: Any,
+    inputs: Sequence[Any] = (),
+    rounding: bool = False,
 ) -> tuple:
     """``map_leaves`` for a transform's step on per-parameter statistics.
 
     ``fn(g, *input_leaves, *stats)`` sees each statistic in its ``compute_dtype`` (float32 or
     wider) and returns ``(*outputs, *new_stats)``, the new statistics last, in the order of
     ``statistics``; they are stored back in the dtype each statistic is kept in (the
-    ``statistics_dtype`` option: a no-op for float32 statistics, one rounding per step for
-    bf16/fp16 ones under ``statistics_dtype=None``). ``inputs`` are further trees like
-    ``updates`` (e.g. the params) passed as they are.
+    ``statistics_dtype`` option: a no-op for float32 statistics, a rounding for bf16/fp16
+    ones under ``statistics_dtype=None``). ``inputs`` are further trees like ``updates``
+    (e.g. the params) passed as they are. With ``rounding``, ``fn`` takes the leaf's
+    ``TorchRounding`` first, ``fn(rounding, g, ...)``: a transform written as torch's
+    sequence of in-place ops rounds each op's result with it (``rounding.keep``) and returns
+    its update with ``rounding.update``.
     """
     count = len(statistics)
     given = len(inputs)
 
     def step(g, *rest):
         others, stats = rest[:given], rest[given:]
-        outputs = fn(g, *others, *(cast(s, compute_dtype(s.dtype)) for s in stats))
+        head_args = (TorchRounding.of(stats[0].dtype), g) if rounding else (g,)
+        outputs = fn(*head_args, *others, *(cast(s, compute_dtype(s.dtype)) for s in stats))
         head, new = outputs[: len(outputs) - count], outputs[len(outputs) - count :]
         return tuple(head) + tuple(cast(n, s.dtype) for n, s in zip(new, stats))
 
@@ -137,17 +147,23 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array | np.ndarray) -> ja
 def first_moment_weight(beta1, b1: jax.Array, dtype) -> jax.Array | np.ndarray:
     """``1 - b1`` in ``dtype``: the ``lerp`` weight of the first moment (torch's ``1 - beta1``).
 
-    For a float ``beta1`` it is computed with numpy in the same dtypes as the traced
-    ``(1 - b1).astype(dtype)`` -- so it is the same number -- and is known while tracing.
+    For a float ``beta1`` it is torch's number, ``1 - beta1`` computed in Python (double) and
+    then converted to ``dtype`` (``lerp_`` takes its weight in float32 for a float32, bf16 or
+    fp16 tensor; ``1 - float32(0.9)`` would be one float32 unit larger), known while tracing.
     """
     if isinstance(beta1, float):
-        return np.asarray(1 - np.asarray(beta1, b1.dtype), dtype)
+        return np.asarray(1 - beta1, dtype)
     return (1 - b1).astype(dtype)
 
 
-def decay_add_square(average: jax.Array, g: jax.Array, decay: jax.Array) -> jax.Array:
-    """``decay * average + (1 - decay) * g**2``, torch's ``mul_(decay).addcmul_(g, g, 1-decay)``."""
-    return decay * average + (1 - decay) * g * g
+def decay_add_square(
+    average: jax.Array, g: jax.Array, decay: jax.Array, rounding: TorchRounding | None = None
+) -> jax.Array:
+    """``decay * average + (1 - decay) * g**2``, torch's ``mul_(decay).addcmul_(g, g, 1-decay)``.
+
+    With a ``rounding``, each of the two ops is rounded as torch rounds it."""
+    keep = rounding.keep if rounding is not None else lambda x: x
+    return keep(keep(decay * average) + (1 - decay) * g * g)
 
 
 def check_betas(betas) -> tuple:
@@ -477,26 +493,30 @@ def scale_by_adam(
         del params
         t = update_number(state.count)
         b1 = learning_rate_at(beta1, state.count)
-        bias_correction1 = 1 - b1**t
-        bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
+        bias_correction1 = one_minus_power(b1 if callable(beta1) else beta1, t)
+        bias_correction2_sqrt = jnp.sqrt(one_minus_power(beta2, t))
 
-        def leaf(g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
+        def leaf(r, g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
-            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
+            exp_avg = r.keep(lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype)))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2, r)
             if amsgrad:
                 max_exp_avg_sq = jnp.maximum(max_exp_avg_sq, exp_avg_sq)
                 second = max_exp_avg_sq
             else:
                 second = exp_avg_sq
-            denom = jnp.sqrt(second) / cast(bias_correction2_sqrt, dtype) + eps
+            # torch: (sqrt(v).div(bias_correction2_sqrt)).add_(eps), each op rounded
+            root = r.keep(r.keep(jnp.sqrt(second)) / cast(bias_correction2_sqrt, dtype))
+            denom = r.keep(root + r.alpha(eps))
             u = exp_avg / denom / cast(bias_correction1, dtype)
-            return (cast(u, g.dtype), exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
+            return (r.update(u, g), exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
 
         moments = (state.exp_avg, state.exp_avg_sq)
         moments += (state.max_exp_avg_sq,) if amsgrad else ()
-        updates, exp_avg, exp_avg_sq, *maximum = map_statistics(leaf, updates, *moments)
+        updates, exp_avg, exp_avg_sq, *maximum = map_statistics(
+            leaf, updates, *moments, rounding=True
+        )
         new_state = ScaleByAdamState(
             safe_increment(state.count), exp_avg, exp_avg_sq, maximum[0] if amsgrad else None
         )

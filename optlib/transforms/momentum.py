@@ -114,23 +114,26 @@ def trace_momentum(
         mu = momentum if not varying else learning_rate_at(momentum, state.count)
         active = mu != 0
 
-        def leaf(g, buf):
+        def leaf(r, g, buf):
             g32 = cast(g, buf.dtype)
             m = cast(mu, buf.dtype) if varying else mu
+            # torch: buf.mul_(mu).add_(g, alpha=1 - dampening); grad.add(buf, alpha=mu)
             if undampened:  # b_1 = mu * (-0.0) + g = g: no select needed (mu >= 0)
-                new_buf = m * buf + g32
+                new_buf = r.keep(r.keep(m * buf) + g32)
             else:
-                continued = m * buf + (1 - dampening) * g32
+                continued = r.keep(r.keep(m * buf) + r.alpha(1 - dampening) * g32)
                 new_buf = jax.lax.select(state.has_buffer, continued, g32)
-            step = g32 + m * new_buf if nesterov else new_buf
+            step = r.keep(g32 + r.alpha(m) * new_buf) if nesterov else new_buf
             if not varying:  # a constant momentum (> 0 here) is always active: no selects
-                return cast(step, g.dtype), new_buf
+                return r.update(step, g), new_buf
             return (
-                cast(jax.lax.select(active, step, g32), g.dtype),
+                r.update(jax.lax.select(active, step, g32), g),
                 jax.lax.select(active, new_buf, buf),
             )
 
-        new_updates, new_buffer = map_statistics(leaf, updates, state.momentum_buffer)
+        new_updates, new_buffer = map_statistics(
+            leaf, updates, state.momentum_buffer, rounding=True
+        )
         new_state = TraceMomentumState(
             safe_increment(state.count), state.has_buffer | active, new_buffer
         )

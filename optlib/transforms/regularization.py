@@ -12,8 +12,10 @@ different is *where in the chain* it happens:
 
 from __future__ import annotations
 
+import jax
 import optax
 
+from optlib._numerics import TorchRounding, cast
 from optlib._validation import check_non_negative
 
 __all__ = ["add_decoupled_weight_decay", "add_weight_decay", "negate_gradients"]
@@ -24,8 +26,10 @@ def add_weight_decay(weight_decay: float = 0.0) -> optax.GradientTransformation:
 
     torch's coupled ``weight_decay`` (``grad = grad.add(param, alpha=weight_decay)``) in SGD,
     Adam, Adagrad, RMSprop, Adadelta and NAdam: put it before the statistics transform. This is
-    ``optax.add_decayed_weights``, which already computes exactly this (and skips the work when
-    ``weight_decay == 0``, as torch does), so we reuse it and only add torch's argument check.
+    ``optax.add_decayed_weights``'s arithmetic (and, like it, no work when ``weight_decay ==
+    0``, as torch), with torch's rounding for bf16/fp16 gradients: ``g + wd * p`` is computed
+    in float32 and rounded once, ``wd`` rounded to the gradients' dtype first (optax rounds
+    ``wd * p`` and the sum separately).
 
     Args:
       weight_decay: the L2 coefficient (>= 0).
@@ -37,7 +41,29 @@ def add_weight_decay(weight_decay: float = 0.0) -> optax.GradientTransformation:
       ValueError: if ``weight_decay`` is negative ("Invalid weight_decay value" in torch).
     """
     weight_decay = check_non_negative("weight_decay", weight_decay)
-    return optax.add_decayed_weights(weight_decay)
+    skip = isinstance(weight_decay, (int, float)) and weight_decay == 0
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("weight decay needs the params: pass them to update")
+        if skip:
+            return updates, state
+
+        def leaf(g, p):
+            if g is None:
+                return None
+            # torch's grad.add(param, alpha=wd): one rounding to the gradient's dtype, with
+            # alpha rounded to it first (a no-op for float32/float64)
+            r = TorchRounding.of(g.dtype)
+            return cast(cast(g, r.compute) + r.alpha(weight_decay) * cast(p, r.compute), g.dtype)
+
+        return jax.tree.map(leaf, updates, params, is_leaf=lambda x: x is None), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def add_decoupled_weight_decay(weight_decay: float = 1e-2) -> optax.GradientTransformation:

@@ -31,6 +31,8 @@ from optlib._numerics import (
     as_float,
     cast,
     check_statistics_dtype,
+    log_of,
+    one_minus_power,
     safe_increment,
     update_number,
 )
@@ -54,20 +56,6 @@ __all__ = [
     "scale_by_second_moment",
     "schedule_free_eval_params",
 ]
-
-
-def _log(beta) -> Any:
-    """``log(beta)``, in Python double precision for a Python float (``beta`` near 1 keeps
-    its digits: ``log(float32(0.999))`` would be off by 6e-5 relative)."""
-    if isinstance(beta, (int, float)):
-        return math.log(beta) if beta > 0 else -math.inf
-    return jnp.log(beta)
-
-
-def one_minus_power(beta, step: jax.Array) -> jax.Array:
-    """``1 - beta**step`` as ``-expm1(step * log(beta))``: in float32 the direct form loses
-    ~3 digits for ``beta = 0.999`` (the reference computes it in Python doubles)."""
-    return -jnp.expm1(step * _log(beta))
 
 
 def _coth_series() -> tuple[float, ...]:
@@ -113,7 +101,7 @@ def rectification(beta2, count: jax.Array) -> tuple[jax.Array, jax.Array]:
       (1 elsewhere; the caller picks the SGD phase's factor).
     """
     step = update_number(count)
-    half_log = -0.5 * as_float(_log(beta2))
+    half_log = -0.5 * as_float(log_of(beta2))
     rho_inf = 2 / (1 - beta2) - 1
     near = step * half_log < 1.0
     x = jnp.where(near, step * half_log, 0.5)  # keeps the unused series side finite
