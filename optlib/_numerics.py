@@ -21,6 +21,7 @@ __all__ = [
     "float_dtype",
     "log_of",
     "one_minus_power",
+    "rounds_like_torch",
     "safe_increment",
     "statistics_dtype",
     "torch_sign",
@@ -68,6 +69,14 @@ def statistics_dtype(dtype, minimum=DEFAULT_STATISTICS_DTYPE) -> jnp.dtype:
     if minimum is None:
         return jnp.dtype(dtype)
     return jnp.promote_types(dtype, minimum)
+
+
+def rounds_like_torch(option) -> bool:
+    """Whether a ``statistics_dtype`` option can keep statistics narrower than float32
+    (``None``, or bf16/fp16 itself): then bf16/fp16 parameters' statistics and steps are
+    rounded where torch rounds them (``TorchRounding``, ``torch_parameter_step``)."""
+    option = check_statistics_dtype(option)
+    return option is None or jnp.dtype(option).itemsize < 4
 
 
 def check_statistics_dtype(value):

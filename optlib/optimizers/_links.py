@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import DEFAULT_STATISTICS_DTYPE
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE, rounds_like_torch
 from optlib._validation import check_bool, check_non_negative
 from optlib.transforms.learning_rate import (
     LearningRate,
@@ -263,12 +263,13 @@ def weight_decay_links(
 
     The coupled link goes before the statistics (torch's ``grad + weight_decay * p``), the
     decoupled one right before the learning rate (torch's ``p * (1 - lr * weight_decay)``).
-    With ``statistics_dtype=None`` the decoupled decay is the learning-rate link's
+    With ``statistics_dtype=None`` (or bf16/fp16, see ``rounds_like_torch``) the decoupled
+    decay is the learning-rate link's
     (``learning_rate_link(..., decoupled_weight_decay=...)``: torch's rounding of the
     parameter), so there is no decoupled link.
     """
     if check_bool("decoupled_weight_decay", decoupled_weight_decay):
-        if statistics_dtype is None:
+        if rounds_like_torch(statistics_dtype):
             check_non_negative("weight_decay", weight_decay)
             return None, None
         return None, ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay))
@@ -284,12 +285,13 @@ def learning_rate_link(
 ) -> Link:
     """The last link: multiply by ``-lr`` (see ``apply_learning_rate``).
 
-    With ``statistics_dtype=None`` (torch's low-precision storage) it is
+    With ``statistics_dtype=None`` (torch's low-precision storage; or bf16/fp16, see
+    ``rounds_like_torch``) it is
     ``torch_parameter_step``: the rate rounded to the parameters' dtype where torch's step is
     ``p.add_(u, alpha=-lr)`` (``rate_rounded``), and the decoupled decay, if any, applied to
     the parameter as torch's ``p.mul_(1 - lr * wd)`` rounds it.
     """
-    if statistics_dtype is None and (rate_rounded or decoupled_weight_decay is not None):
+    if rounds_like_torch(statistics_dtype) and (rate_rounded or decoupled_weight_decay is not None):
         return (
             "learning_rate",
             torch_parameter_step(
