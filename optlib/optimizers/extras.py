@@ -11,6 +11,11 @@ for it is given in each docstring:
 bitsandbytes keeps its 32-bit state in float32 and computes in float32 whatever the
 parameters' dtype; optlib keeps statistics in float32 or wider (float64 parameters: float64),
 so float32 runs reproduce bitsandbytes and float64 runs its math without float32 rounding.
+With ``statistics_dtype=None`` bf16/fp16 parameters keep bf16/fp16 statistics, rounded where
+the pure-torch references round them when run on bf16/fp16 tensors: ``lion_pytorch.Lion``,
+bitsandbytes' ``_ReferenceAdEMAMix`` and ``optimi.StableAdamW(kahan_sum=False)``; with a
+float or scheduled ``learning_rate`` the parameters then equal those references' bit for
+bit (a metric-driven rate is applied by the last link, as with float32 statistics).
 Storage switches of the references (``optim_bits``, ``min_8bit_size``, ``is_paged``,
 optimi's ``foreach``/``triton``/``gradient_release``) have no meaning here and are not taken.
 """
@@ -21,7 +26,7 @@ from typing import Any
 
 import optax
 
-from optlib._numerics import DEFAULT_STATISTICS_DTYPE
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE, rounds_like_torch
 from optlib._validation import check_bool, check_non_negative, check_positive
 from optlib.optimizers._links import (
     cycled_betas,
@@ -38,9 +43,18 @@ from optlib.transforms.extra_moments import (
     scale_by_lion,
     scale_by_stable_adam,
 )
-from optlib.transforms.learning_rate import LearningRate
+from optlib.transforms.learning_rate import LearningRate, torch_parameter_step
 
 __all__ = ["ademamix", "lion", "stable_adamw"]
+
+
+def _rate_inside(learning_rate: LearningRate, statistics_dtype: Any) -> bool:
+    """Whether the statistics transform applies the rate itself: where the reference
+    multiplies ``lr`` into a rounded tensor op and the statistics are rounded like its
+    (``rounds_like_torch``); a metric-driven rate stays in the last link."""
+    return rounds_like_torch(statistics_dtype) and not isinstance(
+        learning_rate, optax.GradientTransformation
+    )
 
 
 @recorded_optimizer
@@ -69,19 +83,27 @@ def lion(
       betas: ``(beta1, beta2)``, each in [0, 1).
       weight_decay: decoupled weight decay coefficient (>= 0).
       statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
-        float32, as the 32-bit reference keeps them); None keeps the parameters' dtype.
+        float32, as the 32-bit reference keeps them); None keeps the parameters' dtype and
+        rounds as ``lion_pytorch.Lion`` does on bf16/fp16 tensors, its parameter step
+        ``p.mul_(1 - lr * wd)`` and ``p.add_(update, alpha=-lr)`` included.
 
     Returns:
       An ``optax.GradientTransformation``.
     """
-    _, decoupled = weight_decay_links(weight_decay, True)
+    _, decoupled = weight_decay_links(weight_decay, True, statistics_dtype)
     return named_chain(
         (
             "lion",
             scale_by_lion(cycled_betas(learning_rate, betas), statistics_dtype=statistics_dtype),
         ),
         decoupled,
-        learning_rate_link(learning_rate),
+        # lion_pytorch: p.mul_(1 - lr * wd); p.add_(update, alpha=-lr)
+        learning_rate_link(
+            learning_rate,
+            statistics_dtype=statistics_dtype,
+            rate_rounded=True,
+            decoupled_weight_decay=weight_decay,
+        ),
         complex_unsupported="bitsandbytes' Lion drops the imaginary part and lion_pytorch takes "
         "the complex sign z / |z|; neither treats it as a pair of reals",
     )
@@ -124,25 +146,37 @@ def ademamix(
       eps: added to the denominator (>= 0).
       weight_decay: decoupled weight decay coefficient (>= 0).
       statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
-        float32, as the 32-bit reference keeps them); None keeps the parameters' dtype.
+        float32, as the 32-bit reference keeps them); None keeps the parameters' dtype and
+        rounds as bitsandbytes' pure-torch ``_ReferenceAdEMAMix`` does on bf16/fp16 tensors,
+        whose step is ``p.add_(-lr * (u + weight_decay * p))`` (with a float or scheduled
+        ``learning_rate``; a metric-driven one decays as above).
 
     Returns:
       An ``optax.GradientTransformation``.
     """
     beta1, beta2, beta3 = check_ademamix_betas(betas)
-    _, decoupled = weight_decay_links(weight_decay, True)
+    _, decoupled = weight_decay_links(weight_decay, True, statistics_dtype)
+    # With statistics rounded like the reference's, the transform ends with its rounded
+    # update.add_(p, alpha=weight_decay) and -lr * update; the last link adds that step
+    inside = _rate_inside(learning_rate, statistics_dtype)
     scaling = scale_by_ademamix(
         (momentum_from(learning_rate, beta1), beta2, beta3),
         alpha,
         t_alpha,
         t_beta3,
         eps,
+        weight_decay if inside else 0.0,
         statistics_dtype=statistics_dtype,
+        learning_rate=learning_rate if inside else None,
     )
     return named_chain(
         ("ademamix", scaling),
         decoupled,
-        learning_rate_link(learning_rate),
+        ("learning_rate", torch_parameter_step(learning_rate, rate_applied=True))
+        if inside
+        else learning_rate_link(
+            learning_rate, statistics_dtype=statistics_dtype, decoupled_weight_decay=weight_decay
+        ),
         complex_unsupported="bitsandbytes' AdEMAMix does not treat complex parameters as pairs "
         "of reals",
     )
@@ -171,10 +205,11 @@ def stable_adamw(
     With ``decouple_lr=True`` the decay is "fully decoupled", ``1 - lr_t / max_lr *
     weight_decay``, i.e. ``weight_decay / max_lr`` in the chain. optimi's ``kahan_sum`` only
     acts on float16/bfloat16 parameters (float32/float64 numbers are the same with or without
-    it); it needs the parameter write itself, which ``optax.apply_updates`` does, so it is not
-    taken. Like optimi, ``learning_rate`` has no default. optimi stores ``beta1`` outside a
-    ``betas`` entry, so torch's ``cycle_momentum`` cannot drive it; a momentum-cycling
-    ``learning_rate`` is rejected the same way. Trainer passes ``lr``, ``betas=(adam_beta1,
+    it) and is not taken: optimi turns it on by default for those, and bf16/fp16 runs here
+    (``statistics_dtype=None``) are optimi's with ``kahan_sum=False``. Like optimi,
+    ``learning_rate`` has no default. optimi stores ``beta1`` outside a ``betas`` entry, so
+    torch's ``cycle_momentum`` cannot drive it; a momentum-cycling ``learning_rate`` is
+    rejected the same way. Trainer passes ``lr``, ``betas=(adam_beta1,
     adam_beta2)``, ``eps=adam_epsilon``, ``weight_decay`` and ``decouple_lr``, ``max_lr``,
     ``kahan_sum`` from ``optim_args``. ``optax.adamw`` has no update clipping nor debiased betas.
 
@@ -187,7 +222,9 @@ def stable_adamw(
       max_lr: the largest scheduled lr, for ``decouple_lr`` (> 0); default: the float
         ``learning_rate`` (required with ``decouple_lr`` when it is a schedule).
       statistics_dtype: dtype of the moments, at least this wide (default float32); None
-        keeps the parameters' dtype (optimi's bf16 state, without its ``kahan_sum``).
+        keeps the parameters' dtype and rounds as optimi does on bf16/fp16 tensors without
+        its ``kahan_sum`` (``kahan_sum=False``), its per-tensor ``p.mul_(1 - lr_t * wd)`` and
+        ``p.addcdiv_`` included (with a float or scheduled ``learning_rate``).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -210,11 +247,22 @@ def stable_adamw(
                 )
             max_lr = check_positive("max_lr (= learning_rate)", learning_rate)
         weight_decay = weight_decay / max_lr
+    # With statistics rounded like optimi's, the transform applies its per-tensor rate
+    # (p.mul_(1 - lr_t * wd), p.addcdiv_(..., value=-lr_t)); the last link adds that step
+    inside = _rate_inside(learning_rate, statistics_dtype)
     return named_chain(
         (
             "stable_adam",
-            scale_by_stable_adam(betas, eps, weight_decay, statistics_dtype=statistics_dtype),
+            scale_by_stable_adam(
+                betas,
+                eps,
+                weight_decay,
+                statistics_dtype=statistics_dtype,
+                learning_rate=learning_rate if inside else None,
+            ),
         ),
-        learning_rate_link(learning_rate),
+        ("learning_rate", torch_parameter_step(learning_rate, rate_applied=True))
+        if inside
+        else learning_rate_link(learning_rate),
         complex_unsupported="optimi.StableAdamW does not support complex parameters",
     )

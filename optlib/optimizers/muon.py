@@ -4,25 +4,76 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
-from optlib._numerics import DEFAULT_STATISTICS_DTYPE
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE, cast, float_dtype
+from optlib._numerics import statistics_dtype as statistics_dtype_of
+from optlib._validation import check_choice, check_non_negative
 from optlib.optimizers._links import (
     learning_rate_link,
     momentum_from,
     named_chain,
     recorded_optimizer,
 )
-from optlib.transforms.learning_rate import LearningRate
+from optlib.transforms.learning_rate import LearningRate, learning_rate_tracker
 from optlib.transforms.moments import trace_ema_momentum
 from optlib.transforms.orthogonalize import (
+    ADJUST_LR_FNS,
     NS_COEFFICIENTS,
+    adjusted_lr_ratio,
     scale_by_newton_schulz,
     scale_by_shape,
 )
 from optlib.transforms.regularization import add_decoupled_weight_decay
 
 __all__ = ["muon"]
+
+
+def _torch_muon_step(
+    learning_rate: LearningRate, weight_decay: float, adjust_lr_fn: str | None
+) -> optax.GradientTransformationExtraArgs:
+    """Muon's last link with ``statistics_dtype=None``: torch's parameter step, rounded as
+    torch rounds it.
+
+    torch: ``param.mul_(1 - lr * weight_decay)`` (rounded to the parameter's dtype), then
+    ``param.add_(O, alpha=-lr * ratio)`` with ``O`` the bf16 Newton–Schulz result. That
+    ``add_`` computes in the promoted dtype of the parameter and ``O`` (bf16 for a bf16
+    parameter, float32 for a fp16 or float32 one) and takes ``alpha`` in it: rounded to bf16
+    for a bf16 parameter. ``lr * ratio`` and ``1 - lr * weight_decay`` are torch's Python
+    doubles for a float ``learning_rate``. Each leaf's step is the parameter's exact move
+    (float32 for bf16/fp16 parameters), so ``optax.apply_updates`` lands on torch's value.
+    The state is ``apply_learning_rate(learning_rate)``'s, stepped the same way.
+    """
+    tracker = learning_rate_tracker(learning_rate)
+    constant = isinstance(learning_rate, (int, float))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError("muon with statistics_dtype=None needs params in update")
+        rate = tracker.rate(state)
+
+        def leaf(o, p):
+            compute = statistics_dtype_of(p.dtype)
+            ratio = adjusted_lr_ratio(p.shape, adjust_lr_fn)
+            if constant:  # torch's doubles
+                alpha = np.asarray(learning_rate * ratio, float_dtype())
+                decay = np.asarray(1 - learning_rate * weight_decay, float_dtype())
+            else:
+                alpha, decay = rate * ratio, 1 - rate * weight_decay
+            alpha = cast(cast(jnp.asarray(alpha), jnp.promote_types(p.dtype, o.dtype)), compute)
+            wide_p = cast(p, compute)
+            decayed = cast(cast(wide_p * cast(jnp.asarray(decay), compute), p.dtype), compute)
+            moved = cast(cast(decayed - alpha * cast(o, compute), p.dtype), compute)
+            # an unchanged (e.g. infinite) parameter moves by exactly 0, not inf - inf
+            return jnp.where(moved == wide_p, 0, moved - wide_p)
+
+        new_state = tracker.step(state, params, extra_args)
+        return jax.tree.map(leaf, updates, params), new_state
+
+    return optax.GradientTransformationExtraArgs(tracker.init, update_fn)
 
 
 @recorded_optimizer
@@ -61,6 +112,16 @@ def muon(
     keeps; for bf16 parameters with ``nesterov=False`` torch 2.13 also normalises that buffer
     in place, since ``grad.bfloat16()`` returns the buffer itself, which is not reproduced).
 
+    With ``statistics_dtype=None`` the step is torch's ops with torch's roundings: the
+    buffer and the Nesterov look-ahead are rounded to the parameters' dtype after each
+    ``lerp``, the Newton–Schulz result stays in ``ns_dtype``, and the last link is torch's
+    parameter step, ``param.mul_(1 - lr * weight_decay)`` then ``param.add_(O, alpha=-lr *
+    ratio)``, each rounded to the parameters' dtype (``alpha`` too for bf16 parameters), so
+    the chain has no ``adjust_lr`` / ``decoupled_weight_decay`` links. For bf16/fp16
+    parameters the buffer then equals torch's bit for bit, and so does the parameter given
+    the same Newton–Schulz result; the iteration itself is not bit-identical to torch's, as
+    its bf16 products accumulate in float32 in XLA's order rather than oneDNN's.
+
     Every leaf must be 2-D, as in torch: give biases, norms, embeddings and the output head
     to another optimizer with ``optlib.param_groups`` (see the README's recipe).
 
@@ -83,24 +144,38 @@ def muon(
         updates' dtype).
       statistics_dtype: dtype of the optimizer's statistics, at least this wide (default
         float32: bf16/fp16 parameters get float32 statistics); None keeps the parameters'
-        dtype, as torch does.
+        dtype and torch's roundings, as torch does.
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformation`` (with ``statistics_dtype=None`` its ``update``
+      needs ``params``, as the default's decoupled weight decay does).
 
     Raises:
       ValueError / TypeError: for bad arguments, naming the parameter; ``init`` raises
         torch's "Muon only supports 2D parameters ..." for a leaf that is not 2-D.
     """
-    return named_chain(
-        (
-            "momentum",
-            trace_ema_momentum(
-                momentum_from(learning_rate, momentum),
-                nesterov,
-                statistics_dtype=statistics_dtype,
-            ),
+    momentum_link = (
+        "momentum",
+        trace_ema_momentum(
+            momentum_from(learning_rate, momentum), nesterov, statistics_dtype=statistics_dtype
         ),
+    )
+    if statistics_dtype is None:  # torch's roundings: its parameter step is the last link
+        check_choice("adjust_lr_fn", adjust_lr_fn, ADJUST_LR_FNS)
+        weight_decay = check_non_negative("weight_decay", weight_decay)
+        return named_chain(
+            momentum_link,
+            (
+                "newton_schulz",
+                scale_by_newton_schulz(
+                    ns_coefficients, ns_steps, eps, ns_dtype, keep_ns_dtype=True
+                ),
+            ),
+            ("learning_rate", _torch_muon_step(learning_rate, weight_decay, adjust_lr_fn)),
+            complex_unsupported="torch.optim.Muon does not support complex parameters",
+        )
+    return named_chain(
+        momentum_link,
         ("newton_schulz", scale_by_newton_schulz(ns_coefficients, ns_steps, eps, ns_dtype)),
         ("adjust_lr", scale_by_shape(adjust_lr_fn)),
         ("decoupled_weight_decay", add_decoupled_weight_decay(weight_decay)),

@@ -37,6 +37,16 @@ see ``optlib.transforms.schedule_free.rectification``), so float32 runs stay wit
 the reference's float32 run (which computes these scalars in Python doubles). In float64
 RAdam's rectification is the exact value, where the reference's own formula is off by up to
 ~3e-12 relative in the first adaptive steps.
+
+Low precision: with ``statistics_dtype=None`` the state (``z``, ``exp_avg_sq``) is kept in the
+bf16/fp16 parameters' dtype as the reference keeps it, every in-place op of the reference's
+step is rounded to that dtype where the reference rounds it, and its Python-double scalars
+(the bias correction, the averaging weight ``ckp1`` and the rates) are computed to the
+double's float32 rounding (see ``apply_schedule_free``): 100 steps equal the reference's
+bf16/fp16 run bit for bit, parameters and state (tested for the three optimizers, with
+weight decay and warm-up). Two scalars stay float32 approximations of the reference's
+doubles: a schedule's rate (torch's scheduler computes in double) and RAdam's
+rectification factor.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 import optax
 
-from optlib._numerics import DEFAULT_STATISTICS_DTYPE
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE, rounds_like_torch
 from optlib._validation import check_non_negative
 from optlib.optimizers._links import (
     cycled_betas,
@@ -32,7 +32,11 @@ from optlib.optimizers._links import (
     weight_decay_links,
 )
 from optlib.transforms.averaging import asgd_average, scale_by_asgd_step_size
-from optlib.transforms.learning_rate import LearningRate, track_learning_rate
+from optlib.transforms.learning_rate import (
+    LearningRate,
+    torch_parameter_step,
+    track_learning_rate,
+)
 from optlib.transforms.moments import (
     scale_by_adadelta,
     scale_by_adagrad,
@@ -251,16 +255,27 @@ def adagrad(
         momentum; torch's ``cycle_momentum`` raises too).
     """
     reject_momentum_schedule(learning_rate, "adagrad")
+    # torch's step is p.addcdiv_(g, std, value=-clr): with statistics rounded like torch's,
+    # the transform hands its operands to the last link
+    quotients = rounds_like_torch(statistics_dtype)
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
         (
             "adagrad",
             scale_by_adagrad(
-                lr_decay, initial_accumulator_value, eps, statistics_dtype=statistics_dtype
+                lr_decay,
+                initial_accumulator_value,
+                eps,
+                statistics_dtype=statistics_dtype,
+                quotients=quotients,
             ),
         ),
-        learning_rate_link(learning_rate),
+        (
+            ("learning_rate", torch_parameter_step(learning_rate, quotients=True))
+            if quotients
+            else learning_rate_link(learning_rate, statistics_dtype=statistics_dtype)
+        ),
     )
 
 
@@ -303,17 +318,29 @@ def rmsprop(
       An ``optax.GradientTransformation``.
     """
     check_momentum(momentum)
+    momentum = momentum_from(learning_rate, momentum)
+    # torch steps by p.add_(buf, alpha=-lr) with momentum, else by p.addcdiv_(g, avg,
+    # value=-lr), whose operands the transform hands to the last link when the statistics
+    # are rounded like torch's
+    with_momentum = not (isinstance(momentum, (int, float)) and momentum == 0)
+    quotients = rounds_like_torch(statistics_dtype) and not with_momentum
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("rms", scale_by_rms(alpha, eps, centered, statistics_dtype=statistics_dtype)),
         (
-            "momentum",
-            trace_momentum(
-                momentum_from(learning_rate, momentum), statistics_dtype=statistics_dtype
+            "rms",
+            scale_by_rms(
+                alpha, eps, centered, statistics_dtype=statistics_dtype, quotients=quotients
             ),
         ),
-        learning_rate_link(learning_rate),
+        ("momentum", trace_momentum(momentum, statistics_dtype=statistics_dtype)),
+        (
+            ("learning_rate", torch_parameter_step(learning_rate, quotients=True))
+            if quotients
+            else learning_rate_link(
+                learning_rate, statistics_dtype=statistics_dtype, rate_rounded=with_momentum
+            )
+        ),
     )
 
 
@@ -352,7 +379,8 @@ def adadelta(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
         ("adadelta", scale_by_adadelta(rho, eps, statistics_dtype=statistics_dtype)),
-        learning_rate_link(learning_rate),
+        # torch's p.add_(delta, alpha=-lr)
+        learning_rate_link(learning_rate, statistics_dtype=statistics_dtype, rate_rounded=True),
     )
 
 
@@ -390,7 +418,11 @@ def nadam(
     Returns:
       An ``optax.GradientTransformation``.
     """
-    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay)
+    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay, statistics_dtype)
+    decay = weight_decay if decoupled_weight_decay else None
+    # torch steps by two p.addcdiv_(...), whose operands the transform hands to the last
+    # link when the statistics are rounded like torch's
+    quotients = rounds_like_torch(statistics_dtype)
     return named_chain(
         maximize_link(maximize),
         coupled,
@@ -401,10 +433,20 @@ def nadam(
                 eps,
                 momentum_decay,
                 statistics_dtype=statistics_dtype,
+                quotients=quotients,
             ),
         ),
         decoupled,
-        learning_rate_link(learning_rate),
+        (
+            (
+                "learning_rate",
+                torch_parameter_step(learning_rate, decoupled_weight_decay=decay, quotients=True),
+            )
+            if quotients
+            else learning_rate_link(
+                learning_rate, statistics_dtype=statistics_dtype, decoupled_weight_decay=decay
+            )
+        ),
     )
 
 
@@ -423,6 +465,12 @@ def radam(
 
     ``chain(maximize?, add_weight_decay, scale_by_radam, add_decoupled_weight_decay,
     apply_learning_rate)``, one of the two decays being 0 (``decoupled_weight_decay`` picks).
+    With ``statistics_dtype=None`` (bf16/fp16 statistics) a float or scheduled rate is
+    multiplied in by ``scale_by_radam``, where torch multiplies it into its rounded product
+    (``exp_avg / bc1 * lr * ...``), and the last link ``torch_parameter_step(...,
+    rate_applied=True)`` follows it and applies the decoupled decay as torch rounds it;
+    a metric-driven rate stays in the last link and scales the finished product (in bf16/fp16
+    then not bit for bit torch's).
 
     ``optax.radam`` differs: ``eps`` is added to the bias-corrected ``sqrt(v_hat)`` (torch
     adds it to ``sqrt(v)`` and rescales by ``sqrt(1 - b2**t)``), which changes every update
@@ -444,18 +492,37 @@ def radam(
     Returns:
       An ``optax.GradientTransformation``.
     """
-    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay)
+    coupled, decoupled = weight_decay_links(weight_decay, decoupled_weight_decay, statistics_dtype)
+    decay = weight_decay if decoupled_weight_decay else None
+    # torch's RAdam multiplies lr into its rounded product (exp_avg / bc1 * lr * ...): with
+    # statistics rounded like torch's, the transform applies a float or scheduled rate there
+    # and the last link only follows it (a metric-driven rate stays in the last link)
+    inside = rounds_like_torch(statistics_dtype) and not isinstance(
+        learning_rate, optax.GradientTransformation
+    )
+    if inside:
+        last = (
+            "learning_rate",
+            torch_parameter_step(learning_rate, rate_applied=True, decoupled_weight_decay=decay),
+        )
+    else:
+        last = learning_rate_link(
+            learning_rate, statistics_dtype=statistics_dtype, decoupled_weight_decay=decay
+        )
     return named_chain(
         maximize_link(maximize),
         coupled,
         (
             "radam",
             scale_by_radam(
-                cycled_betas(learning_rate, betas), eps, statistics_dtype=statistics_dtype
+                cycled_betas(learning_rate, betas),
+                eps,
+                statistics_dtype=statistics_dtype,
+                learning_rate=learning_rate if inside else None,
             ),
         ),
         decoupled,
-        learning_rate_link(learning_rate),
+        last,
     )
 
 
@@ -500,7 +567,7 @@ def adamax(
                 cycled_betas(learning_rate, betas), eps, statistics_dtype=statistics_dtype
             ),
         ),
-        learning_rate_link(learning_rate),
+        learning_rate_link(learning_rate, statistics_dtype=statistics_dtype),
     )
 
 
@@ -568,7 +635,9 @@ def asgd(
     """Averaged stochastic gradient descent (torch.optim.ASGD).
 
     ``chain(maximize?, add_weight_decay(weight_decay), add_weight_decay(lambd),
-    scale_by_asgd_step_size, asgd_average)``; at torch step ``t``::
+    scale_by_asgd_step_size, asgd_average)`` (with ``statistics_dtype=None``: no ``lambd``
+    link, and ``scale_by_asgd_step_size(..., torch_step=True)`` applies torch's two rounded
+    in-place ops, the decay and the step, to the parameter); at torch step ``t``::
 
         g <- -g (maximize);  g <- g + weight_decay * p
         p <- p * (1 - lambd * eta) - eta * g                  (= p - eta * (g + lambd * p))
@@ -603,10 +672,16 @@ def asgd(
     """
     reject_momentum_schedule(learning_rate, "asgd")
     check_non_negative("lambd", lambd)
+    # with statistics rounded like torch's, the decay and the step are torch's two rounded
+    # in-place ops on the parameter (scale_by_asgd_step_size's torch_step), not L2 decay
+    torch_step = rounds_like_torch(statistics_dtype)
     return named_chain(
         maximize_link(maximize),
         ("weight_decay", add_weight_decay(weight_decay)),
-        ("lambd", add_weight_decay(lambd)),
-        ("asgd", scale_by_asgd_step_size(learning_rate, lambd, alpha)),
+        None if torch_step else ("lambd", add_weight_decay(lambd)),
+        (
+            "asgd",
+            scale_by_asgd_step_size(learning_rate, lambd, alpha, torch_step=torch_step),
+        ),
         ("average", asgd_average(t0, statistics_dtype=statistics_dtype)),
     )

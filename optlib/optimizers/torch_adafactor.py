@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import optax
 
-from optlib._numerics import DEFAULT_STATISTICS_DTYPE
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE, rounds_like_torch
 from optlib._validation import check_non_negative, check_real
 from optlib.optimizers._links import (
     maximize_link,
@@ -66,7 +66,10 @@ def torch_adafactor(
     """Adafactor with torch's semantics (torch.optim.Adafactor).
 
     ``chain(maximize?, scale_by_torch_factored_rms, clip_by_update_rms(d),
-    scale_by_param_rms(eps[1]), scale_by_capped_relative_step)``; at step ``t``::
+    scale_by_param_rms(eps[1]), scale_by_capped_relative_step)`` (with
+    ``statistics_dtype=None``: ``chain(maximize?, scale_by_torch_factored_rms,
+    scale_by_capped_relative_step(..., torch_step=(d, eps[1])))``, torch's rounded ops, its
+    bf16/fp16 norms and its double scalars); at step ``t``::
 
         beta2_t = 1 - t**beta2_decay;  V_t: factored (>= 2-D, last two dims) or full EMA of g**2
         U = g / max(sqrt(V_t), eps[0]),  V_t = R C / max(mean(R), eps[0]) when factored
@@ -103,14 +106,20 @@ def torch_adafactor(
     eps1, eps2 = _check_eps(eps)
     d = _check_d(d)
     check_non_negative("weight_decay", weight_decay)
+    # with statistics rounded like torch's, the last link is all of torch's parameter step
+    # (its norms and scalars rounded as torch's), so there are no clip / param_scale links
+    torch_step = (d, eps2) if rounds_like_torch(statistics_dtype) else None
     return named_chain(
         maximize_link(maximize),
         (
             "factored_rms",
             scale_by_torch_factored_rms(beta2_decay, eps1, statistics_dtype=statistics_dtype),
         ),
-        ("clip", clip_by_update_rms(d)),
-        ("param_scale", scale_by_param_rms(eps2, report_scale=False)),
-        ("learning_rate", scale_by_capped_relative_step(learning_rate, weight_decay)),
+        None if torch_step else ("clip", clip_by_update_rms(d)),
+        None if torch_step else ("param_scale", scale_by_param_rms(eps2, report_scale=False)),
+        (
+            "learning_rate",
+            scale_by_capped_relative_step(learning_rate, weight_decay, torch_step=torch_step),
+        ),
         complex_unsupported="torch.optim.Adafactor does not support complex parameters",
     )

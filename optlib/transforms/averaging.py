@@ -31,8 +31,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optlib._double import Double, settled
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
+    TorchRounding,
     as_float,
     cast,
     check_statistics_dtype,
@@ -40,7 +42,7 @@ from optlib._numerics import (
 )
 from optlib._partition import state_leaf
 from optlib._state_tree import find_states
-from optlib._validation import check_choice, check_int, check_real
+from optlib._validation import check_bool, check_choice, check_int, check_real
 from optlib.transforms.learning_rate import LearningRate, learning_rate_tracker
 from optlib.transforms.moments import lerp, map_statistics
 
@@ -77,12 +79,14 @@ def _running_average(
     averages_now: Callable[[jax.Array], jax.Array],
     weight: Callable[[jax.Array, jax.Array], jax.Array],
     copies: Callable[[jax.Array, jax.Array], jax.Array],
-    blend: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+    blend: Callable[[jax.Array, jax.Array, jax.Array, TorchRounding], jax.Array],
 ) -> optax.GradientTransformation:
     """The averaging transform every rule shares.
 
     After update ``t = count + 1``, if ``averages_now(t)``: ``avg <- p + u`` where
-    ``copies(t, n)``, else ``blend(avg, p + u, weight(t, n))``; ``n`` is ``n_averaged``.
+    ``copies(t, n)``, else ``blend(avg, p + u, weight(t, n), rounding)``; ``n`` is
+    ``n_averaged`` and ``rounding`` the average's ``TorchRounding`` (for a blend written as
+    torch's in-place ops).
     """
 
     def init_fn(params):
@@ -100,13 +104,13 @@ def _running_average(
         first = copies(step, state.n_averaged)
         w = weight(step, state.n_averaged)
 
-        def leaf(model, average):
+        def leaf(r, model, average):
             model = model.astype(average.dtype)
-            new = jnp.where(first, model, blend(average, model, w.astype(average.dtype)))
+            new = jnp.where(first, model, blend(average, model, w.astype(average.dtype), r))
             return (jnp.where(now, new, average),)
 
         models = optax.apply_updates(params, updates)  # the model, in the parameters' dtype
-        (average,) = map_statistics(leaf, models, state.average)
+        (average,) = map_statistics(leaf, models, state.average, rounding=True)
         n_averaged = jnp.where(now, safe_increment(state.n_averaged), state.n_averaged)
         return updates, AverageParamsState(step, n_averaged, average)
 
@@ -181,7 +185,7 @@ def average_params(
         averages_now,
         weight,
         copies=lambda step, n: n == 0,
-        blend=lerp,
+        blend=lambda average, model, w, r: lerp(average, model, w),
     )
 
 
@@ -196,7 +200,9 @@ def asgd_average(
         ax   = p_t  if mu_t == 1  else  ax + mu_t * (p_t - ax)
 
     so ``ax`` follows the parameters until step ``t0 + 2`` and then becomes their running mean
-    since then (Polyak-Ruppert averaging). ``ax`` starts at zeros, as in torch; read it with
+    since then (Polyak-Ruppert averaging). The blend is torch's
+    ``ax.add_(p.sub(ax).mul_(mu))``, each op rounded to ``ax``'s dtype when that is
+    bf16/fp16 (``statistics_dtype=None``). ``ax`` starts at zeros, as in torch; read it with
     ``optlib.averaged_params(opt_state)``. Place it last in the chain.
 
     Args:
@@ -219,7 +225,8 @@ def asgd_average(
         averages_now=lambda step: jnp.ones([], bool),
         weight=weight,
         copies=lambda step, n: weight(step, n) == 1,
-        blend=lambda average, model, w: average + (model - average) * w,
+        # torch: ax.add_(p.sub(ax).mul_(mu)), each op rounded to ax's dtype
+        blend=lambda average, model, w, r: r.keep(average + r.keep(r.keep(model - average) * w)),
     )
 
 
@@ -266,7 +273,11 @@ class ScaleByAsgdStepSizeState(NamedTuple):
 
 
 def scale_by_asgd_step_size(
-    learning_rate: LearningRate = 1e-2, lambd: float = 1e-4, alpha: float = 0.75
+    learning_rate: LearningRate = 1e-2,
+    lambd: float = 1e-4,
+    alpha: float = 0.75,
+    *,
+    torch_step: bool = False,
 ) -> optax.GradientTransformation:
     """Multiplies updates by ``-eta``, torch.optim.ASGD's decaying step size.
 
@@ -280,10 +291,21 @@ def scale_by_asgd_step_size(
     torch. ASGD's decay ``p * (1 - lambd * eta)`` is L2 decay of coefficient ``lambd`` put
     before this transform (see ``optlib.asgd``).
 
+    With ``torch_step`` the update is instead the change of the parameter under torch's two
+    in-place ops, ``p.mul_(1 - lambd * eta)`` then ``p.add_(u, alpha=-eta)``, each rounded to
+    the parameter's dtype (and ``-eta`` rounded to it first, as ``add_`` rounds its
+    ``alpha``): the decay is this transform's (no L2 link before it), and the change comes
+    back in float32 for bf16/fp16 parameters, so that ``optax.apply_updates`` lands on
+    torch's parameter exactly (``optlib.asgd`` with ``statistics_dtype=None``); ``eta`` and
+    ``1 - lambd * eta`` are then torch's Python-double values converted to float32
+    (``optlib._double.Double``), not float32 arithmetic.
+
     Args:
       learning_rate: lr (>= 0): float, schedule or metric-driven lr transform.
       lambd: torch's ``lambd`` (>= 0).
       alpha: the power of the decay of ``eta``.
+      torch_step: apply the decay and the step as torch's rounded in-place ops (needs
+        ``params``).
 
     Returns:
       An ``optax.GradientTransformation`` (``...ExtraArgs``) with state
@@ -293,7 +315,15 @@ def scale_by_asgd_step_size(
     if not isinstance(lambd, jax.core.Tracer) and lambd < 0:
         raise ValueError(f"lambd must be >= 0, got {lambd!r}")
     alpha = check_real("alpha", alpha)
+    torch_step = check_bool("torch_step", torch_step)
     tracker = learning_rate_tracker(learning_rate)
+
+    def torch_leaf(g, p, eta, decay_factor):
+        r = TorchRounding.of(p.dtype)
+        wide = cast(p, r.compute)
+        decayed = r.keep(wide * cast(decay_factor, r.compute))  # p.mul_(1 - lambd * eta)
+        stepped = r.keep(decayed + r.alpha(-eta) * cast(g, r.compute))  # p.add_(g, alpha=-eta)
+        return r.update(stepped - wide, g)  # exact: p + u is torch's parameter
 
     def init_fn(params):
         rate_state = tracker.init(params)
@@ -302,10 +332,35 @@ def scale_by_asgd_step_size(
 
     def update_fn(updates, state, params=None, **extra_args):
         eta = state.eta
-        updates = jax.tree.map(lambda u: cast(-eta * u, u.dtype), updates)
+        if torch_step:
+            if params is None:
+                raise ValueError(optax.NO_PARAMS_MSG)
+            # torch's double 1 - lambd * eta, converted to float32
+            decay_factor = settled(
+                lambda: (1 - Double.lift(lambd) * Double.exact(eta)).hi, state.count >= 0
+            )
+            updates = jax.tree.map(
+                lambda g, p: torch_leaf(g, p, eta, decay_factor), updates, params
+            )
+        else:
+            updates = jax.tree.map(lambda u: cast(-eta * u, u.dtype), updates)
         rate = as_float(tracker.rate(state.learning_rate_state))
         count = safe_increment(state.count)
-        new_eta = rate / (1 + lambd * rate * as_float(count)) ** alpha
+        if torch_step and isinstance(alpha, (int, float)):
+            # torch's Python doubles: lr / (1 + lambd * lr * step) ** alpha
+
+            def torch_eta():
+                exact_rate = (
+                    Double.of(learning_rate)
+                    if isinstance(learning_rate, (int, float))
+                    else Double.exact(rate)
+                )
+                base = 1 + Double.lift(lambd) * exact_rate * Double.exact(as_float(count))
+                return (exact_rate / base.real_power(float(alpha))).hi
+
+            new_eta = settled(torch_eta, count > 0)
+        else:
+            new_eta = rate / (1 + lambd * rate * as_float(count)) ** alpha
         rate_state = tracker.step(state.learning_rate_state, params, extra_args)
         return updates, ScaleByAsgdStepSizeState(count, new_eta, rate_state)
 

@@ -13,6 +13,16 @@ chain ends with ``apply_learning_rate``), keep their statistics in float32 or wi
 return updates in the gradients' dtype. Coefficients that the references compute in Python
 (double precision) from a float hyperparameter are computed the same way here, with numpy,
 and rounded once to the statistics dtype.
+
+With ``statistics_dtype=None`` a bf16/fp16 parameter's statistics stay in its dtype, as in
+the references' pure-torch runs (``lion_pytorch.Lion``, bitsandbytes' ``_ReferenceAdEMAMix``,
+``optimi.StableAdamW`` without ``kahan_sum``), and each of the references' tensor ops is
+rounded as torch rounds it (``TorchRounding``), with the per-step scalars the references
+compute in Python's double precision (bias corrections, debiased betas, optimi's clipped
+rate) computed to double precision here too; updates then come back in float32, for the
+parameter step to round once. Where the reference multiplies the learning rate into a
+rounded tensor op (AdEMAMix's ``p.add_(-lr * update)``, optimi's per-tensor
+``lr / max(1, rms)``) the transform takes the rate as ``learning_rate``.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import optax
 
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
+    TorchRounding,
     cast,
     check_statistics_dtype,
     float_dtype,
@@ -35,7 +46,13 @@ from optlib._numerics import (
     torch_sign,
     update_number,
 )
-from optlib._validation import check_int, check_interval, check_non_negative, is_traced
+from optlib._validation import (
+    check_int,
+    check_interval,
+    check_learning_rate,
+    check_non_negative,
+    is_traced,
+)
 from optlib.transforms.learning_rate import learning_rate_at
 from optlib.transforms.moments import (
     check_betas,
@@ -44,7 +61,6 @@ from optlib.transforms.moments import (
     map_statistics,
     statistics_like,
 )
-from optlib.transforms.regularization import add_decoupled_weight_decay
 
 __all__ = [
     "ScaleByAdemamixState",
@@ -60,21 +76,177 @@ __all__ = [
 # Shared pieces.
 
 
-def _coefficients(beta, value: jax.Array, dtype) -> tuple:
-    """``(beta, 1 - beta)`` in ``dtype``.
+def _coefficients(r: TorchRounding, beta, value=None, one_minus_value=None) -> tuple:
+    """``(beta, 1 - beta)`` as the references' ``mul_(beta).add_(g, alpha=1 - beta)`` take them.
 
-    For a float ``beta`` both come from Python's double precision, rounded once (what the
-    references' ``mul_(beta).add_(g, alpha=1 - beta)`` do); for a schedule, from ``value``.
+    For a float ``beta`` both come from Python's double precision: ``mul_``'s scalar in
+    float32, ``add_``'s ``alpha`` rounded to the statistic's dtype (``TorchRounding.alpha``;
+    the same float32 number for float32 statistics). For a schedule, from its traced
+    ``value`` and ``1 - value`` (or ``one_minus_value`` where that is computed more
+    accurately). Both in the compute dtype.
     """
     if isinstance(beta, float):
-        return np.asarray(beta, dtype), np.asarray(1.0 - beta, dtype)
-    return cast(value, dtype), cast(1 - value, dtype)
+        return np.asarray(beta, r.compute), r.alpha(1.0 - beta)
+    one_minus = 1 - value if one_minus_value is None else one_minus_value
+    return cast(value, r.compute), r.alpha(cast(one_minus, r.compute))
 
 
-def _ema(average: jax.Array, g: jax.Array, coefficients: tuple) -> jax.Array:
-    """``beta * average + (1 - beta) * g``: bitsandbytes' ``mul_(beta).add_(g, alpha=1-beta)``."""
-    beta, one_minus_beta = coefficients
-    return beta * average + one_minus_beta * g
+def _ema(r: TorchRounding, average: jax.Array, g: jax.Array, coefficients: tuple) -> jax.Array:
+    """``beta * average + (1 - beta) * g``: the references' ``mul_(beta).add_(g, alpha=1-beta)``,
+    each of the two ops rounded as torch rounds it (``r.keep``: nothing for float32 or wider
+    statistics)."""
+    decay, weight = coefficients
+    return r.keep(r.keep(decay * average) + weight * g)
+
+
+def _check_rate(name: str, learning_rate) -> None:
+    """A transform's own ``learning_rate``: None, a float or a schedule (a metric-driven rate
+    is a chain's last link, which the transform cannot read)."""
+    if learning_rate is None:
+        return
+    if isinstance(learning_rate, optax.GradientTransformation):
+        raise TypeError(
+            f"{name}: learning_rate must be a float or a schedule (a metric-driven rate lives "
+            "in the chain's last link; leave learning_rate=None)"
+        )
+    check_learning_rate(learning_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# The references' Python-double scalars, on device.
+#
+# The references compute their per-step scalars (``1 - beta**t``, optimi's debiased betas,
+# ``lr / max(1, rms)``) in Python's double precision and convert them to float32 where a
+# tensor op takes them. Without ``jax_enable_x64`` they are computed here as unevaluated sums
+# of two float32 (``hi + lo``, ~48 bits): torch's float32 number then comes out of them
+# except where the double lies within ~2**-40 (relative) of a float32 rounding boundary. A
+# float32 formula (``1 - 0.9**t``, even ``-expm1(t * log(0.9))``) is one unit off in many
+# steps, enough to move the rounding of bf16/fp16 statistics a few times in 100 steps. Only
+# statistics rounded like torch's use these; under ``jax_enable_x64`` they are plain float64.
+
+
+class _Double(NamedTuple):
+    """A double-float: the value ``hi + lo``, two float32 with ``|lo| <= ulp(hi) / 2``."""
+
+    hi: jax.Array
+    lo: jax.Array
+
+
+def _double(value) -> _Double:
+    """A Python float (split on the host) or a float32 array (``lo = 0``) as a ``_Double``."""
+    if isinstance(value, (int, float)):
+        hi = np.float32(value)
+        return _Double(jnp.asarray(hi), jnp.asarray(np.float32(value - float(hi))))
+    value = jnp.asarray(value, jnp.float32)
+    return _Double(value, jnp.zeros_like(value))
+
+
+def _rounded(x: jax.Array) -> jax.Array:
+    """``x``, as a value XLA cannot look through.
+
+    The sums and products below must be rounded exactly as written, but XLA's algebraic
+    simplifier rewrites ``(a + b) - a`` as ``b``, and XLA:CPU contracts a product into a later
+    sum as an FMA (also where a fusion recomputes the product), which drops the rounding
+    these sums exist to catch. A select on ``x == x`` (false only for NaN, which none of
+    these scalars is) is neither a sum nor a product, for either pass; an
+    ``optimization_barrier`` stops the simplifier but is gone by the time XLA:CPU fuses.
+    """
+    return jnp.where(x == x, x, jnp.zeros_like(x))
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> _Double:
+    """``a + b`` exactly (Knuth)."""
+    s = _rounded(a + b)
+    v = s - a
+    return _Double(s, (a - (s - v)) + (b - v))
+
+
+def _fast_two_sum(a: jax.Array, b: jax.Array) -> _Double:
+    """``a + b`` exactly, for ``|a| >= |b|`` (or ``a == 0``)."""
+    s = _rounded(a + b)
+    return _Double(s, b - (s - a))
+
+
+def _halves(a: jax.Array) -> tuple:
+    """``a = high + low`` with 12 significant bits each (the low 12 bits of ``a``'s mantissa
+    masked off), so that a product of two halves is exact in float32."""
+    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
+    high = jax.lax.bitcast_convert_type(bits & np.uint32(0xFFFFF000), jnp.float32)
+    return high, a - high
+
+
+def _two_product(a: jax.Array, b: jax.Array) -> _Double:
+    """``a * b`` exactly (Dekker; every partial product is exact, so an FMA changes nothing)."""
+    p = _rounded(a * b)
+    a1, a2 = _halves(a)
+    b1, b2 = _halves(b)
+    return _Double(p, ((a1 * b1 - p) + a1 * b2 + a2 * b1) + a2 * b2)
+
+
+def _add(x: _Double, y: _Double) -> _Double:
+    s = _two_sum(x.hi, y.hi)
+    return _fast_two_sum(s.hi, s.lo + (x.lo + y.lo))
+
+
+def _neg(x: _Double) -> _Double:
+    return _Double(-x.hi, -x.lo)
+
+
+def _mul(x: _Double, y: _Double) -> _Double:
+    p = _two_product(x.hi, y.hi)
+    return _fast_two_sum(p.hi, p.lo + (x.hi * y.lo + x.lo * y.hi))
+
+
+def _div(x: _Double, y: _Double) -> _Double:
+    q = x.hi / y.hi
+    r = _add(x, _neg(_mul(_Double(q, jnp.zeros_like(q)), y)))
+    return _fast_two_sum(q, r.hi / y.hi)
+
+
+def _sqrt(x: _Double) -> _Double:
+    s = jnp.sqrt(x.hi)
+    square = _two_product(s, s)
+    correction = ((x.hi - square.hi) - square.lo + x.lo) / (2 * s)
+    return _fast_two_sum(s, jnp.where(s > 0, correction, 0))
+
+
+def _power(beta, n: jax.Array) -> _Double:
+    """``beta ** n`` for an int32 ``n >= 0``, by squaring (31 bits)."""
+    base = _double(beta)
+    result = _double(1.0)
+    for bit in range(31):
+        chosen = (n >> bit) & 1 == 1
+        product = _mul(result, base)
+        result = _Double(*(jnp.where(chosen, a, b) for a, b in zip(product, result)))
+        if bit < 30:
+            base = _mul(base, base)
+    return result
+
+
+def _torch_scalar(value: _Double) -> jax.Array:
+    """The double ``value`` converted to float32, as torch converts a Python float."""
+    return value.hi + value.lo
+
+
+def _one_minus_power(beta, n: jax.Array) -> _Double:
+    """``1 - beta ** n`` (``n``: an int32 step)."""
+    return _add(_double(1.0), _neg(_power(beta, n)))
+
+
+def _divide(x: jax.Array, c) -> jax.Array:
+    """``x / c`` for a scalar ``c``, correctly rounded as torch's ``x.div(c)`` / ``x / c``.
+
+    XLA rewrites a division by a broadcast scalar as a multiplication by its reciprocal,
+    which is one float32 unit off in a good part of the entries (and so moves a bf16/fp16
+    rounding now and then); dividing by an opaque array of ``c`` keeps the division.
+    """
+    return x / jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(c, x.dtype), x.shape))
+
+
+def _any_narrow(statistics: Any) -> bool:
+    """Whether some leaf of ``statistics`` is kept narrower than it is computed (the
+    references' scalars are then needed as they compute them)."""
+    return any(TorchRounding.of(leaf.dtype).narrow for leaf in jax.tree.leaves(statistics))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,11 +286,16 @@ def scale_by_lion(
     for a float ``b1``; this one also takes a ``b1`` schedule (torch's ``cycle_momentum``
     sets ``betas[0]``) and keeps float32 statistics for bf16/fp16 parameters.
 
+    A momentum kept in bf16/fp16 (``statistics_dtype=None``) is rounded as lion_pytorch's
+    ``exp_avg.mul_(beta).add_(grad, alpha=1 - beta)`` rounds it: after the product and after
+    the sum, with ``1 - beta`` rounded to that dtype as ``add_``'s ``alpha`` (the
+    interpolation ``c_t`` likewise, before its sign). The sign then comes back in float32.
+
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1) (bitsandbytes' check); ``beta1`` may be a
         schedule of the count.
       statistics_dtype: dtype of the momentum (at least this wide; None: the parameters'
-        dtype, as the reference).
+        dtype, as the reference, rounded as it rounds it).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -135,14 +312,14 @@ def scale_by_lion(
         del params
         b1 = learning_rate_at(beta1, state.count)
 
-        def leaf(g, exp_avg):
-            dtype = exp_avg.dtype
-            g32 = cast(g, dtype)
-            u = torch_sign(_ema(exp_avg, g32, _coefficients(beta1, b1, dtype)))
-            exp_avg = _ema(exp_avg, g32, _coefficients(beta2, None, dtype))
-            return cast(u, g.dtype), exp_avg
+        def leaf(r, g, exp_avg):
+            g32 = cast(g, r.compute)
+            # lion_pytorch: exp_avg.clone().mul_(beta1).add(grad, alpha=1 - beta1).sgn_()
+            u = torch_sign(_ema(r, exp_avg, g32, _coefficients(r, beta1, b1)))
+            exp_avg = _ema(r, exp_avg, g32, _coefficients(r, beta2))
+            return r.update(u, g), exp_avg
 
-        updates, exp_avg = map_statistics(leaf, updates, state.exp_avg)
+        updates, exp_avg = map_statistics(leaf, updates, state.exp_avg, rounding=True)
         return updates, ScaleByLionState(safe_increment(state.count), exp_avg)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -196,10 +373,12 @@ def scale_by_ademamix(
     t_alpha: int | None = None,
     t_beta3: int | None = None,
     eps: float = 1e-8,
+    weight_decay: float = 0.0,
     *,
     statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
+    learning_rate: float | optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
-    """AdEMAMix's scaling (bitsandbytes.optim.AdEMAMix), without weight decay and lr.
+    """AdEMAMix's scaling (bitsandbytes.optim.AdEMAMix), by default without decay and lr.
 
     With ``b1 = betas[0](count)`` and the step number ``t`` (1 on the first update)::
 
@@ -220,6 +399,21 @@ def scale_by_ademamix(
     ``b3``; it has no ``t_alpha``/``t_beta3`` warm-ups (it takes schedules of its own count
     instead) and no ``b1`` schedule.
 
+    ``weight_decay`` and ``learning_rate`` make it end as bitsandbytes' pure-torch
+    ``_ReferenceAdEMAMix`` does, ``u_t <- lr * (u_t + weight_decay * p)`` (its
+    ``update.add_(p, alpha=weight_decay)`` and ``p.add_(-lr * update)``: follow with
+    ``torch_parameter_step(learning_rate, rate_applied=True)``). bitsandbytes' own kernel
+    computes ``p * (1 - lr * wd) - lr * u_t``, the same numbers up to rounding, which
+    ``add_decoupled_weight_decay`` and ``apply_learning_rate`` after this transform give.
+
+    Averages kept in bf16/fp16 (``statistics_dtype=None``) are rounded as that reference,
+    run on bf16/fp16 tensors, rounds them: after each ``mul_`` and ``add_`` / ``addcmul_``
+    (``1 - beta`` rounded to their dtype as ``add_``'s ``alpha``), and the update after each
+    of its tensor ops (``m1.div(bc1)``, ``alpha * m2``, their sum, ``nu.sqrt()``, its
+    division by ``sqrt(bc2)``, ``.add(eps)``, the quotient, the decay and ``-lr * update``),
+    with the bias corrections computed as the reference's Python doubles. The update then
+    comes back in float32.
+
     Args:
       betas: ``(beta1, beta2, beta3)``, each in [0, 1); ``beta1`` may be a schedule.
       alpha: weight of the slow average (>= 0).
@@ -227,11 +421,19 @@ def scale_by_ademamix(
       t_beta3: steps of ``beta3``'s warm-up from ``beta1``; ``None`` (or 0): none. Needs
         ``beta1 > 0`` and ``beta3 > 0`` (the schedule takes their logarithms).
       eps: added to the denominator (>= 0).
+      weight_decay: ``_ReferenceAdEMAMix``'s decay added to the update (>= 0; default 0:
+        none, needs no ``params``).
       statistics_dtype: dtype of the averages (at least this wide; None: the parameters'
-        dtype, as the reference).
+        dtype, as the reference, rounded as it rounds it).
+      learning_rate: a float or a schedule that multiplies the update here (its negation
+        is left to the last link); default None: the update without it.
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformation`` (needs ``params`` in ``update`` when
+      ``weight_decay`` is not 0).
+
+    Raises:
+      TypeError: for a metric-driven ``learning_rate`` (it belongs in the chain's last link).
     """
     statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2, beta3 = check_ademamix_betas(betas)
@@ -239,6 +441,9 @@ def scale_by_ademamix(
     t_alpha = _check_warmup_steps("t_alpha", t_alpha)
     t_beta3 = _check_warmup_steps("t_beta3", t_beta3)
     eps = check_non_negative("eps", eps)
+    weight_decay = check_non_negative("weight_decay", weight_decay)
+    decays = is_traced(weight_decay) or weight_decay != 0
+    _check_rate("scale_by_ademamix", learning_rate)
     if t_beta3 is not None:
         for name, value in (("betas[0]", beta1), ("betas[2]", beta3)):
             if isinstance(value, float) and value == 0.0:
@@ -264,26 +469,68 @@ def scale_by_ademamix(
         return ScaleByAdemamixState(jnp.zeros([], jnp.int32), *zeros)
 
     def update_fn(updates, state, params=None):
-        del params
+        if decays and params is None:
+            raise ValueError("scale_by_ademamix needs params (for its weight_decay)")
         t = update_number(state.count)
         b1 = learning_rate_at(beta1, state.count)
         bias_correction1 = 1 - b1**t
         bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
+        torch_bias_correction1 = torch_bias_correction2_sqrt = None
+        if _any_narrow(state.exp_avg):  # the reference's Python doubles, converted to float32
+            n = safe_increment(state.count)
+            if float_dtype() == jnp.float64:
+                torch_bias_correction1 = 1 - b1**t
+                torch_bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
+            else:
+                torch_bias_correction1 = _torch_scalar(
+                    _one_minus_power(b1 if callable(beta1) else beta1, n)
+                )
+                torch_bias_correction2_sqrt = _torch_scalar(_sqrt(_one_minus_power(beta2, n)))
         alpha_t = alpha if t_alpha is None else jnp.minimum(t * alpha / t_alpha, alpha)
         b3, one_minus_b3 = beta3_schedule(b1, t)
+        rate = None if learning_rate is None else learning_rate_at(learning_rate, state.count)
 
-        def leaf(g, m1, m2, nu):
-            dtype = m1.dtype
-            g32 = cast(g, dtype)
-            m1 = _ema(m1, g32, _coefficients(beta1, b1, dtype))
-            m2 = _ema(m2, g32, (cast(b3, dtype), cast(one_minus_b3, dtype)))
-            nu = decay_add_square(nu, g32, beta2)
-            mixed = m1 / cast(bias_correction1, dtype) + cast(jnp.asarray(alpha_t), dtype) * m2
-            u = mixed / (jnp.sqrt(nu) / cast(bias_correction2_sqrt, dtype) + eps)
-            return cast(u, g.dtype), m1, m2, nu
+        def leaf(r, g, *rest):
+            p, (m1, m2, nu) = (rest[0] if decays else None), rest[-3:]
+            g32 = cast(g, r.compute)
+            # _ReferenceAdEMAMix: m1.mul_(beta1).add_(grad, alpha=1 - beta1), m2 likewise
+            # with beta3, nu.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            m1 = _ema(r, m1, g32, _coefficients(r, beta1, b1))
+            slow = (
+                _coefficients(r, beta3)
+                if t_beta3 is None
+                else _coefficients(r, None, b3, one_minus_b3)
+            )
+            m2 = _ema(r, m2, g32, slow)
+            nu = decay_add_square(nu, g32, beta2, r)
+            # (m1.div(bc1) + alpha * m2) / (nu.sqrt() / bc2**0.5).add(eps), each op rounded
+            alpha_c = cast(jnp.asarray(alpha_t), r.compute)
+            if r.narrow:
+                bc1, bc2_sqrt = (
+                    cast(x, r.compute)
+                    for x in (torch_bias_correction1, torch_bias_correction2_sqrt)
+                )
+                mixed = r.keep(r.keep(_divide(m1, bc1)) + r.keep(alpha_c * m2))
+                root = r.keep(_divide(r.keep(jnp.sqrt(nu)), bc2_sqrt))
+            else:
+                mixed = m1 / cast(bias_correction1, r.compute) + alpha_c * m2
+                root = jnp.sqrt(nu) / cast(bias_correction2_sqrt, r.compute)
+            u = r.keep(mixed / r.keep(root + r.alpha(eps)))
+            if decays:  # update.add_(p, alpha=weight_decay)
+                u = r.keep(u + r.alpha(weight_decay) * cast(p, r.compute))
+            if rate is not None:  # -lr * update (the sign is the last link's)
+                u = r.keep(cast(rate, r.compute) * u)
+            return r.update(u, g), m1, m2, nu
 
+        inputs = (params,) if decays else ()
         updates, m1, m2, nu = map_statistics(
-            leaf, updates, state.exp_avg, state.exp_avg_slow, state.exp_avg_sq
+            leaf,
+            updates,
+            state.exp_avg,
+            state.exp_avg_slow,
+            state.exp_avg_sq,
+            inputs=inputs,
+            rounding=True,
         )
         return updates, ScaleByAdemamixState(safe_increment(state.count), m1, m2, nu)
 
@@ -318,14 +565,47 @@ def _debiased(beta, t: jax.Array) -> jax.Array:
     return (power - beta) / (power - 1)
 
 
+def _torch_debiased(beta, n: jax.Array) -> tuple:
+    """``(beta_hat, 1 - beta_hat)`` as optimi computes them in Python's double precision from
+    a float ``beta`` (``debias_beta``), converted to float32 (or float64 under x64); ``n``
+    is the int32 step."""
+    if float_dtype() == jnp.float64:
+        power = beta ** n.astype(jnp.float64)
+        beta_hat = (power - beta) / (power - 1)
+        return beta_hat, 1 - beta_hat
+    power = _power(beta, n)
+    beta_hat = _div(_add(power, _neg(_double(beta))), _add(power, _neg(_double(1.0))))
+    return _torch_scalar(beta_hat), _torch_scalar(_add(_double(1.0), _neg(beta_hat)))
+
+
+def _torch_clipped_rate(learning_rate, rate: jax.Array, clip: jax.Array, weight_decay) -> tuple:
+    """optimi's ``lr = lr / max(1, rms)`` and its ``1 - lr * weight_decay``, Python doubles
+    converted to float32 (or float64 under x64): ``(lr, decay factor)``.
+
+    ``learning_rate`` is the float the double starts from (else the traced ``rate``);
+    ``clip = max(1, rms)`` is a bf16/fp16 value. An infinite ``clip`` gives the rate 0.
+    """
+    finite = jnp.isfinite(clip)
+    if float_dtype() == jnp.float64:
+        lr = jnp.where(finite, rate / jnp.where(finite, clip, 1), 0)
+        return lr, 1 - lr * weight_decay
+    start = learning_rate if isinstance(learning_rate, (int, float)) else rate
+    lr = _div(_double(start), _double(jnp.where(finite, clip, 1).astype(jnp.float32)))
+    lr = _Double(*(jnp.where(finite, part, 0) for part in lr))
+    return _torch_scalar(lr), _torch_scalar(
+        _add(_double(1.0), _neg(_mul(lr, _double(weight_decay))))
+    )
+
+
 def scale_by_stable_adam(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.99),
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     *,
     statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
+    learning_rate: float | optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
-    """StableAdamW's scaling (optimi.StableAdamW), decoupled weight decay included, no lr.
+    """StableAdamW's scaling (optimi.StableAdamW), decoupled weight decay included.
 
     With ``beta1``/``beta2`` debiased at step ``t``, ``b_hat = (b**t - b) / (b**t - 1)``::
 
@@ -339,21 +619,42 @@ def scale_by_stable_adam(
     with Adafactor's update clipping). The decay is inside this transform (it is
     ``add_decoupled_weight_decay``'s) because the per-tensor clip scales it too. The
     debiased betas replace Adam's bias corrections: the moments themselves are unbiased.
+    With a ``learning_rate`` the update is multiplied by it here (``lr * u_t``, its negation
+    left to the last link, ``torch_parameter_step(learning_rate, rate_applied=True)``).
+
+    Moments kept in bf16/fp16 (``statistics_dtype=None``) follow optimi's
+    ``_single_param_stableadamw`` on bf16/fp16 tensors (without ``kahan_sum``): each of its
+    tensor ops is rounded to that dtype (``lerp_``, ``mul_``, ``addcmul_``; ``grad.pow(2)``,
+    its division by ``exp_avg_sq.maximum(eps_sq)`` with ``eps**2`` a tensor of that dtype,
+    the mean and its square root; ``exp_avg_sq.sqrt().add_(eps)``), with the debiased betas
+    and, given ``learning_rate``, optimi's Python-double ``lr_t = lr / max(1, rms_t)`` and
+    ``1 - lr_t * weight_decay``. The update is then optimi's whole parameter step,
+    ``round(p * (1 - lr_t * wd)) - lr_t * m_t / denom - p`` negated, in float32: the
+    parameter is rounded after the decay and after the step, as optimi's ``p.mul_`` and
+    ``p.addcdiv_`` round it. Without ``learning_rate`` it is ``u_t`` above, from the rounded
+    moments.
 
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to the denominator, and ``eps**2`` floors ``v_t`` in the RMS (>= 0).
       weight_decay: decoupled decay coefficient (>= 0), scaled by the clip.
       statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
-        dtype, as the reference).
+        dtype, as the reference, rounded as it rounds it).
+      learning_rate: a float or a schedule applied here (see above); default None: the
+        update without it.
 
     Returns:
       An ``optax.GradientTransformation`` (needs ``params`` in ``update``).
+
+    Raises:
+      TypeError: for a metric-driven ``learning_rate`` (it belongs in the chain's last link).
     """
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
-    decay = add_decoupled_weight_decay(weight_decay)
+    weight_decay = check_non_negative("weight_decay", weight_decay)
+    decays = is_traced(weight_decay) or weight_decay != 0
     statistics_dtype = check_statistics_dtype(statistics_dtype)
+    _check_rate("scale_by_stable_adam", learning_rate)
 
     def init_fn(params):
         return ScaleByStableAdamState(
@@ -366,10 +667,18 @@ def scale_by_stable_adam(
         if params is None:
             raise ValueError("scale_by_stable_adam needs params (for its weight decay)")
         t = update_number(state.count)
-        beta1_hat = _debiased(learning_rate_at(beta1, state.count), t)
+        b1 = learning_rate_at(beta1, state.count)
+        beta1_hat = _debiased(b1, t)
         beta2_hat = _debiased(beta2, t)
+        rate = None if learning_rate is None else learning_rate_at(learning_rate, state.count)
+        if _any_narrow(state.exp_avg):  # optimi's Python doubles, converted to float32
+            n = safe_increment(state.count)
+            _, torch_beta1_comp = _torch_debiased(beta1 if isinstance(beta1, float) else b1, n)
+            torch_beta2_hat, torch_beta2_comp = _torch_debiased(beta2, n)
 
-        def leaf(g, exp_avg, exp_avg_sq):
+        def leaf(r, g, p, exp_avg, exp_avg_sq):
+            if r.narrow:
+                return narrow_leaf(r, g, p, exp_avg, exp_avg_sq)
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
             exp_avg = lerp(exp_avg, g32, cast(1 - beta1_hat, dtype))
@@ -377,18 +686,49 @@ def scale_by_stable_adam(
             eps_sq = np.asarray(eps * eps, dtype) if isinstance(eps, float) else eps * eps
             rms = jnp.sqrt(jnp.mean(g32 * g32 / jnp.maximum(exp_avg_sq, eps_sq)))
             direction = exp_avg / (jnp.sqrt(exp_avg_sq) + eps)
+            if decays:
+                direction = direction + r.alpha(weight_decay) * cast(p, dtype)
             # optimi's Python ``max(1, rms)``: 1 for a NaN rms (a non-finite gradient leaves
             # the rate unclipped there), not jnp.maximum's NaN
-            return direction, jnp.where(rms > 1, rms, jnp.ones_like(rms)), exp_avg, exp_avg_sq
+            u = direction / jnp.where(rms > 1, rms, jnp.ones_like(rms))
+            if rate is not None:
+                u = cast(rate, dtype) * u
+            return r.update(u, g), exp_avg, exp_avg_sq
 
-        directions, clips, exp_avg, exp_avg_sq = map_statistics(
-            leaf, updates, state.exp_avg, state.exp_avg_sq
+        def narrow_leaf(r, g, p, exp_avg, exp_avg_sq):
+            """optimi's ``_single_param_stableadamw`` on bf16/fp16 tensors, each op rounded."""
+            g32 = cast(g, r.compute)
+            beta1_comp, beta2_hat, beta2_comp = (
+                cast(x, r.compute) for x in (torch_beta1_comp, torch_beta2_hat, torch_beta2_comp)
+            )
+            exp_avg = r.keep(lerp(exp_avg, g32, beta1_comp))
+            exp_avg_sq = r.keep(r.keep(beta2_hat * exp_avg_sq) + beta2_comp * g32 * g32)
+            # rms = grad.pow(2).div_(exp_avg_sq.maximum(eps_sq)).mean().sqrt(), with eps_sq
+            # a tensor of the parameter's dtype
+            eps_sq = r.alpha(eps * eps)
+            ratio = r.keep(r.keep(g32 * g32) / jnp.maximum(exp_avg_sq, eps_sq))
+            rms = r.keep(jnp.sqrt(r.keep(_divide(jnp.sum(ratio), ratio.size))))
+            clip = jnp.where(rms > 1, rms, jnp.ones_like(rms))
+            denom = r.keep(r.keep(jnp.sqrt(exp_avg_sq)) + r.alpha(eps))
+            wide_p = cast(p, r.compute)
+            if rate is None:  # the rate is the last link's: the default formula, rounded moments
+                direction = exp_avg / denom
+                if decays:
+                    direction = direction + r.alpha(weight_decay) * wide_p
+                return r.update(direction / clip, g), exp_avg, exp_avg_sq
+            # p.mul_(1 - lr * wd); p.addcdiv_(exp_avg, denom, value=-lr), lr = lr / max(1, rms)
+            lr, factor = _torch_clipped_rate(learning_rate, rate, clip, weight_decay)
+            step = cast(lr, r.compute) * exp_avg / denom
+            if decays:
+                decayed = r.keep(wide_p * cast(factor, r.compute))
+                # an unchanged (e.g. infinite) parameter decays by exactly 0, not inf - inf
+                step = step - jnp.where(decayed == wide_p, 0, decayed - wide_p)
+            return r.update(step, g), exp_avg, exp_avg_sq
+
+        new_updates, exp_avg, exp_avg_sq = map_statistics(
+            leaf, updates, state.exp_avg, state.exp_avg_sq, inputs=(params,), rounding=True
         )
-        wide_params = jax.tree.map(lambda p, d: cast(p, d.dtype), params, directions)
-        directions, _ = decay.update(directions, decay.init(wide_params), wide_params)
-        new_updates = jax.tree.map(
-            lambda d, clip, g: cast(d / clip, g.dtype), directions, clips, updates
-        )
-        return new_updates, ScaleByStableAdamState(safe_increment(state.count), exp_avg, exp_avg_sq)
+        new_state = ScaleByStableAdamState(safe_increment(state.count), exp_avg, exp_avg_sq)
+        return new_updates, new_state
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -24,15 +24,20 @@ dtype they came in.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from optlib._double import Double, settled
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
+    TorchRounding,
     as_float,
+    cast,
     check_statistics_dtype,
     ema,
     safe_increment,
@@ -55,7 +60,7 @@ from optlib.transforms.learning_rate import (
     learning_rate_tracker,
     scale_updates,
 )
-from optlib.transforms.moments import in_statistics_dtype
+from optlib.transforms.moments import in_statistics_dtype, lerp
 
 __all__ = [
     "ScaleByCappedRelativeStepState",
@@ -241,8 +246,8 @@ def scale_by_factored_rms(
     eps = check_non_negative("eps", eps)
     decay_rate = check_decay_rate(decay_rate)
 
-    def update_leaf(grad, row, col, full, beta2, grad_dtype):
-        del grad_dtype
+    def update_leaf(grad, row, col, full, beta2, grad_dtype, rounding, t):
+        del rounding, t
         squared = jnp.square(grad) + eps
         if _is_factored(grad):
             row = ema(row, jnp.mean(squared, axis=-1), beta2)
@@ -251,21 +256,25 @@ def scale_by_factored_rms(
         else:
             full = ema(full, squared, beta2)
             update = jax.lax.rsqrt(full) * grad
-        return update, row, col, full
+        return update.astype(grad_dtype), row, col, full
 
     return _scale_by_second_moment(decay_rate, update_leaf, statistics_dtype)
 
 
 def _scale_by_second_moment(
-    decay_rate, update_leaf, statistics_dtype: Any
+    decay_rate, update_leaf, statistics_dtype: Any, narrow_scalars=None
 ) -> optax.GradientTransformation:
     """The transform HF's and torch's Adafactor share.
 
     State ``ScaleByFactoredRmsState`` kept in ``statistics_dtype``; ``beta2_t = 1 -
-    t**decay_rate``; ``update_leaf(grad, row, col, full, beta2, grad_dtype) -> (update, row,
-    col, full)`` per parameter (its own normalization; ``grad_dtype`` is the incoming
-    gradient's) sees the gradient and the statistics in float32 or wider, as both references
-    compute, and the new statistics are stored back rounded once.
+    t**decay_rate``; ``update_leaf(grad, row, col, full, beta2, grad_dtype, rounding, t) ->
+    (update, row, col, full)`` per parameter (its own normalization; ``grad_dtype`` is the
+    incoming gradient's, ``rounding`` the statistics' ``TorchRounding``, ``t`` the 1-based
+    step, or ``narrow_scalars(t)`` when given and some leaf's statistics are narrow: scalars
+    computed once per update) sees the gradient and the statistics in float32 or wider, as
+    both references compute, and the new statistics are stored back rounded once;
+    ``update_leaf`` returns the update in the dtype it is to have (the gradient's, or
+    float32 where it rounds as torch: ``rounding.update``).
     """
 
     def init_fn(params):
@@ -276,27 +285,32 @@ def _scale_by_second_moment(
             exp_avg_sq=jax.tree.map(lambda p: _init_full(p, statistics_dtype), params),
         )
 
-    def step_leaf(grad, row, col, full, beta2):
+    def step_leaf(grad, row, col, full, beta2, t):
         stored = row.dtype  # the statistics dtype, chosen from the param at init
         dtype = statistics_dtype_of(stored)
         wide = (x.astype(dtype) for x in (grad, row, col, full))
-        update, *new = update_leaf(*wide, beta2.astype(dtype), grad.dtype)
+        rounding = TorchRounding.of(stored)
+        update, *new = update_leaf(*wide, beta2.astype(dtype), grad.dtype, rounding, t)
         return (update, *(x.astype(stored) for x in new))
 
     def update_fn(updates, state, params=None):
         del params
-        beta2 = 1 - jnp.power(update_number(state.count), decay_rate)
+        t = update_number(state.count)
+        beta2 = 1 - jnp.power(t, decay_rate)
         grads, treedef = jax.tree.flatten(updates)
+        old_rows = treedef.flatten_up_to(state.exp_avg_sq_row)
+        if narrow_scalars is not None and any(TorchRounding.of(x.dtype).narrow for x in old_rows):
+            t = narrow_scalars(t)
         per_leaf = [
-            step_leaf(grad, row, col, full, beta2)
+            step_leaf(grad, row, col, full, beta2, t)
             for grad, row, col, full in zip(
                 grads,
-                treedef.flatten_up_to(state.exp_avg_sq_row),
+                old_rows,
                 treedef.flatten_up_to(state.exp_avg_sq_col),
                 treedef.flatten_up_to(state.exp_avg_sq),
             )
         ]
-        new_updates = [update.astype(grad.dtype) for (update, *_), grad in zip(per_leaf, grads)]
+        new_updates = [update for update, *_ in per_leaf]
         rows, cols, fulls = ([leaf[i] for leaf in per_leaf] for i in (1, 2, 3))
         new_state = ScaleByFactoredRmsState(
             count=safe_increment(state.count),
@@ -328,7 +342,11 @@ def scale_by_torch_factored_rms(
     The same statistics, shapes and state as ``scale_by_factored_rms`` (HF's); what differs is
     where ``eps`` goes: torch adds nothing to ``g**2`` and clamps the row mean and the final
     estimate instead (torch's ``eps[0]``; ``None`` means ``finfo(param dtype).eps``, torch's
-    default).
+    default). With bf16/fp16 statistics (``statistics_dtype=None`` on bf16/fp16 parameters)
+    the leaf is torch's sequence of tensor ops, each rounded to their dtype (its norms of the
+    gradient, ``lerp_`` with torch's Python-double weight ``t**beta2_decay``, the outer
+    product, ``rsqrt_`` as ``1 / sqrt``), and the update comes back in float32 (its
+    bf16/fp16 value) for ``scale_by_capped_relative_step(..., torch_step=...)``.
 
     Args:
       beta2_decay: exponent of ``1 - beta2_t = t**beta2_decay``; ``<= 0``.
@@ -346,8 +364,10 @@ def scale_by_torch_factored_rms(
     if eps is not None:
         eps = check_non_negative("eps", eps)
 
-    def update_leaf(grad, row, col, full, beta2, grad_dtype):
+    def update_leaf(grad, row, col, full, beta2, grad_dtype, rounding, t):
         floor = jnp.finfo(grad_dtype).eps if eps is None else eps
+        if rounding.narrow:  # t is narrow_scalars(t): torch's lerp weight
+            return _torch_rounded_leaf(grad, row, col, full, floor, t, rounding)
         squared = jnp.square(grad)
         if _is_factored(grad):
             row = ema(row, jnp.mean(squared, axis=-1), beta2)
@@ -358,9 +378,47 @@ def scale_by_torch_factored_rms(
             full = ema(full, squared, beta2)
             estimate = full
         update = jax.lax.rsqrt(jnp.maximum(estimate, floor * floor)) * grad
-        return update, row, col, full
+        return update.astype(grad_dtype), row, col, full
 
-    return _scale_by_second_moment(beta2_decay, update_leaf, statistics_dtype)
+    def narrow_scalars(t):
+        # torch's weight: step ** beta2_decay in Python doubles, converted to float32
+        if isinstance(beta2_decay, (int, float)):
+            return settled(lambda: Double.exact(t).real_power(float(beta2_decay)).hi, t > 0)
+        return jnp.power(t, beta2_decay)
+
+    return _scale_by_second_moment(beta2_decay, update_leaf, statistics_dtype, narrow_scalars)
+
+
+def _torch_norm(x: jax.Array, r: TorchRounding, axis=None) -> jax.Array:
+    """torch's ``x.norm(2, dim)`` of a bf16/fp16 tensor: computed in float32, rounded."""
+    return r.keep(jnp.sqrt(jnp.sum(jnp.square(x), axis=axis)))
+
+
+def _torch_rounded_leaf(grad, row, col, full, floor, weight, r: TorchRounding):
+    """``scale_by_torch_factored_rms``'s step for bf16/fp16 statistics: torch's sequence of
+    tensor ops, each rounded to the statistics' dtype (``r.keep``); the update is returned in
+    float32 (its bf16/fp16 value), for the parameter step to scale as torch does.
+
+    torch: ``norm(g, dim).square_().div_(n)`` (the norm a bf16/fp16 tensor), ``lerp_`` of the
+    statistics with weight ``t**beta2_decay``; ``row_var @ col_var`` divided by
+    ``row_var.mean().clamp_(min=eps)``; then ``clamp_(min=eps**2).rsqrt_()`` (``1 / sqrt``)
+    and ``mul_(g)``.
+    """
+    weight = cast(weight, r.compute)
+    if _is_factored(grad):
+        rows, cols = grad.shape[-1], grad.shape[-2]
+        row_mean = r.keep(r.keep(jnp.square(_torch_norm(grad, r, axis=-1))) / rows)
+        row = r.keep(lerp(row, row_mean, weight))
+        col_mean = r.keep(r.keep(jnp.square(_torch_norm(grad, r, axis=-2))) / cols)
+        col = r.keep(lerp(col, col_mean, weight))
+        product = r.keep(row[..., :, None] * col[..., None, :])
+        row_scale = r.keep(jnp.maximum(r.keep(jnp.mean(row, axis=-1, keepdims=True)), floor))
+        estimate = r.keep(product / row_scale[..., None])
+    else:
+        full = r.keep(lerp(full, r.keep(grad * grad), weight))
+        estimate = full
+    inverse = r.keep(1 / jnp.sqrt(r.keep(jnp.maximum(estimate, floor * floor))))
+    return r.update(r.keep(inverse * grad), grad), row, col, full
 
 
 # --- clipping ---------------------------------------------------------------------------------
@@ -551,7 +609,10 @@ class ScaleByCappedRelativeStepState(NamedTuple):
 
 
 def scale_by_capped_relative_step(
-    learning_rate: LearningRate = 1e-2, weight_decay: float = 0.0
+    learning_rate: LearningRate = 1e-2,
+    weight_decay: float = 0.0,
+    *,
+    torch_step: tuple[float, float] | None = None,
 ) -> optax.GradientTransformation:
     """torch.optim.Adafactor's use of ``lr``: the cap of the relative step, and weight decay.
 
@@ -565,13 +626,28 @@ def scale_by_capped_relative_step(
     ``lr``, so one transform owns it; ``learning_rate`` may be a float, a schedule or a
     metric-driven transform (``optlib.reduce_lr_on_plateau(...)``). Place it last.
 
+    With ``torch_step=(d, eps2)`` it is all of torch's parameter step (the chain then has no
+    ``clip_by_update_rms`` / ``scale_by_param_rms`` links; ``optlib.torch_adafactor`` with
+    ``statistics_dtype=None``), rounded as torch rounds it for bf16/fp16 parameters::
+
+        alpha = max(eps2, norm(p) / sqrt(numel)) * rho_t;  denom = max(1, norm(u) / (sqrt(numel) d))
+        p.mul_(1 - lr * weight_decay);  p.add_(u, alpha=-alpha / denom)
+
+    with ``norm`` torch's norm of the bf16/fp16 tensor (rounded to its dtype), the scalars
+    torch's Python doubles (``Double``), ``-alpha / denom`` rounded to the parameter's dtype
+    as ``add_`` rounds its ``alpha``, and each in-place op rounded; the update returned is
+    the parameter's change (float32 for bf16/fp16 parameters), so that
+    ``optax.apply_updates`` gives torch's parameter exactly.
+
     Args:
       learning_rate: torch's ``lr`` (>= 0).
       weight_decay: torch's ``weight_decay`` (>= 0).
+      torch_step: ``None``, or torch's ``(d, eps[1])`` for the whole rounded step.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state
-      ``ScaleByCappedRelativeStepState``; needs ``params`` when ``weight_decay != 0``.
+      ``ScaleByCappedRelativeStepState``; needs ``params`` when ``weight_decay != 0`` or with
+      ``torch_step``.
     """
     weight_decay = check_non_negative("weight_decay", weight_decay)
     tracker = learning_rate_tracker(learning_rate)
@@ -587,13 +663,57 @@ def scale_by_capped_relative_step(
             step = step - rate.astype(dtype) * weight_decay * param.astype(dtype)
         return step.astype(update.dtype)
 
+    def torch_steps(updates, params, count, rate):
+        """torch's ``p.mul_(1 - lr * wd)`` and ``p.add_(u, alpha=-alpha / denom)``, rounded."""
+        d, eps2 = torch_step
+        leaves, treedef = jax.tree.flatten(params)
+        roundings = [TorchRounding.of(p.dtype) for p in leaves]
+        wides = [cast(p, r.compute) for p, r in zip(leaves, roundings)]
+        steps = [cast(u, r.compute) for u, r in zip(treedef.flatten_up_to(updates), roundings)]
+        # torch's norms of the bf16/fp16 tensors (bf16/fp16 values), one entry per leaf
+        norms = [
+            jnp.stack([as_float(_torch_norm(x, r)) for x, r in zip(xs, roundings)])
+            for xs in (wides, steps)
+        ]
+        # 1 / sqrt(numel) (0 for an empty parameter, which nothing moves)
+        inverse_roots = np.array([1 / math.sqrt(p.size) if p.size else 0.0 for p in leaves])
+        # 1 / (sqrt(numel) * d) on the host for a float d (0 for d = inf, as in torch)
+        clip_scale = Double.of(inverse_roots / d) if isinstance(d, (int, float)) else None
+
+        def scalars():
+            # torch's Python doubles for every leaf at once (one conditional, see settled):
+            # rho = min(lr, 1 / step**0.5), alpha = max(eps2, norm(p) / sqrt(numel)) * rho,
+            # denom = max(1, norm(u) / (sqrt(numel) * d)), and 1 - lr * weight_decay
+            exact_rate = Double.lift(learning_rate if isinstance(learning_rate, float) else rate)
+            rho = (1 / Double.exact(update_number(count)).sqrt()).minimum(exact_rate)
+            alpha = (Double.exact(norms[0]) * Double.of(inverse_roots)).maximum(eps2) * rho
+            clip = clip_scale if clip_scale is not None else Double.of(inverse_roots) / d
+            denom = (Double.exact(norms[1]) * clip).maximum(1.0)
+            return (-alpha / denom).hi, (1 - exact_rate * weight_decay).hi
+
+        scales, decay_factor = settled(scalars, count >= 0)
+
+        def leaf(i, r, wide, step):
+            moved = wide
+            if decays:
+                moved = r.keep(wide * cast(decay_factor, r.compute))  # p.mul_(1 - lr * wd)
+            moved = r.keep(moved + r.alpha(scales[i]) * step)  # p.add_(u, alpha=-alpha/denom)
+            return r.update(moved - wide, step)  # exact: p + u is torch's parameter
+
+        return treedef.unflatten(
+            [leaf(i, *args) for i, args in enumerate(zip(roundings, wides, steps))]
+        )
+
     def update_fn(updates, state, params=None, **extra_args):
-        if decays and params is None:
+        if (decays or torch_step is not None) and params is None:
             raise ValueError(optax.NO_PARAMS_MSG)
         rate = as_float(tracker.rate(state.learning_rate_state))
-        rho = jnp.minimum(rate, jax.lax.rsqrt(update_number(state.count)))
-        leaves = updates if params is None else params
-        updates = jax.tree.map(lambda u, p: step_leaf(u, p, rate, rho), updates, leaves)
+        if torch_step is None:
+            rho = jnp.minimum(rate, jax.lax.rsqrt(update_number(state.count)))
+            leaves = updates if params is None else params
+            updates = jax.tree.map(lambda u, p: step_leaf(u, p, rate, rho), updates, leaves)
+        elif jax.tree.leaves(params):
+            updates = torch_steps(updates, params, state.count, rate)
         rate_state = tracker.step(state.learning_rate_state, params, extra_args)
         return updates, ScaleByCappedRelativeStepState(safe_increment(state.count), rate_state)
 

@@ -190,6 +190,8 @@ def torch_parameter_step(
     *,
     rate_rounded: bool = False,
     decoupled_weight_decay: Any = None,
+    rate_applied: bool = False,
+    quotients: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """``apply_learning_rate`` that applies the step as torch's in-place ops on the parameter
     round it (the last link of optimizers built with ``statistics_dtype=None``).
@@ -205,7 +207,21 @@ def torch_parameter_step(
       RMSprop with momentum); other steps (``addcdiv_``'s ``value``) keep it in float32;
     * ``decoupled_weight_decay``: ``round(p * (1 - lr * wd)) - p`` is added to the step
       (exact in float32): torch's ``p.mul_(1 - lr * weight_decay)`` before the step (AdamW,
-      NAdam, RAdam), rounded to the parameter's dtype as torch rounds it.
+      NAdam, RAdam), rounded to the parameter's dtype as torch rounds it;
+    * ``rate_applied``: the updates already include the rate, multiplied in by the transform
+      where torch multiplies it, inside a rounded tensor op (RAdam's
+      ``exp_avg / bc1 * lr * ...``, see ``scale_by_radam``'s ``learning_rate``), so the step
+      is ``-u`` (torch's ``p.add_(x, alpha=-1.0)``); the rate is still followed here (the
+      state, ``current_learning_rate``) and scales the decoupled decay;
+    * ``quotients``: torch's step is ``p.addcdiv_(n, d, value=-lr * c)``, once (Adagrad,
+      RMSprop without momentum) or twice (NAdam), and each update leaf is the tuple of its
+      ``(c, n, d)`` operands, ``c`` a scalar coefficient or None for 1 (the transforms'
+      ``quotients`` option; a leaf whose statistics are not narrower than float32 is a
+      plain update, stepped as usual). Each moves the parameter to
+      ``round(p + (-lr * c) * n / d)``, computed in torch's order (the scalar first, the
+      division last: no multiply-add that XLA would fuse into an FMA, as it fuses
+      ``p + (-lr) * u``), one after the other, after the decoupled decay if any; the step
+      is the parameter's total move (exact in float32).
 
     For float32/float64 parameters both are the usual arithmetic. The rate is the one
     ``apply_learning_rate`` applies in this update (``learning_rate_tracker``): a float, a
@@ -215,10 +231,13 @@ def torch_parameter_step(
       learning_rate: a float, a schedule, or a learning-rate ``GradientTransformation``.
       rate_rounded: round the rate to the parameters' dtype (torch's ``add_(alpha=-lr)``).
       decoupled_weight_decay: the decoupled decay coefficient, or None for none.
+      rate_applied: the updates already include the rate (step ``-u``).
+      quotients: the updates are tuples of torch's ``addcdiv_`` operands.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` (needs ``params`` in ``update``).
     """
+    quotients = check_bool("quotients", quotients)
     transform = optax.with_extra_args_support(apply_learning_rate(learning_rate))
     tracker = learning_rate_tracker(learning_rate)
     weight_decay = decoupled_weight_decay
@@ -237,7 +256,9 @@ def torch_parameter_step(
         def leaf(u, step, p):
             compute = statistics_dtype_of(p.dtype)
             step = cast(step, compute)
-            if rate_rounded:
+            if rate_applied:
+                step = -cast(u, compute)
+            elif rate_rounded:
                 step = -cast(cast(rate, p.dtype), compute) * cast(u, compute)
             if weight_decay is not None:
                 wide_p = cast(p, compute)
@@ -246,6 +267,23 @@ def torch_parameter_step(
                 step = step + jnp.where(decayed == wide_p, 0, decayed - wide_p)
             return step
 
+        def quotients_leaf(p, pairs, scaled_pairs):
+            """torch's ``p.addcdiv_(n, d, value=-lr * c)`` for each ``(c, n, d)``, rounded."""
+            if not isinstance(pairs, tuple):  # statistics float32 or wider: the usual step
+                return leaf(pairs, scaled_pairs, p)
+            compute = statistics_dtype_of(p.dtype)
+            wide_p = cast(p, compute)
+            moved = wide_p
+            if weight_decay is not None:
+                moved = cast(cast(wide_p * cast(decay_factor(rate), compute), p.dtype), compute)
+            for c, n, d in pairs:
+                value = -cast(rate, compute) * (1 if c is None else cast(c, compute))
+                moved = cast(cast(moved + value * cast(n, compute) / d, p.dtype), compute)
+            # an unchanged (e.g. infinite) parameter moves by exactly 0, not inf - inf
+            return jnp.where(moved == wide_p, 0, moved - wide_p)
+
+        if quotients:  # the tuples of pairs are subtrees at the params' leaves
+            return jax.tree.map(quotients_leaf, params, updates, scaled), new_state
         return jax.tree.map(leaf, updates, scaled, params), new_state
 
     return optax.GradientTransformationExtraArgs(transform.init, update_fn)

@@ -179,6 +179,90 @@ def check_betas(betas) -> tuple:
     return beta1, beta2
 
 
+# torch's scalar ops on bf16/fp16 tensors, where XLA's rewrites would round differently (the
+# transforms' ``statistics_dtype=None`` paths).
+
+
+def _add_scalar(x: jax.Array, value, rounding: TorchRounding) -> jax.Array:
+    """torch's ``x.add_(value)`` (``value`` rounded to the stored dtype as ``add_`` rounds
+    it), rounded. A value that rounds to zero (fp16's ``eps=1e-8``) still turns -0.0 into
+    +0.0, as IEEE's and torch's ``-0.0 + 0.0`` do (XLA folds ``x + 0`` into ``x``)."""
+    scalar = rounding.alpha(value)
+    if rounding.narrow and isinstance(scalar, np.ndarray) and scalar == 0:
+        return jnp.where(x == 0, jnp.zeros_like(x), x)
+    return rounding.keep(x + scalar)
+
+
+def _divide_by_scalar(x: jax.Array, scalar: jax.Array) -> jax.Array:
+    """``x / scalar`` correctly rounded, as torch's ``x.div(scalar)`` divides.
+
+    XLA rewrites a division by a broadcast scalar into a multiplication by its reciprocal,
+    which rounds differently (fp16 ``v / 0.3``: 1.5% of the quotients move by one unit
+    after rounding to fp16). Dividing by a select between the scalar and an opaque copy of
+    it (the same value) keeps the division a division: a compare and a select per entry.
+    """
+    scalar = jnp.asarray(scalar, x.dtype)
+    return x / jnp.where(x == x, scalar, jax.lax.optimization_barrier(scalar))
+
+
+def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``x`` (float32) as ``hi + lo`` exactly, ``hi`` its 12 leading significant bits (cut
+    from the bits, so that no compiler contraction can change it), ``lo`` the other 12."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    hi = jax.lax.bitcast_convert_type(bits & np.uint32(0xFFFFF000), jnp.float32)
+    return hi, x - hi
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Knuth's ``a + b`` as its rounded sum and the exact rounding error."""
+    total = a + b
+    b_part = total - a
+    return total, (a - (total - b_part)) + (b - b_part)
+
+
+def _double_float_product(x: tuple, y: tuple) -> tuple[jax.Array, jax.Array]:
+    """``x * y`` for float32 pairs ``(hi, lo)`` that stand for ``hi + lo`` (~48 bits).
+
+    The high parts multiply exactly as the sum of the products of their 12-bit halves
+    (Dekker), each exact: an FMA that XLA contracts from ``a * b + c`` then rounds as the
+    unfused ops do, where a rounded product used both fused and unfused would not."""
+    (ah, al), (bh, bl) = _split(x[0]), _split(y[0])
+    cross, cross_error = _two_sum(ah * bl, al * bh)
+    hi, lo = _two_sum(ah * bh, cross)
+    lo = lo + (cross_error + al * bl + (x[0] * y[1] + x[1] * y[0]))
+    head = hi + lo
+    return head, lo - (head - hi)
+
+
+def _torch_one_minus_power(beta: float, step: jax.Array) -> jax.Array:
+    """torch's ``1 - beta**step`` (Python doubles) rounded to float32, for a float ``beta``
+    in [0, 1) and the int32 1-based ``step``: ``beta**step`` by squaring in float32 pairs
+    (~48 bits), then ``1 - beta**step`` rounded once. ``one_minus_power`` (one float32
+    ``expm1``) is off by a float32 unit for most steps with ``beta=0.999``, enough to move
+    ``v.div(1 - beta2**t)`` rounded to fp16 now and then. Beyond the step where
+    ``beta**step < 2**-26`` the value is 1.0, as torch's rounds to; only that many bits of
+    ``step`` are used (15 for 0.999). The squarings run in a ``fori_loop``: its result is
+    one scalar in memory, where unrolled scalar ops would be fused into (and compiled
+    again in) every leaf's kernel that uses the value."""
+    bits = 0
+    while bits < 31 and beta ** (2**bits) >= 2.0**-26:
+        bits += 1
+    hi = np.float32(beta)
+
+    def square_and_multiply(i, carry):
+        power, base = carry[:2], carry[2:]
+        product = _double_float_product(power, base)
+        odd = (step >> i) & 1 == 1
+        power = (jnp.where(odd, product[0], power[0]), jnp.where(odd, product[1], power[1]))
+        return power + _double_float_product(base, base)
+
+    start = (np.float32(1), np.float32(0), hi, np.float32(beta - float(hi)))
+    power = jax.lax.fori_loop(0, bits, square_and_multiply, tuple(map(jnp.asarray, start)))
+    head = 1 - power[0]
+    value = head + (((1 - head) - power[0]) - power[1])
+    return value if bits == 31 else jnp.where(step >= 2**bits, jnp.ones_like(value), value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Adagrad.
 
@@ -196,6 +280,7 @@ def scale_by_adagrad(
     eps: float = 1e-10,
     *,
     statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
+    quotients: bool = False,
 ) -> optax.GradientTransformation:
     """Adagrad's scaling (torch.optim.Adagrad), without the learning rate.
 
@@ -209,17 +294,27 @@ def scale_by_adagrad(
     Unlike ``optax.scale_by_rss``, ``eps`` is added *outside* the square root and the
     accumulator starts at ``initial_accumulator_value`` (torch's default 0, optax's 0.1).
 
+    With ``statistics_dtype=None`` on bf16/fp16 parameters, the sum, its root and
+    ``root + eps`` are each rounded to the parameters' dtype as torch's in-place ops round
+    them (``eps`` too, as ``add_`` rounds its scalar), and the update comes back in float32
+    for the parameter step to round once (torch's ``p.addcdiv_(g, std, value=-clr)``); with
+    ``quotients`` it is the operands of that ``addcdiv_``, ``((1 / (1 + (t - 1) *
+    lr_decay), g, std),)`` (the coefficient None for ``lr_decay=0``), for
+    ``torch_parameter_step(..., quotients=True)`` (the ``adagrad`` optimizer's chain).
+
     Args:
       lr_decay: learning-rate decay (>= 0).
       initial_accumulator_value: starting value of the sum of squares (>= 0).
       eps: added to the denominator (>= 0).
       statistics_dtype: dtype of the sum (at least this wide; None: the parameters' dtype,
         as torch).
+      quotients: return a narrow leaf's update as the operands of torch's ``addcdiv_``.
 
     Returns:
       An ``optax.GradientTransformation``.
     """
     statistics_dtype = check_statistics_dtype(statistics_dtype)
+    quotients = check_bool("quotients", quotients)
     lr_decay = check_non_negative("lr_decay", lr_decay)
     initial_accumulator_value = check_non_negative(
         "initial_accumulator_value", initial_accumulator_value
@@ -236,20 +331,25 @@ def scale_by_adagrad(
         del params
         decay = 1 + (update_number(state.count) - 1) * lr_decay
 
-        def leaf(g, acc):
+        def leaf(r, g, acc):
             g32 = cast(g, acc.dtype)
-            acc = acc + g32 * g32
-            u = g32 / (jnp.sqrt(acc) + eps) / cast(decay, acc.dtype)
-            return cast(u, g.dtype), acc
+            # torch: sum.addcmul_(g, g, value=1); std = sum.sqrt().add_(eps), each op rounded
+            acc = r.keep(acc + g32 * g32)
+            std = _add_scalar(r.keep(jnp.sqrt(acc)), eps, r)
+            if quotients and r.narrow:
+                undecayed = isinstance(lr_decay, (int, float)) and lr_decay == 0
+                return ((None if undecayed else 1 / decay, g32, std),), acc
+            u = g32 / std / cast(decay, acc.dtype)
+            return r.update(u, g), acc
 
-        updates, sums = map_statistics(leaf, updates, state.sum)
+        updates, sums = map_statistics(leaf, updates, state.sum, rounding=True)
         return updates, ScaleByAdagradState(safe_increment(state.count), sums)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 # ---------------------------------------------------------------------------------------------
-# RMSprop and Adadelta: optax already computes torch's formulas; we add float32 statistics.
+# RMSprop and Adadelta (optax's formulas and states), and the float32 wrapper of optax transforms.
 
 
 def in_statistics_dtype(
@@ -327,6 +427,7 @@ def scale_by_rms(
     centered: bool = False,
     *,
     statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
+    quotients: bool = False,
 ) -> optax.GradientTransformation:
     """RMSprop's scaling (torch.optim.RMSprop), without momentum and learning rate.
 
@@ -337,12 +438,21 @@ def scale_by_rms(
         u_t = g_t / (sqrt(v_t - a_t**2) + eps)                (centered)
         u_t = g_t / (sqrt(v_t) + eps)                         (not centered)
 
-    This is ``optax.scale_by_rms`` / ``optax.scale_by_stddev`` with ``initial_scale=0`` and
-    ``eps_in_sqrt=False`` (torch adds ``eps`` outside the root; ``optax.rmsprop``'s default
-    puts it inside, which drifts from torch by ~1e-5 relative in 40 steps). Those compute
-    exactly torch's formulas, so they are reused, with float32 statistics for bf16/fp16
-    (``in_statistics_dtype``). Follow with ``trace_momentum(momentum)`` for torch's
-    ``momentum`` and ``apply_learning_rate(lr)``.
+    With float32-or-wider statistics this is the arithmetic of ``optax.scale_by_rms`` /
+    ``optax.scale_by_stddev`` with ``initial_scale=0`` and ``eps_in_sqrt=False`` (torch adds
+    ``eps`` outside the root; ``optax.rmsprop``'s default puts it inside, which drifts from
+    torch by ~1e-5 relative in 40 steps), and their states; bf16/fp16 parameters get float32
+    statistics by default. With ``statistics_dtype=None`` on bf16/fp16 parameters it is
+    torch's sequence of in-place ops instead, each result rounded to the parameters' dtype
+    as torch rounds it: ``v.mul_(alpha).addcmul_(g, g, value=1-alpha)``,
+    ``a.lerp_(g, 1-alpha)``, ``v.addcmul(a, a, value=-1).sqrt_()`` (or ``v.sqrt()``),
+    ``.add_(eps)`` (``eps`` rounded too), and the update ``g / avg`` comes back in float32
+    for the next op to round (torch's ``p.addcdiv_(g, avg, value=-lr)`` or
+    ``buf.mul_(momentum).addcdiv_(g, avg)``); with ``quotients`` it is the operands of
+    torch's ``p.addcdiv_(g, avg, value=-lr)``, ``((None, g, avg),)``, for
+    ``torch_parameter_step(..., quotients=True)`` (the ``rmsprop`` optimizer's chain without
+    momentum). Follow with ``trace_momentum(momentum)`` for torch's ``momentum`` and
+    ``apply_learning_rate(lr)``.
 
     Args:
       alpha: smoothing constant, in [0, 1].
@@ -350,18 +460,58 @@ def scale_by_rms(
       centered: normalise by the estimated variance instead of the second moment.
       statistics_dtype: dtype of the averages (at least this wide; None: the parameters'
         dtype, as torch).
+      quotients: return a narrow leaf's update as the operands of torch's ``addcdiv_``.
 
     Returns:
       An ``optax.GradientTransformation`` (state ``optax.ScaleByRmsState``, or
       ``optax.ScaleByRStdDevState`` when centered).
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     alpha = check_interval("alpha", alpha, 0.0, 1.0)
     eps = check_non_negative("eps", eps)
-    statistics = optax.scale_by_stddev if check_bool("centered", centered) else optax.scale_by_rms
-    return in_statistics_dtype(
-        statistics(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False),
-        statistics_dtype=statistics_dtype,
-    )
+    centered = check_bool("centered", centered)
+    quotients = check_bool("quotients", quotients)
+
+    def init_fn(params):
+        nu = statistics_like(params, 0.0, statistics_dtype)
+        if centered:
+            mu = statistics_like(params, 0.0, statistics_dtype)
+            return optax.ScaleByRStdDevState(mu=mu, nu=nu)
+        return optax.ScaleByRmsState(nu=nu)
+
+    def leaf(r, g, *averages):
+        grad_avg, square_avg = averages if centered else (None, averages[0])
+        dtype = square_avg.dtype
+        g32 = cast(g, dtype)
+        if not r.narrow:  # optax.scale_by_rms / scale_by_stddev, op for op
+            square_avg = (1 - alpha) * (g32**2) + alpha * square_avg
+            if centered:
+                grad_avg = (1 - alpha) * g32 + alpha * grad_avg
+                avg = jnp.sqrt(square_avg - grad_avg * grad_avg) + eps
+            else:
+                avg = jnp.sqrt(square_avg) + eps
+            u = r.update((1 / avg) * g32, g)
+        else:  # torch's in-place ops, each rounded to the stored dtype
+            square_avg = decay_add_square(square_avg, g32, alpha, r)
+            if centered:
+                weight = first_moment_weight(alpha, jnp.asarray(alpha, dtype), dtype)
+                grad_avg = r.keep(lerp(grad_avg, g32, weight))
+                root = r.keep(jnp.sqrt(r.keep(square_avg - grad_avg * grad_avg)))
+            else:
+                root = r.keep(jnp.sqrt(square_avg))
+            avg = _add_scalar(root, eps, r)
+            u = ((None, g32, avg),) if quotients else r.update(g32 / avg, g)
+        return (u, grad_avg, square_avg) if centered else (u, square_avg)
+
+    def update_fn(updates, state, params=None):
+        del params
+        if centered:
+            updates, mu, nu = map_statistics(leaf, updates, state.mu, state.nu, rounding=True)
+            return updates, optax.ScaleByRStdDevState(mu=mu, nu=nu)
+        updates, nu = map_statistics(leaf, updates, state.nu, rounding=True)
+        return updates, optax.ScaleByRmsState(nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_adadelta(
@@ -376,9 +526,15 @@ def scale_by_adadelta(
         d_t     = rho * d_{t-1} + (1 - rho) * delta_t**2
         u_t     = delta_t
 
-    The state is ``optax.ScaleByAdaDeltaState``, float32 for bf16/fp16 params
-    (``in_statistics_dtype``). torch multiplies ``delta`` by ``lr`` (default 1.0):
-    ``apply_learning_rate(lr)`` does.
+    The state is ``optax.ScaleByAdaDeltaState``, float32 for bf16/fp16 params by default.
+    torch multiplies ``delta`` by ``lr`` (default 1.0): ``apply_learning_rate(lr)`` does.
+    With ``statistics_dtype=None`` on bf16/fp16 parameters each of torch's ops
+    (``v.mul_(rho).addcmul_(g, g, value=1-rho)``, ``v.add(eps).sqrt_()``,
+    ``d.add(eps).sqrt_().div_(std).mul_(g)``, ``d.mul_(rho).addcmul_(delta, delta,
+    value=1-rho)``) is rounded to the parameters' dtype as torch rounds it (``eps`` too, as
+    ``add`` rounds its scalar); the update is the rounded ``delta``, which torch's
+    ``p.add_(delta, alpha=-lr)`` adds with ``lr`` rounded to the parameters' dtype
+    (``torch_parameter_step(..., rate_rounded=True)``).
 
     Why not ``optax.scale_by_adadelta``: on CPU, XLA rewrites its ``a / sqrt(b)`` into
     ``a * rsqrt(b)`` and writes that ``rsqrt`` to memory as an extra array; XLA:CPU's rsqrt is
@@ -396,32 +552,34 @@ def scale_by_adadelta(
     Returns:
       An ``optax.GradientTransformation`` (state ``optax.ScaleByAdaDeltaState``).
     """
+    statistics_dtype = check_statistics_dtype(statistics_dtype)
     rho = check_interval("rho", rho, 0.0, 1.0)
     eps = check_non_negative("eps", eps)
 
     def init_fn(params):
         return optax.ScaleByAdaDeltaState(
-            e_g=jax.tree.map(jnp.zeros_like, params), e_x=jax.tree.map(jnp.zeros_like, params)
+            e_g=statistics_like(params, 0.0, statistics_dtype),
+            e_x=statistics_like(params, 0.0, statistics_dtype),
         )
 
     def update_fn(updates, state, params=None):
         del params
         keep_division = jax.default_backend() == "cpu"
 
-        def leaf(g, square_avg, acc_delta):
-            square_avg = decay_add_square(square_avg, g, rho)
-            std = jnp.sqrt(square_avg + eps)
+        def leaf(r, g, square_avg, acc_delta):
+            g32 = cast(g, square_avg.dtype)
+            square_avg = decay_add_square(square_avg, g32, rho, r)
+            std = r.keep(jnp.sqrt(_add_scalar(square_avg, eps, r)))
             if keep_division:
                 std = jax.lax.optimization_barrier(std)
-            delta = jnp.sqrt(acc_delta + eps) / std * g
-            return delta, square_avg, decay_add_square(acc_delta, delta, rho)
+            root = r.keep(jnp.sqrt(_add_scalar(acc_delta, eps, r)))
+            delta = r.keep(r.keep(root / std) * g32)
+            return r.update(delta, g), square_avg, decay_add_square(acc_delta, delta, rho, r)
 
-        updates, e_g, e_x = map_leaves(leaf, updates, state.e_g, state.e_x)
+        updates, e_g, e_x = map_statistics(leaf, updates, state.e_g, state.e_x, rounding=True)
         return updates, optax.ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
 
-    return in_statistics_dtype(
-        optax.GradientTransformation(init_fn, update_fn), statistics_dtype=statistics_dtype
-    )
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,6 +719,7 @@ def scale_by_nadam(
     momentum_decay: float = 4e-3,
     *,
     statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
+    quotients: bool = False,
 ) -> optax.GradientTransformation:
     """NAdam's scaling (torch.optim.NAdam), without weight decay and learning rate.
 
@@ -581,12 +740,31 @@ def scale_by_nadam(
     run with ``torch.set_default_dtype(torch.float64)`` (with float32 as torch's default,
     torch rounds ``P_t`` to float32 and the two differ by ~1e-7 relative).
 
+    With ``statistics_dtype=None`` on bf16/fp16 parameters each of torch's ops is rounded to
+    the parameters' dtype as torch rounds it: ``m.lerp_(g, 1-b1)``,
+    ``v.mul_(b2).addcmul_(g, g, value=1-b2)``, ``v.div(1 - b2**t).sqrt()`` (the bias
+    correction torch's double rounded to float32, and a true division) and ``.add_(eps)``
+    (``eps`` rounded too). torch then adds the two terms to the parameter by two
+    ``addcdiv_``, each rounded: with ``quotients`` such a leaf's update is the tuple of their
+    operands,
+    ``((c_g, g, denom), (c_m, m, denom))`` in float32 (``c_g``, ``c_m`` the scalar
+    coefficients above, which torch multiplies into ``value=-lr * c``), for
+    ``torch_parameter_step(..., quotients=True)`` to apply one after the other; without, the
+    update is the float32 sum ``c_g * g / denom + c_m * m / denom``. Leaves whose statistics
+    are float32 or wider always get the usual update. The one difference left: torch
+    computes each step's ``value=-lr * c`` in Python doubles, optlib ``mu_t``, ``c`` and
+    ``-lr * c`` in float32, now and then one float32 unit apart, which moves a parameter
+    entry by one unit where its exact step lands next to a rounding boundary (see the
+    README's deviations).
+
     Args:
       betas: ``(beta1, beta2)``, each in [0, 1); ``beta1`` may be a schedule of the count.
       eps: added to the denominator (>= 0).
       momentum_decay: ``psi`` (>= 0).
       statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
         dtype, as torch; ``P_t`` stays in float32 or wider, as torch's default dtype).
+      quotients: return a narrow leaf's update as the operands of torch's two ``addcdiv_``
+        (see above; the ``nadam`` optimizer's chain with ``statistics_dtype=None``).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -595,6 +773,7 @@ def scale_by_nadam(
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     momentum_decay = check_non_negative("momentum_decay", momentum_decay)
+    quotients = check_bool("quotients", quotients)
 
     def momentum_cache(b1, step):
         return b1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
@@ -618,22 +797,34 @@ def scale_by_nadam(
         grad_coefficient = (1.0 - mu) / (1.0 - product)
         average_coefficient = mu_next / (1.0 - product * mu_next)
         bias_correction2 = 1 - beta2**t
+        torch_bias_correction2 = []  # torch's float32 value, traced once if a leaf needs it
 
-        def leaf(g, exp_avg, exp_avg_sq):
+        def leaf(r, g, exp_avg, exp_avg_sq):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
-            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
-            denom = jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps
-            # torch's two addcdiv_ steps, c_g g / d and c_m m / d, over one division
-            numerator = (
-                cast(grad_coefficient, dtype) * g32 + cast(average_coefficient, dtype) * exp_avg
-            )
-            u = numerator / denom
-            return cast(u, g.dtype), exp_avg, exp_avg_sq
+            exp_avg = r.keep(lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype)))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2, r)
+            if not r.narrow:
+                denom = jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps
+                # torch's two addcdiv_ steps, c_g g / d and c_m m / d, over one division
+                numerator = (
+                    cast(grad_coefficient, dtype) * g32 + cast(average_coefficient, dtype) * exp_avg
+                )
+                return r.update(numerator / denom, g), exp_avg, exp_avg_sq
+            # torch: denom = v.div(1 - b2**t).sqrt().add_(eps), each op rounded; then
+            # p.addcdiv_(g, denom, value=-lr c_g) and p.addcdiv_(m, denom, value=-lr c_m)
+            if not torch_bias_correction2:
+                step = safe_increment(state.count)
+                torch_bias_correction2.append(_torch_one_minus_power(beta2, step))
+            second_moment = r.keep(_divide_by_scalar(exp_avg_sq, torch_bias_correction2[0]))
+            denom = _add_scalar(r.keep(jnp.sqrt(second_moment)), eps, r)
+            c_g, c_m = cast(grad_coefficient, dtype), cast(average_coefficient, dtype)
+            if quotients:
+                return ((c_g, g32, denom), (c_m, exp_avg, denom)), exp_avg, exp_avg_sq
+            return r.update(c_g * g32 / denom + c_m * exp_avg / denom, g), exp_avg, exp_avg_sq
 
         updates, exp_avg, exp_avg_sq = map_statistics(
-            leaf, updates, state.exp_avg, state.exp_avg_sq
+            leaf, updates, state.exp_avg, state.exp_avg_sq, rounding=True
         )
         new_state = ScaleByNadamState(safe_increment(state.count), mu_product, exp_avg, exp_avg_sq)
         return updates, new_state
@@ -682,7 +873,8 @@ def trace_ema_momentum(
         ``MomentumSchedule``'s ``.momentum``, torch's ``cycle_momentum``).
       nesterov: return the Nesterov look-ahead ``lerp(g_t, B_t, mu)`` instead of ``B_t``.
       statistics_dtype: dtype of the buffer (at least this wide; None: the parameters'
-        dtype, as torch).
+        dtype, as torch: with bf16/fp16 parameters the buffer and the Nesterov look-ahead
+        are then rounded to that dtype after each ``lerp``, as torch rounds them).
 
     Returns:
       An ``optax.GradientTransformation``; updates keep the gradients' dtype.
@@ -704,22 +896,23 @@ def trace_ema_momentum(
         del params
         mu = learning_rate_at(momentum, state.count)
 
-        def leaf(g, buf):
-            dtype = buf.dtype
+        def leaf(r, g, buf):
+            dtype = r.compute
             g32 = cast(g, dtype)
-            buf = lerp(buf, g32, first_moment_weight(momentum, mu, dtype))
+            # torch: buf.lerp_(grad, 1 - momentum); grad.lerp(buf, momentum), each rounded
+            buf = r.keep(lerp(buf, g32, first_moment_weight(momentum, mu, dtype)))
             if nesterov:
                 weight = (
                     np.asarray(np.asarray(momentum, mu.dtype), dtype)
                     if isinstance(momentum, float)
                     else mu.astype(dtype)
                 )
-                u = lerp(g32, buf, weight)
+                u = r.keep(lerp(g32, buf, weight))
             else:
                 u = buf
             return cast(u, g.dtype), buf
 
-        updates, buffer = map_statistics(leaf, updates, state.momentum_buffer)
+        updates, buffer = map_statistics(leaf, updates, state.momentum_buffer, rounding=True)
         return updates, TraceEmaMomentumState(safe_increment(state.count), buffer)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -16,6 +16,7 @@ import optax
 
 from optlib._numerics import cast, statistics_dtype
 from optlib._validation import (
+    check_bool,
     check_choice,
     check_float_dtype,
     check_int,
@@ -160,11 +161,13 @@ def scale_by_newton_schulz(
     ns_steps: int = 5,
     eps: float = 1e-7,
     ns_dtype: Any = "bfloat16",
+    *,
+    keep_ns_dtype: bool = False,
 ) -> optax.GradientTransformation:
     """Replaces each 2-D update by its Newton–Schulz orthogonalisation (torch.optim.Muon).
 
     ``u <- newton_schulz(u, ns_coefficients, ns_steps, eps, ns_dtype)``, returned in the
-    update's dtype. Stateless.
+    update's dtype (in ``ns_dtype`` with ``keep_ns_dtype``). Stateless.
 
     Args:
       ns_coefficients: ``(a, b, c)`` of the quintic iteration.
@@ -172,6 +175,9 @@ def scale_by_newton_schulz(
       eps: lower bound of the Frobenius norm the update is divided by (>= 0).
       ns_dtype: dtype of the iteration: ``"bfloat16"`` as in torch, ``"float32"`` /
         ``"float64"`` (or a dtype) for a more exact one, ``None`` for the update's own dtype.
+      keep_ns_dtype: return the result in ``ns_dtype``, as torch's update tensor is the
+        bf16 result that its parameter step adds to the parameter (converting it to a fp16
+        update first would round its smallest entries again).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -185,6 +191,7 @@ def scale_by_newton_schulz(
     ns_steps = _check_ns_steps(ns_steps)
     eps = check_non_negative("eps", eps)
     ns_dtype = _check_ns_dtype(ns_dtype)
+    keep_ns_dtype = check_bool("keep_ns_dtype", keep_ns_dtype)
 
     def init_fn(params):
         _check_matrices(params)
@@ -196,7 +203,8 @@ def scale_by_newton_schulz(
 
         def orthogonalize(u):
             dtype = u.dtype if ns_dtype is None else ns_dtype
-            return cast(newton_schulz(u, ns_coefficients, ns_steps, eps, dtype), u.dtype)
+            result = newton_schulz(u, ns_coefficients, ns_steps, eps, dtype)
+            return result if keep_ns_dtype else cast(result, u.dtype)
 
         return jax.tree.map(orthogonalize, updates), state
 

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optlib._numerics import (
@@ -31,6 +32,7 @@ from optlib._numerics import (
     as_float,
     cast,
     check_statistics_dtype,
+    float_dtype,
     log_of,
     one_minus_power,
     safe_increment,
@@ -47,7 +49,13 @@ from optlib._validation import (
     check_real,
 )
 from optlib.transforms.learning_rate import learning_rate_at
-from optlib.transforms.moments import map_statistics, statistics_like
+from optlib.transforms.moments import (
+    compute_dtype,
+    decay_add_square,
+    lerp,
+    map_statistics,
+    statistics_like,
+)
 
 __all__ = [
     "ScaleBySecondMomentState",
@@ -80,6 +88,128 @@ def _coth_minus_reciprocal(x: jax.Array) -> jax.Array:
     for coefficient in reversed(_COTH_SERIES):
         series = series * squared + coefficient
     return x * series
+
+
+def _halves(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A float32 ``x`` as ``hi + lo``, each with at most 12 significant bits (``hi`` keeps the
+    top mantissa bits by masking), so that products of halves are exact in float32 whether
+    or not XLA contracts them into FMAs."""
+    hi = jax.lax.bitcast_convert_type(
+        jax.lax.bitcast_convert_type(x, jnp.uint32) & jnp.uint32(0xFFFFF000), jnp.float32
+    )
+    return hi, x - hi
+
+
+def _exact_product(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Float32 ``x * y`` and its rounding error (Dekker's product, from ``_halves``)."""
+    product = x * y
+    xh, xl = _halves(x)
+    yh, yl = _halves(y)
+    return product, (((xh * yh - product) + xh * yl) + xl * yh) + xl * yl
+
+
+def _torch_quotient(x: jax.Array, divisor: jax.Array) -> jax.Array:
+    """Float32 ``x / divisor`` for a float32 ``x`` and a scalar ``divisor`` (converted to
+    float32, as torch converts a Python float), correctly rounded as torch's
+    ``tensor.div(scalar)`` computes it.
+
+    XLA rewrites a division by a broadcast scalar into a multiplication by its reciprocal,
+    one float32 unit off in about a quarter of the entries; on bf16/fp16 values (few
+    significant bits) the quotient often lies on a bf16/fp16 rounding midpoint, where that
+    unit decides the rounding. Dividing by a select between the scalar and an opaque copy
+    of it (the same value) keeps the division a division.
+    """
+    divisor = jnp.asarray(divisor).astype(jnp.float32)  # x is float32; a float64 scalar too
+    return x / jnp.where(x == x, divisor, jax.lax.optimization_barrier(divisor))
+
+
+def _torch_one_minus_power(beta: float, count: jax.Array) -> jax.Array:
+    """float32 ``1 - beta**t`` for ``t = count + 1``, as torch computes it in double and
+    converts it (``one_minus_power`` is a few float32 units off, which moves bf16/fp16
+    roundings of a statistic divided by it).
+
+    ``beta**t`` is the product of the precomputed ``beta**(2**i)`` of ``t``'s bits, each a
+    pair of float32s (about 48 bits), multiplied in pairs-of-float32 arithmetic; the
+    subtraction from 1 keeps the pair's low part. Once ``beta**t < 2**-26`` the result is
+    1.0, as in float32.
+    """
+    if float_dtype() == jnp.float64:
+        return one_minus_power(beta, update_number(count))
+    t = safe_increment(count)
+    high, low = jnp.float32(1.0), jnp.float32(0.0)
+    bits = 0
+    while bits < 31 and beta ** (2**bits) >= 2.0**-26:
+        power_high, power_low = _pair_of(beta ** (2**bits))
+        product, error = _exact_product(high, power_high)
+        error = error + (high * power_low + low * power_high)
+        new_high = product + error
+        new_low = error - (new_high - product)
+        on = (t >> bits) & 1 == 1
+        high, low = jnp.where(on, new_high, high), jnp.where(on, new_low, low)
+        bits += 1
+    # 1 - high with its rounding error (exact for high >= 0.5); the 1 behind a barrier, as
+    # XLA would otherwise fold (1 - high) - 1 into -high
+    one = jax.lax.optimization_barrier(jnp.float32(1.0))
+    difference = one - high
+    back = difference - one
+    error = (one - (difference - back)) + (-high - back)
+    result = difference + (error - low)
+    return jnp.where(t >= 2**bits, jnp.float32(1.0), result) if bits < 31 else result
+
+
+# Pairs of float32s (``high + low``, ``high`` the value rounded to float32): the reference's
+# Python-double scalars to about 2**-46, on any device. The operands of the compensated sums
+# are kept out of XLA's constant folding (``_opaque``), which would reassociate them.
+
+
+def _opaque(*values) -> tuple[jax.Array, ...]:
+    """float32 scalars that XLA cannot fold into the arithmetic around them."""
+    return jax.lax.optimization_barrier(tuple(jnp.asarray(v, jnp.float32) for v in values))
+
+
+def _pair_of(value: float) -> tuple[jax.Array, jax.Array]:
+    """A Python float (double) as a pair."""
+    high = np.float32(value)
+    return _opaque(high, np.float32(value - float(high)))
+
+
+def _normalized(high: jax.Array, low: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``high + low`` as a pair whose high part is its float32 rounding (``|high| >= |low|``)."""
+    total = high + low
+    return total, low - (total - high)
+
+
+def _pair_add(a, b) -> tuple[jax.Array, jax.Array]:
+    total = a[0] + b[0]
+    back = total - a[0]
+    error = (a[0] - (total - back)) + (b[0] - back)
+    return _normalized(total, error + (a[1] + b[1]))
+
+
+def _pair_mul(a, b) -> tuple[jax.Array, jax.Array]:
+    product, error = _exact_product(a[0], b[0])
+    return _normalized(product, error + (a[0] * b[1] + a[1] * b[0]))
+
+
+def _pair_div(a, b) -> tuple[jax.Array, jax.Array]:
+    quotient = a[0] / b[0]
+    product, error = _exact_product(quotient, b[0])
+    remainder = (((a[0] - product) - error) + a[1]) - quotient * b[1]
+    return _normalized(quotient, remainder / b[0])
+
+
+def _pair_power(a, exponent: int) -> tuple[jax.Array, jax.Array]:
+    result = _opaque(1.0, 0.0)
+    for _ in range(exponent):
+        result = _pair_mul(result, a)
+    return result
+
+
+def _small_exponent(value) -> int | None:
+    """``value`` as an int in [0, 8] when it is one (a power computed by products), else None."""
+    if isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= 8:
+        return int(value)
+    return None
 
 
 def rectification(beta2, count: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -150,6 +280,11 @@ def scale_by_second_moment(
 
     For ``rectify=False`` this is ``optax.scale_by_rms(decay=beta2, eps=eps, eps_in_sqrt=False,
     bias_correction=True)``; here the statistics are float32 or wider for bf16/fp16 params.
+    With ``statistics_dtype=None`` on bf16/fp16 parameters the second moment, the denominator
+    and the normalised gradient are rounded to the parameters' dtype after each of the
+    reference's in-place ops (``mul_``, ``addcmul_``, ``div``, ``sqrt_``, ``add_(eps)`` with
+    ``eps`` rounded to that dtype, ``grad.div_``), as it keeps them there; the update is
+    returned in the gradients' dtype, the reference's ``grad`` buffer.
 
     Args:
       beta2: decay of the second moment, in [0, 1).
@@ -174,18 +309,28 @@ def scale_by_second_moment(
         del params
         step = update_number(state.count)
         bias_correction2 = one_minus_power(beta2, step)
+        # bf16/fp16 statistics (only with statistics_dtype=None): torch's float32 scalar
+        if statistics_dtype is None:
+            torch_bias_correction2 = _torch_one_minus_power(beta2, state.count)
         adaptive = rectification(beta2, state.count)[0] if rectify else None
 
-        def leaf(g, exp_avg_sq):
-            dtype = exp_avg_sq.dtype
+        def leaf(r, g, exp_avg_sq):
+            dtype = r.compute
             g32 = cast(g, dtype)
-            exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g32 * g32
-            u = g32 / (jnp.sqrt(exp_avg_sq / cast(bias_correction2, dtype)) + eps)
+            # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2, r)
+            # exp_avg_sq.div(bias_correction2).sqrt_().add_(eps); grad.div_(denom)
+            if r.narrow:
+                scaled = _torch_quotient(exp_avg_sq, torch_bias_correction2)
+            else:
+                scaled = exp_avg_sq / cast(bias_correction2, dtype)
+            denom = r.keep(jnp.sqrt(r.keep(scaled)))
+            u = r.keep(g32 / r.keep(denom + r.alpha(eps)))
             if rectify:
                 u = jnp.where(adaptive, u, g32)
             return cast(u, g.dtype), exp_avg_sq
 
-        updates, exp_avg_sq = map_statistics(leaf, updates, state.exp_avg_sq)
+        updates, exp_avg_sq = map_statistics(leaf, updates, state.exp_avg_sq, rounding=True)
         return updates, ScaleBySecondMomentState(safe_increment(state.count), exp_avg_sq)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -207,7 +352,11 @@ class ScheduleFreeState(NamedTuple):
       weight_sum: the sum of the averaging weights so far.
       beta1: the interpolation coefficient of the last update (``beta1`` / ``momentum``),
         which ``schedule_free_eval_params`` needs to recover ``x`` from ``y`` and ``z``.
-      z: the base iterate ``z`` (the reference's ``state["z"]``), float32 or wider.
+      z: the base iterate ``z`` (the reference's ``state["z"]``), float32 or wider (the
+        parameters' dtype with ``statistics_dtype=None``).
+      low_parts: with ``statistics_dtype=None`` (float32 scalars), the float32 low parts of
+        ``(lr_max, weight_sum, beta1)``, which the reference keeps in Python doubles: each
+        is then the pair ``high + low`` (see ``apply_schedule_free``); None otherwise.
     """
 
     count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
@@ -216,6 +365,7 @@ class ScheduleFreeState(NamedTuple):
     weight_sum: jax.Array
     beta1: jax.Array
     z: optax.Params
+    low_parts: tuple[jax.Array, jax.Array, jax.Array] | None = None
 
 
 def _warmed_up(learning_rate, warmup_steps: int):
@@ -263,6 +413,17 @@ def apply_schedule_free(
     ``learning_rate`` is read every update as the reference reads its group's ``lr`` (a torch
     scheduler may change it); ``beta1`` may be a schedule too (torch's ``cycle_momentum``).
 
+    With ``statistics_dtype=None`` on bf16/fp16 parameters (``z`` in their dtype, as the
+    reference keeps it) the step is the reference's three in-place ops, each rounded to that
+    dtype: ``y.lerp_(z, c_k)``, ``y.add_(u, alpha=lr_k (beta1 (1 - c_k) - 1))`` and
+    ``z.sub_(u, alpha=lr_k)``, both ``alpha`` rounded to that dtype first as torch's
+    ``add_`` / ``sub_`` round it; the update is ``y_new - y`` in float32 (exact), which
+    ``optax.apply_updates`` adds without a further rounding. The scalars ``lr_k``, ``lr_max``,
+    ``W_k``, ``c_k`` and both rates are then computed in pairs of float32s (``lr_max``,
+    ``W_k`` and ``beta1`` keep their low parts in the state's ``low_parts``), as the
+    reference's Python doubles: a float32 ``c_k`` is a few units off in most steps, and the
+    ``lerp_`` weight rounds ``y`` with it.
+
     Args:
       learning_rate: the base rate (>= 0): a float or a schedule of the update count.
       beta1: the interpolation coefficient, in (0, 1]; ``x`` is recovered through
@@ -284,9 +445,16 @@ def apply_schedule_free(
     r = check_real("r", r)
     weight_lr_power = check_non_negative("weight_lr_power", weight_lr_power)
     rate = _warmed_up(learning_rate, warmup_steps)
+    # the reference's double scalars as float32 pairs where its statistics are bf16/fp16
+    precise = statistics_dtype is None and float_dtype() == jnp.float32
+    exponent_r, exponent_lr = _small_exponent(r), _small_exponent(weight_lr_power)
+
+    # beta1's low part (a float's), for schedule_free_eval_params
+    beta1_low = np.float32(beta1 - float(np.float32(beta1)) if isinstance(beta1, float) else 0)
 
     def init_fn(params):
         count = jnp.zeros([], jnp.int32)
+        zero = jnp.zeros([], jnp.float32)
         z = jax.tree.map(lambda p: state_leaf(p, p, statistics_dtype), params)  # a copy
         return ScheduleFreeState(
             count=count,
@@ -295,24 +463,86 @@ def apply_schedule_free(
             weight_sum=as_float(0.0),
             beta1=learning_rate_at(beta1, count),
             z=z,
+            low_parts=(zero, zero, jnp.asarray(beta1_low)) if precise else None,
         )
+
+    def constant_or_traced(value, count):
+        if isinstance(value, (int, float)):
+            return _pair_of(float(value))
+        traced = learning_rate_at(value, count)
+        return traced, jnp.zeros_like(traced)
+
+    def torch_scalars(state):
+        """The reference's step scalars, computed in pairs of float32s: the rate (with its
+        warm-up), ``lr_max``, ``weight_sum`` and ``ckp1``, ``beta1 (1 - ckp1) - 1`` and the
+        rate of y's step. Exact to the reference's doubles for a float ``learning_rate``,
+        ``beta1`` and ``r`` / ``weight_lr_power`` integers in [0, 8]; a schedule's float32
+        value (or a power taken in float32) otherwise."""
+        count = state.count
+        lr = constant_or_traced(learning_rate, count)
+        step = update_number(count)
+        zero = jnp.zeros_like(step)
+        if warmup_steps:
+            schedule = _pair_div((step, zero), _opaque(warmup_steps, 0.0))
+            warm = _pair_mul(lr, schedule)
+            lr = tuple(jnp.where(count < warmup_steps, w, c) for w, c in zip(warm, lr))
+        previous = (state.lr_max, state.low_parts[0])
+        greater = (lr[0] > previous[0]) | ((lr[0] == previous[0]) & (lr[1] > previous[1]))
+        lr_max = tuple(jnp.where(greater, a, b) for a, b in zip(lr, previous))
+        if exponent_r is None:
+            step_factor = (step**r, zero)
+        else:
+            step_factor = _pair_power((step, zero), exponent_r)
+        if exponent_lr is None:
+            lr_factor = (lr_max[0] ** weight_lr_power, zero)
+        else:
+            lr_factor = _pair_power(lr_max, exponent_lr)
+        weight = _pair_mul(step_factor, lr_factor)
+        weight_sum = _pair_add((state.weight_sum, state.low_parts[1]), weight)
+        nonzero = weight_sum[0] != 0
+        one, minus_one = _opaque(1.0, -1.0)
+        divisor = tuple(jnp.where(nonzero, part, one) for part in weight_sum)
+        ckp1 = tuple(jnp.where(nonzero, part, zero) for part in _pair_div(weight, divisor))
+        b1 = constant_or_traced(beta1, count)
+        not_ckp1 = _pair_add((one, zero), (-ckp1[0], -ckp1[1]))
+        z_step_weight = _pair_add(_pair_mul(b1, not_ckp1), (minus_one, zero))
+        y_rate = _pair_mul(lr, z_step_weight)
+        low_parts = (lr_max[1], weight_sum[1], state.low_parts[2])
+        return (lr[0], lr_max[0], weight_sum[0], ckp1[0], z_step_weight[0], y_rate[0], low_parts)
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("apply_schedule_free needs params (y) in update")
         count = state.count
-        lr = learning_rate_at(rate, count)
-        b1 = learning_rate_at(beta1, count)
-        lr_max = jnp.maximum(state.lr_max, lr)
-        weight = update_number(count) ** r * lr_max**weight_lr_power
-        weight_sum = state.weight_sum + weight
-        nonzero = weight_sum != 0
-        ckp1 = jnp.where(nonzero, weight / jnp.where(nonzero, weight_sum, 1.0), 0.0)
-        z_step_weight = b1 * (1 - ckp1) - 1  # lr_k u_k, the z step, times this is y's step
+        if precise:
+            lr, lr_max, weight_sum, ckp1, z_step_weight, y_rate, low_parts = torch_scalars(state)
+        else:
+            lr = learning_rate_at(rate, count)
+            b1 = learning_rate_at(beta1, count)
+            lr_max = jnp.maximum(state.lr_max, lr)
+            weight = update_number(count) ** r * lr_max**weight_lr_power
+            weight_sum = state.weight_sum + weight
+            nonzero = weight_sum != 0
+            ckp1 = jnp.where(nonzero, weight / jnp.where(nonzero, weight_sum, 1.0), 0.0)
+            z_step_weight = b1 * (1 - ckp1) - 1  # lr_k u_k, the z step, times this: y's step
+            y_rate = None  # lr * z_step_weight, where a leaf needs it
+            low_parts = state.low_parts
 
-        def leaf(u, y, z):
-            dtype = z.dtype
+        def leaf(r, u, y, z):
+            dtype = r.compute
             u32, y32 = cast(u, dtype), cast(y, dtype)
+            if r.narrow:
+                # The reference's in-place ops on bf16/fp16 tensors, each rounded to them:
+                # y.lerp_(z, ckp1); y.add_(u, alpha=lr * (beta1 (1 - ckp1) - 1)) (alpha
+                # rounded to the parameters' dtype); z.sub_(u, alpha=lr) (likewise).
+                y_new = r.keep(lerp(y32, z, cast(ckp1, dtype)))
+                y_step = lr * z_step_weight if y_rate is None else y_rate
+                y_new = r.keep(y_new + r.alpha(y_step) * u32)
+                z_new = r.keep(z - r.alpha(lr) * u32)
+                # y_new - y is exact in float32, so optax.apply_updates gives y_new (an
+                # unchanged, e.g. infinite, entry moves by exactly 0, not inf - inf).
+                delta = jnp.where(y_new == y32, 0, y_new - y32)
+                return r.update(delta, u), z_new
             z_new = z - cast(lr, dtype) * u32
             # y's step from z's (z - z_new == lr_k u_k up to one rounding of z), not from u:
             # the loop that writes y then reads z_new instead of recomputing u, so XLA keeps
@@ -320,7 +550,7 @@ def apply_schedule_free(
             delta = cast(ckp1, dtype) * (z - y32) + cast(z_step_weight, dtype) * (z - z_new)
             return cast(delta, y.dtype), z_new
 
-        updates, z = map_statistics(leaf, updates, state.z, inputs=(params,))
+        updates, z = map_statistics(leaf, updates, state.z, inputs=(params,), rounding=True)
         new_count = safe_increment(count)
         new_state = ScheduleFreeState(
             count=new_count,
@@ -329,6 +559,7 @@ def apply_schedule_free(
             weight_sum=weight_sum,
             beta1=learning_rate_at(beta1, new_count),
             z=z,
+            low_parts=low_parts,
         )
         return updates, new_state
 
@@ -348,7 +579,10 @@ def schedule_free_eval_params(params: Any, opt_state: Any) -> Any:
     parameters you hold: keep training ``params`` and evaluate ``schedule_free_eval_params(
     params, opt_state)``. Parameters without a schedule-free state (e.g. another parameter
     group's optimizer) are returned as they are, as the reference's ``eval()`` leaves
-    parameters without ``z``. Before the first update ``x == y``. jit-able.
+    parameters without ``z``. Before the first update ``x == y``. jit-able. With bf16/fp16
+    ``z`` (``statistics_dtype=None``) it is the reference's ``lerp_`` computed in float32
+    and rounded once, its weight ``1 - 1 / beta1`` computed from the double ``beta1`` (the
+    pair in the state) as the reference computes it.
 
     Args:
       params: the trained parameters (``y``).
@@ -374,7 +608,19 @@ def schedule_free_eval_params(params: Any, opt_state: Any) -> Any:
     for state in states:
         weight = 1 - 1 / state.beta1
         for index, (y, z) in enumerate(zip(leaves, treedef.flatten_up_to(state.z))):
-            if _is_array(z):  # not a masked leaf of another group
-                y32 = cast(jnp.asarray(y), z.dtype)
-                evaluated[index] = cast(y32 + cast(weight, z.dtype) * (z - y32), y.dtype)
+            if not _is_array(z):  # a masked leaf of another group
+                continue
+            compute = compute_dtype(z.dtype)
+            if compute != z.dtype:  # bf16/fp16 z: the reference's p.lerp_(z, w), one rounding
+                if state.low_parts is None:
+                    w = cast((state.beta1 - 1) / state.beta1, compute)
+                else:  # 1 - 1 / beta1 from the double beta1, as the reference
+                    b1 = (state.beta1, state.low_parts[2])
+                    (minus_one,) = _opaque(-1.0)
+                    w = _pair_div(_pair_add(b1, (minus_one, 0 * minus_one)), b1)[0]
+                x = lerp(cast(jnp.asarray(y), compute), cast(z, compute), w)
+                evaluated[index] = cast(x, y.dtype)
+                continue
+            y32 = cast(jnp.asarray(y), z.dtype)
+            evaluated[index] = cast(y32 + cast(weight, z.dtype) * (z - y32), y.dtype)
     return treedef.unflatten(evaluated)

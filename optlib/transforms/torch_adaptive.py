@@ -3,7 +3,9 @@
 Like ``moments.py`` (whose pieces they reuse: torch's ``lerp`` first moment, the
 ``b2 * v + (1 - b2) * g**2`` second moment, statistics in float32 or wider), each transform
 returns its updates without the learning rate, except ``scale_by_rprop``: Rprop's steps
-are sizes in parameter units, which torch initialises from ``lr`` and then adapts on its own.
+are sizes in parameter units, which torch initialises from ``lr`` and then adapts on its own;
+and ``scale_by_radam(learning_rate=...)``, where torch multiplies the rate inside a rounded
+product (``optlib.radam`` with ``statistics_dtype=None``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optlib._double import Double, settled
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
+    TorchRounding,
     cast,
     check_statistics_dtype,
     float_dtype,
@@ -172,11 +176,40 @@ def _rectification(beta2, first_rectified, t: jax.Array):
     return rectified, rect, bias_correction2
 
 
+def _torch_scalars(beta1, b1: jax.Array, beta2, t: jax.Array):
+    """``(1 - b1**t, sqrt(1 - b2**t), r_t)``: torch's Python-double scalars of step ``t``
+    converted to float32 (``Double``), as its bf16/fp16 tensor ops take them.
+
+    ``r_t`` is torch's rectification term computed by torch's formula (NaN where
+    ``rho_t <= 4``, a step torch does not rectify); ``b1`` is ``beta1``'s value (a schedule's
+    float32 value is taken as it is).
+    """
+
+    def compute():
+        first = Double.of(beta1) if isinstance(beta1, float) else Double.exact(b1)
+        second = Double.of(beta2) if isinstance(beta2, float) else Double.exact(beta2)
+        second_t = second.power(t)
+        bias_correction2 = 1 - second_t
+        if isinstance(beta2, float):
+            rho_inf_value = 2 / (1 - beta2) - 1
+            rho_inf = Double.of(rho_inf_value)
+            scale = Double.of((rho_inf_value - 4) * (rho_inf_value - 2))
+        else:
+            rho_inf = 2 / (1 - second) - 1
+            scale = (rho_inf - 4) * (rho_inf - 2)
+        rho = rho_inf - 2 * Double.exact(t) * second_t / bias_correction2
+        rect = ((rho - 4) * (rho - 2) * rho_inf / (scale * rho)).sqrt()
+        return (1 - first.power(t)).hi, bias_correction2.sqrt().hi, rect.hi
+
+    return settled(compute, t > 0)
+
+
 def scale_by_radam(
     betas: tuple[float | optax.Schedule, float] = (0.9, 0.999),
     eps: float = 1e-8,
     *,
     statistics_dtype: Any = DEFAULT_STATISTICS_DTYPE,
+    learning_rate: float | optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
     """RAdam's scaling (torch.optim.RAdam), without weight decay and learning rate.
 
@@ -195,6 +228,15 @@ def scale_by_radam(
     accurate as float64 ones. Where torch's float64 ``rho_t`` has lost every digit
     (``b2`` within ~1e-8 of 1, steps 4-5) optlib uses the exact value.
 
+    With bf16/fp16 statistics (``statistics_dtype=None`` on bf16/fp16 parameters) the leaf is
+    torch's sequence of tensor ops, each result rounded to the statistics' dtype:
+    ``exp_avg.lerp_``, ``exp_avg_sq.mul_(b2).addcmul_``, ``exp_avg / bc1``, ``* lr``,
+    ``sqrt(v).add_(eps)`` (``eps`` rounded first, as ``add_`` rounds a scalar),
+    ``sqrt(bc2) / ...`` (torch's ``reciprocal() * sqrt(bc2)``), ``*`` and ``* r_t``, with
+    ``bc1``, ``sqrt(bc2)`` and ``r_t`` torch's Python-double values converted to float32
+    (``optlib._double.Double``: float32 arithmetic is often one unit off); the update comes
+    back in float32 for the parameter step to round once (``TorchRounding.update``).
+
     ``optax.scale_by_radam`` differs: ``eps`` is added to ``sqrt(v_t / (1 - b2**t))``
     (torch adds it to ``sqrt(v_t)``), and it rectifies from ``rho_t >= 5``.
 
@@ -203,14 +245,30 @@ def scale_by_radam(
       eps: added to the denominator (>= 0).
       statistics_dtype: dtype of the moments (at least this wide; None: the parameters'
         dtype, as torch).
+      learning_rate: ``None`` (the updates come without the rate, for a chain that ends
+        with ``apply_learning_rate``), or torch's ``lr``, a float or a schedule of the count:
+        the updates then include it, multiplied in where torch multiplies it
+        (``exp_avg / bc1 * lr * ...``, inside the rounded product), for a chain that ends
+        with ``torch_parameter_step(lr, rate_applied=True)`` (``optlib.radam`` with
+        ``statistics_dtype=None``).
 
     Returns:
       An ``optax.GradientTransformation``.
+
+    Raises:
+      TypeError: a metric-driven ``learning_rate`` (its rate lives in the chain's last link).
     """
     statistics_dtype = check_statistics_dtype(statistics_dtype)
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     first_rectified = _first_rectified_step(beta2) if isinstance(beta2, float) else None
+    if learning_rate is not None:
+        if isinstance(learning_rate, optax.GradientTransformation):
+            raise TypeError(
+                "scale_by_radam: learning_rate must be a float or a schedule (a metric-driven "
+                "rate lives in the chain's last link; leave learning_rate=None)"
+            )
+        check_learning_rate(learning_rate)
 
     def init_fn(params):
         return ScaleByRadamState(
@@ -226,19 +284,38 @@ def scale_by_radam(
         bias_correction1 = 1 - b1**t
         rectified, rect, bias_correction2 = _rectification(beta2, first_rectified, t)
         bias_correction2_sqrt = jnp.sqrt(bias_correction2)
+        rate = None if learning_rate is None else learning_rate_at(learning_rate, state.count)
+        # torch's Python-double scalars, converted to float32, where torch's rounding is
+        # followed (bf16/fp16 statistics); not traced at all otherwise
+        narrow = any(TorchRounding.of(m.dtype).narrow for m in jax.tree.leaves(state.exp_avg))
+        if narrow:
+            torch_bc1, torch_bc2_sqrt, torch_rect = _torch_scalars(beta1, b1, beta2, t)
 
-        def leaf(g, exp_avg, exp_avg_sq):
+        def leaf(r, g, exp_avg, exp_avg_sq):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
-            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2)
-            corrected = exp_avg / cast(bias_correction1, dtype)
-            adaptive = cast(bias_correction2_sqrt, dtype) / (jnp.sqrt(exp_avg_sq) + eps)
-            u = jnp.where(rectified, corrected * adaptive * cast(rect, dtype), corrected)
-            return cast(u, g.dtype), exp_avg, exp_avg_sq
+            exp_avg = r.keep(lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype)))
+            exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2, r)
+            if not r.narrow:
+                corrected = exp_avg / cast(bias_correction1, dtype)
+                if rate is not None:
+                    corrected = corrected * cast(rate, dtype)
+                adaptive = cast(bias_correction2_sqrt, dtype) / (jnp.sqrt(exp_avg_sq) + eps)
+                u = jnp.where(rectified, corrected * adaptive * cast(rect, dtype), corrected)
+                return r.update(u, g), exp_avg, exp_avg_sq
+            # torch: exp_avg / bc1 * lr * (sqrt(bc2) / (sqrt(v) + eps)) * rect, every tensor
+            # op rounded; a float divided by a tensor is torch's reciprocal() * float
+            corrected = r.keep(exp_avg / cast(torch_bc1, dtype))
+            if rate is not None:
+                corrected = r.keep(corrected * cast(rate, dtype))
+            denom = r.keep(r.keep(jnp.sqrt(exp_avg_sq)) + r.alpha(eps))
+            adaptive = r.keep(r.keep(1 / denom) * cast(torch_bc2_sqrt, dtype))
+            rectified_u = r.keep(r.keep(corrected * adaptive) * cast(torch_rect, dtype))
+            u = jnp.where(rectified, rectified_u, corrected)
+            return r.update(u, g), exp_avg, exp_avg_sq
 
         updates, exp_avg, exp_avg_sq = map_statistics(
-            leaf, updates, state.exp_avg, state.exp_avg_sq
+            leaf, updates, state.exp_avg, state.exp_avg_sq, rounding=True
         )
         return updates, ScaleByRadamState(safe_increment(state.count), exp_avg, exp_avg_sq)
 
@@ -277,6 +354,10 @@ def scale_by_adamax(
         u_t = m_t / u_t / (1 - b1**t)
 
     torch's order: ``eps`` inside the maximum, the bias correction with the current ``b1``.
+    With bf16/fp16 statistics (``statistics_dtype=None`` on bf16/fp16 parameters) each of
+    torch's ops is rounded to their dtype as torch rounds it (``exp_avg.lerp_``,
+    ``exp_inf.mul_(b2)``, ``g.abs().add_(eps)`` with ``eps`` rounded first) and the update
+    comes back in float32, for the parameter step to round once as torch's ``addcdiv_``.
     ``optax.scale_by_adamax`` computes the same numbers up to round-off (no ``b1`` schedule).
 
     Args:
@@ -305,15 +386,18 @@ def scale_by_adamax(
         b1 = learning_rate_at(beta1, state.count)
         bias_correction = 1 - b1**t
 
-        def leaf(g, exp_avg, exp_inf):
+        def leaf(r, g, exp_avg, exp_inf):
             dtype = exp_avg.dtype
             g32 = cast(g, dtype)
-            exp_avg = lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype))
-            exp_inf = jnp.maximum(exp_inf * beta2, jnp.abs(g32) + eps)
+            # torch: exp_avg.lerp_(g, 1 - b1); maximum(exp_inf.mul_(b2), g.abs().add_(eps))
+            exp_avg = r.keep(lerp(exp_avg, g32, first_moment_weight(beta1, b1, dtype)))
+            exp_inf = jnp.maximum(r.keep(exp_inf * beta2), r.keep(jnp.abs(g32) + r.alpha(eps)))
             u = exp_avg / exp_inf / cast(bias_correction, dtype)
-            return cast(u, g.dtype), exp_avg, exp_inf
+            return r.update(u, g), exp_avg, exp_inf
 
-        updates, exp_avg, exp_inf = map_statistics(leaf, updates, state.exp_avg, state.exp_inf)
+        updates, exp_avg, exp_inf = map_statistics(
+            leaf, updates, state.exp_avg, state.exp_inf, rounding=True
+        )
         return updates, ScaleByAdamaxState(safe_increment(state.count), exp_avg, exp_inf)
 
     return optax.GradientTransformation(init_fn, update_fn)
