@@ -156,6 +156,7 @@ PUBLIC = [
     "swa_lr",
     "to_torch_state_dict",
     "torch_adafactor",
+    "torch_parameter_step",
     "trace_ema_momentum",
     "trace_momentum",
     "track_learning_rate",

@@ -159,6 +159,7 @@ def beta(**kwargs) -> Real:
 
 LR = non_negative(callable_ok=True)  # an optimizer's rate: a number >= 0 or a schedule
 BASE_LR = non_negative()  # a scheduler's base lr: a number
+OWN_LR = non_negative(callable_ok=True, optional=True)  # a transform's own rate, or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -589,15 +590,31 @@ TRANSFORMS = [
     ),
     row(optlib.apply_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
     row(
+        optlib.torch_parameter_step,
+        learning_rate=LR,
+        rate_rounded=Bool(),
+        decoupled_weight_decay=non_negative(optional=True),
+        rate_applied=Bool(),
+        quotients=Bool(),
+        baseline=dict(learning_rate=0.1),
+    ),
+    row(
         optlib.scale_by_adagrad,
         lr_decay=non_negative(),
         initial_accumulator_value=non_negative(),
         eps=non_negative(),
+        quotients=Bool(),
     ),
-    row(optlib.scale_by_rms, alpha=unit(), eps=non_negative(), centered=Bool()),
+    row(optlib.scale_by_rms, alpha=unit(), eps=non_negative(), centered=Bool(), quotients=Bool()),
     row(optlib.scale_by_adadelta, rho=unit(), eps=non_negative()),
     row(optlib.scale_by_adam, betas=BETAS, eps=non_negative(), amsgrad=Bool()),
-    row(optlib.scale_by_nadam, betas=BETAS, eps=non_negative(), momentum_decay=non_negative()),
+    row(
+        optlib.scale_by_nadam,
+        betas=BETAS,
+        eps=non_negative(),
+        momentum_decay=non_negative(),
+        quotients=Bool(),
+    ),
     row(
         optlib.trace_momentum,
         momentum=non_negative(callable_ok=True),
@@ -658,9 +675,17 @@ TRANSFORMS = [
         t_alpha=Int(0, optional=True),
         t_beta3=Int(0, optional=True),
         eps=non_negative(),
+        weight_decay=non_negative(),
+        learning_rate=OWN_LR,
     ),
-    row(optlib.scale_by_stable_adam, betas=BETAS, eps=non_negative(), weight_decay=non_negative()),
-    row(optlib.scale_by_radam, betas=BETAS, eps=non_negative()),
+    row(
+        optlib.scale_by_stable_adam,
+        betas=BETAS,
+        eps=non_negative(),
+        weight_decay=non_negative(),
+        learning_rate=OWN_LR,
+    ),
+    row(optlib.scale_by_radam, betas=BETAS, eps=non_negative(), learning_rate=OWN_LR),
     row(optlib.scale_by_adamax, betas=BETAS, eps=non_negative()),
     row(optlib.scale_by_rprop, learning_rate=LR, etas=ETAS, step_sizes=STEP_SIZES),
     row(optlib.track_learning_rate, learning_rate=LR, baseline=dict(learning_rate=0.1)),
@@ -672,13 +697,27 @@ TRANSFORMS = [
         every_n_steps=Int(1),
     ),
     row(optlib.asgd_average, t0=Real()),
-    row(optlib.scale_by_asgd_step_size, learning_rate=LR, lambd=non_negative(), alpha=Real()),
+    row(
+        optlib.scale_by_asgd_step_size,
+        learning_rate=LR,
+        lambd=non_negative(),
+        alpha=Real(),
+        torch_step=Bool(),
+    ),
     row(
         optlib.scale_by_torch_factored_rms,
         beta2_decay=Real(high=0.0),
         eps=non_negative(optional=True),
     ),
-    row(optlib.scale_by_capped_relative_step, learning_rate=LR, weight_decay=non_negative()),
+    row(
+        optlib.scale_by_capped_relative_step,
+        learning_rate=LR,
+        weight_decay=non_negative(),
+        not_checked={
+            "torch_step": "None or torch_adafactor's checked (d, eps[1]); "
+            "test_torch_exact_low_precision_torch_more rejects a bad pair",
+        },
+    ),
     row(optlib.scale_by_second_moment, beta2=beta(), eps=non_negative(), rectify=Bool()),
     row(
         optlib.apply_schedule_free,
@@ -693,6 +732,7 @@ TRANSFORMS = [
         optlib.scale_by_newton_schulz,
         ns_steps=Int(1, maximum=99),
         eps=non_negative(),
+        keep_ns_dtype=Bool(),
         not_checked={
             "ns_coefficients": "three reals; tests/test_muon.py rejects a wrong length or entry",
             "ns_dtype": "a floating dtype or None; tests/test_muon.py rejects an integer one",

@@ -42,6 +42,7 @@ from optlib.transforms.learning_rate import (
     ScaleByLearningRateState,
     apply_learning_rate,
     scale_by_learning_rate,
+    torch_parameter_step,
     track_learning_rate,
 )
 from optlib.transforms.metric import (
@@ -112,6 +113,7 @@ __all__ = [
     "ScaleByLearningRateState",
     "apply_learning_rate",
     "scale_by_learning_rate",
+    "torch_parameter_step",
     "track_learning_rate",
     # metric-driven learning rates (torch ReduceLROnPlateau, transformers GreedyLR)
     "GreedyLRConfig",
