@@ -14,6 +14,16 @@ The error-free transformations are written so that XLA cannot change them: a pro
 by masking the low 12 bits of the significands (a bit operation; the classic ``4097 * a``
 split would not survive XLA's contraction of ``a * b + c`` into an FMA), and its partial
 products are exact, so contracting any of them into an FMA rounds to the same number.
+
+The other rewrites of XLA are kept away the same way everywhere: the constants a ``Double``
+starts from (``Double.of``, ``Double.exact``) sit behind an optimization barrier, as XLA
+reassociates sums with constants (``(x + c) - c`` becomes ``x``, ``(1 - h) - 1`` becomes
+``-h``); per-update scalars are computed once in a conditional (``settled``: XLA:CPU removes
+barriers before fusion and would copy the unrolled scalar chains into every leaf's kernel);
+powers by a traced step run in a ``fori_loop`` (``Double.power``). This is the one home of the
+Python-double scalars of the optimizers that round like torch (``torch_one_minus_power``,
+``torch_bias_corrections``; ``optlib._numerics.one_minus_power`` stays the default paths'
+float32 form), and ``TorchRounding.divide`` keeps the divisions of tensors by them real.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import numpy as np
 
 from optlib._numerics import float_dtype
 
-__all__ = ["Double", "settled"]
+__all__ = ["Double", "settled", "torch_bias_corrections", "torch_one_minus_power"]
 
 _T = TypeVar("_T")
 
@@ -125,7 +135,8 @@ class Double(NamedTuple):
         s, e = _fast_two_sum(s, e + t)
         return Double(*_fast_two_sum(s, e + f))
 
-    __radd__ = __add__
+    def __radd__(self, other) -> Double:
+        return self + other
 
     def __sub__(self, other) -> Double:
         return self + (-Double.lift(other))
@@ -140,7 +151,8 @@ class Double(NamedTuple):
         p, e = _two_prod(self.hi, other.hi)
         return Double(*_fast_two_sum(p, e + (self.hi * other.lo + self.lo * other.hi)))
 
-    __rmul__ = __mul__
+    def __rmul__(self, other) -> Double:
+        return self * other
 
     def __truediv__(self, other) -> Double:
         other = Double.lift(other)
@@ -167,7 +179,9 @@ class Double(NamedTuple):
         correction = jnp.where(root > 0, rest.hi / (2 * safe), 0)
         return Double(*_fast_two_sum(root, correction))
 
-    def _where(self, condition, other: Double) -> Double:
+    def where(self, condition, other) -> Double:
+        """``self`` where ``condition`` holds, else ``other`` (``jnp.where`` on both parts)."""
+        other = Double.lift(other)
         return Double(
             jnp.where(condition, self.hi, other.hi), jnp.where(condition, self.lo, other.lo)
         )
@@ -178,31 +192,49 @@ class Double(NamedTuple):
     def maximum(self, other) -> Double:
         """Python's ``max(self, other)``."""
         other = Double.lift(other)
-        return self._where(self._greater(other), other)
+        return self.where(self._greater(other), other)
 
     def minimum(self, other) -> Double:
         """Python's ``min(self, other)``."""
         other = Double.lift(other)
-        return other._where(self._greater(other), self)
+        return other.where(self._greater(other), self)
 
-    def power(self, exponent: jax.Array, bits: int = 25) -> Double:
-        """``self ** n`` for an integer-valued ``exponent`` ``n`` in ``[0, 2**bits)`` (torch's
-        ``beta ** step`` with its float32 step, exact as a float up to 2**24), by repeated
-        squaring in a loop (one small loop body, not ``bits`` copies of it); the relative
-        error grows as ``n * 2**-48``, like that of the repeated squaring itself.
+    def power(self, exponent, bits: int = 25) -> Double:
+        """``self ** n`` for an integer-valued ``n >= 0``, by repeated squaring.
+
+        A Python int ``exponent`` is unrolled (its few bits, known while tracing). An array
+        ``exponent`` (torch's ``beta ** step``: a float step, exact as a float up to 2**24,
+        or an int32 one) must lie in ``[0, 2**bits)``; its squarings run in a ``fori_loop``
+        (one small loop body, not ``bits`` copies of it). The relative error grows as
+        ``n * 2**-48``, like that of the repeated squaring itself.
         """
+        if isinstance(exponent, (int, np.integer)) and not _plain():
+            result, base, remaining = Double.of(1.0), self, int(exponent)
+            while remaining:
+                if remaining & 1:
+                    result = result * base
+                remaining >>= 1
+                if remaining:
+                    base = base * base
+            return result
         if _plain():
             return Double(self.hi ** jnp.asarray(exponent, jnp.float64), self.lo)
         n = jnp.asarray(exponent).astype(jnp.int32)
 
         def body(bit, carry):
             result, base = Double(*carry[0]), Double(*carry[1])
-            taken = (result * base)._where((n >> bit) & 1 == 1, result)
+            taken = (result * base).where((n >> bit) & 1 == 1, result)
             return tuple(taken), tuple(base * base)
 
         one = Double.exact(jnp.ones([], jnp.float32))
         result, _ = jax.lax.fori_loop(0, bits, body, (tuple(one), tuple(self)))
         return Double(*result)
+
+    @staticmethod
+    def one_minus_power(beta, step: jax.Array) -> Double:
+        """torch's bias correction ``1 - beta**step`` for a float (or traced) ``beta`` in
+        [0, 1) and the int32 (or float) 1-based ``step``, in Python's double precision."""
+        return 1 - Double.lift(beta).power(step, bits=31)
 
     def exp(self) -> Double:
         """``exp(self)`` (for results in float32's normal range): ``2**k * (1 + e)`` with
@@ -255,4 +287,35 @@ def settled(compute: Callable[[], _T], flag: jax.Array) -> _T:
     shapes = jax.eval_shape(compute)
     return jax.lax.cond(
         flag, compute, lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    )
+
+
+def torch_one_minus_power(beta, step: jax.Array) -> jax.Array:
+    """torch's ``1 - beta**step`` (a Python double) converted to the default float dtype, as a
+    bf16/fp16 tensor op takes it: the exact form of ``optlib._numerics.one_minus_power``
+    (a float32 ``expm1``, one unit off in many steps), for the paths that round like torch.
+
+    Args:
+      beta: a float in [0, 1) or a traced scalar (a schedule's value).
+      step: the 1-based step (int32, or an integer-valued float), at least 1 at run time.
+    """
+    return settled(lambda: Double.one_minus_power(beta, step).hi, step > 0)
+
+
+def torch_bias_corrections(beta1, beta2, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Adam's ``(1 - beta1**step, sqrt(1 - beta2**step))`` as torch computes them in Python
+    doubles, converted to the default float dtype (``torch_one_minus_power``), computed once
+    per update (``settled``).
+
+    Args:
+      beta1: a float in [0, 1) or a traced scalar (a schedule's value).
+      beta2: likewise.
+      step: the 1-based step (int32, or an integer-valued float), at least 1 at run time.
+    """
+    return settled(
+        lambda: (
+            Double.one_minus_power(beta1, step).hi,
+            Double.one_minus_power(beta2, step).sqrt().hi,
+        ),
+        step > 0,
     )

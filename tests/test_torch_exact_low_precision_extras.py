@@ -40,6 +40,7 @@ from low_precision_runs import (
 )
 
 import optlib
+from optlib._double import Double
 from optlib.transforms import extra_moments
 
 bitsandbytes = pytest.importorskip("bitsandbytes", reason="the AdEMAMix reference")
@@ -214,15 +215,11 @@ def test_the_references_double_scalars_are_torchs_float32_numbers(beta):
     steps = np.concatenate([np.arange(1, 3001), np.random.default_rng(0).integers(1, 10**6, 500)])
 
     @jax.jit
+    @jax.vmap
     def scalars(n):
-        one_minus = extra_moments._one_minus_power(beta, n)
+        one_minus = Double.one_minus_power(beta, n)
         beta_hat, beta_comp = extra_moments._torch_debiased(beta, n)
-        return (
-            extra_moments._torch_scalar(one_minus),
-            extra_moments._torch_scalar(extra_moments._sqrt(one_minus)),
-            beta_hat,
-            beta_comp,
-        )
+        return one_minus.hi, one_minus.sqrt().hi, beta_hat, beta_comp
 
     ours = [np.asarray(x) for x in scalars(jnp.asarray(steps, jnp.int32))]
     expected = [

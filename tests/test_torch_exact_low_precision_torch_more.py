@@ -152,3 +152,12 @@ def test_equals_torch_bit_for_bit(name, dtype):
             )
             compared.add(field)
     assert compared == set(fields), f"{name}: torch has no {set(fields) - compared}"
+
+
+@pytest.mark.parametrize(
+    ("torch_step", "error"),
+    [((0.0, 1e-3), ValueError), ((1.0, -1.0), ValueError), ((1.0,), TypeError), (1.0, TypeError)],
+)
+def test_a_bad_torch_step_pair_is_rejected(torch_step, error):
+    with pytest.raises(error, match=r"torch_step"):
+        optlib.scale_by_capped_relative_step(1e-2, torch_step=torch_step)

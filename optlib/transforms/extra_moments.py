@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optlib._double import Double, settled, torch_bias_corrections
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
     TorchRounding,
@@ -110,137 +111,6 @@ def _check_rate(name: str, learning_rate) -> None:
             "in the chain's last link; leave learning_rate=None)"
         )
     check_learning_rate(learning_rate)
-
-
-# ---------------------------------------------------------------------------------------------
-# The references' Python-double scalars, on device.
-#
-# The references compute their per-step scalars (``1 - beta**t``, optimi's debiased betas,
-# ``lr / max(1, rms)``) in Python's double precision and convert them to float32 where a
-# tensor op takes them. Without ``jax_enable_x64`` they are computed here as unevaluated sums
-# of two float32 (``hi + lo``, ~48 bits): torch's float32 number then comes out of them
-# except where the double lies within ~2**-40 (relative) of a float32 rounding boundary. A
-# float32 formula (``1 - 0.9**t``, even ``-expm1(t * log(0.9))``) is one unit off in many
-# steps, enough to move the rounding of bf16/fp16 statistics a few times in 100 steps. Only
-# statistics rounded like torch's use these; under ``jax_enable_x64`` they are plain float64.
-
-
-class _Double(NamedTuple):
-    """A double-float: the value ``hi + lo``, two float32 with ``|lo| <= ulp(hi) / 2``."""
-
-    hi: jax.Array
-    lo: jax.Array
-
-
-def _double(value) -> _Double:
-    """A Python float (split on the host) or a float32 array (``lo = 0``) as a ``_Double``."""
-    if isinstance(value, (int, float)):
-        hi = np.float32(value)
-        return _Double(jnp.asarray(hi), jnp.asarray(np.float32(value - float(hi))))
-    value = jnp.asarray(value, jnp.float32)
-    return _Double(value, jnp.zeros_like(value))
-
-
-def _rounded(x: jax.Array) -> jax.Array:
-    """``x``, as a value XLA cannot look through.
-
-    The sums and products below must be rounded exactly as written, but XLA's algebraic
-    simplifier rewrites ``(a + b) - a`` as ``b``, and XLA:CPU contracts a product into a later
-    sum as an FMA (also where a fusion recomputes the product), which drops the rounding
-    these sums exist to catch. A select on ``x == x`` (false only for NaN, which none of
-    these scalars is) is neither a sum nor a product, for either pass; an
-    ``optimization_barrier`` stops the simplifier but is gone by the time XLA:CPU fuses.
-    """
-    return jnp.where(x == x, x, jnp.zeros_like(x))
-
-
-def _two_sum(a: jax.Array, b: jax.Array) -> _Double:
-    """``a + b`` exactly (Knuth)."""
-    s = _rounded(a + b)
-    v = s - a
-    return _Double(s, (a - (s - v)) + (b - v))
-
-
-def _fast_two_sum(a: jax.Array, b: jax.Array) -> _Double:
-    """``a + b`` exactly, for ``|a| >= |b|`` (or ``a == 0``)."""
-    s = _rounded(a + b)
-    return _Double(s, b - (s - a))
-
-
-def _halves(a: jax.Array) -> tuple:
-    """``a = high + low`` with 12 significant bits each (the low 12 bits of ``a``'s mantissa
-    masked off), so that a product of two halves is exact in float32."""
-    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
-    high = jax.lax.bitcast_convert_type(bits & np.uint32(0xFFFFF000), jnp.float32)
-    return high, a - high
-
-
-def _two_product(a: jax.Array, b: jax.Array) -> _Double:
-    """``a * b`` exactly (Dekker; every partial product is exact, so an FMA changes nothing)."""
-    p = _rounded(a * b)
-    a1, a2 = _halves(a)
-    b1, b2 = _halves(b)
-    return _Double(p, ((a1 * b1 - p) + a1 * b2 + a2 * b1) + a2 * b2)
-
-
-def _add(x: _Double, y: _Double) -> _Double:
-    s = _two_sum(x.hi, y.hi)
-    return _fast_two_sum(s.hi, s.lo + (x.lo + y.lo))
-
-
-def _neg(x: _Double) -> _Double:
-    return _Double(-x.hi, -x.lo)
-
-
-def _mul(x: _Double, y: _Double) -> _Double:
-    p = _two_product(x.hi, y.hi)
-    return _fast_two_sum(p.hi, p.lo + (x.hi * y.lo + x.lo * y.hi))
-
-
-def _div(x: _Double, y: _Double) -> _Double:
-    q = x.hi / y.hi
-    r = _add(x, _neg(_mul(_Double(q, jnp.zeros_like(q)), y)))
-    return _fast_two_sum(q, r.hi / y.hi)
-
-
-def _sqrt(x: _Double) -> _Double:
-    s = jnp.sqrt(x.hi)
-    square = _two_product(s, s)
-    correction = ((x.hi - square.hi) - square.lo + x.lo) / (2 * s)
-    return _fast_two_sum(s, jnp.where(s > 0, correction, 0))
-
-
-def _power(beta, n: jax.Array) -> _Double:
-    """``beta ** n`` for an int32 ``n >= 0``, by squaring (31 bits)."""
-    base = _double(beta)
-    result = _double(1.0)
-    for bit in range(31):
-        chosen = (n >> bit) & 1 == 1
-        product = _mul(result, base)
-        result = _Double(*(jnp.where(chosen, a, b) for a, b in zip(product, result)))
-        if bit < 30:
-            base = _mul(base, base)
-    return result
-
-
-def _torch_scalar(value: _Double) -> jax.Array:
-    """The double ``value`` converted to float32, as torch converts a Python float."""
-    return value.hi + value.lo
-
-
-def _one_minus_power(beta, n: jax.Array) -> _Double:
-    """``1 - beta ** n`` (``n``: an int32 step)."""
-    return _add(_double(1.0), _neg(_power(beta, n)))
-
-
-def _divide(x: jax.Array, c) -> jax.Array:
-    """``x / c`` for a scalar ``c``, correctly rounded as torch's ``x.div(c)`` / ``x / c``.
-
-    XLA rewrites a division by a broadcast scalar as a multiplication by its reciprocal,
-    which is one float32 unit off in a good part of the entries (and so moves a bf16/fp16
-    rounding now and then); dividing by an opaque array of ``c`` keeps the division.
-    """
-    return x / jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(c, x.dtype), x.shape))
 
 
 def _any_narrow(statistics: Any) -> bool:
@@ -478,14 +348,9 @@ def scale_by_ademamix(
         torch_bias_correction1 = torch_bias_correction2_sqrt = None
         if _any_narrow(state.exp_avg):  # the reference's Python doubles, converted to float32
             n = safe_increment(state.count)
-            if float_dtype() == jnp.float64:
-                torch_bias_correction1 = 1 - b1**t
-                torch_bias_correction2_sqrt = jnp.sqrt(1 - beta2**t)
-            else:
-                torch_bias_correction1 = _torch_scalar(
-                    _one_minus_power(b1 if callable(beta1) else beta1, n)
-                )
-                torch_bias_correction2_sqrt = _torch_scalar(_sqrt(_one_minus_power(beta2, n)))
+            torch_bias_correction1, torch_bias_correction2_sqrt = torch_bias_corrections(
+                b1 if callable(beta1) else beta1, beta2, n
+            )
         alpha_t = alpha if t_alpha is None else jnp.minimum(t * alpha / t_alpha, alpha)
         b3, one_minus_b3 = beta3_schedule(b1, t)
         rate = None if learning_rate is None else learning_rate_at(learning_rate, state.count)
@@ -510,12 +375,12 @@ def scale_by_ademamix(
                     cast(x, r.compute)
                     for x in (torch_bias_correction1, torch_bias_correction2_sqrt)
                 )
-                mixed = r.keep(r.keep(_divide(m1, bc1)) + r.keep(alpha_c * m2))
-                root = r.keep(_divide(r.keep(jnp.sqrt(nu)), bc2_sqrt))
+                mixed = r.keep(r.keep(r.divide(m1, bc1)) + r.keep(alpha_c * m2))
+                root = r.keep(r.divide(r.keep(jnp.sqrt(nu)), bc2_sqrt))
             else:
                 mixed = m1 / cast(bias_correction1, r.compute) + alpha_c * m2
                 root = jnp.sqrt(nu) / cast(bias_correction2_sqrt, r.compute)
-            u = r.keep(mixed / r.keep(root + r.alpha(eps)))
+            u = r.keep(mixed / r.add_scalar(root, eps))
             if decays:  # update.add_(p, alpha=weight_decay)
                 u = r.keep(u + r.alpha(weight_decay) * cast(p, r.compute))
             if rate is not None:  # -lr * update (the sign is the last link's)
@@ -569,13 +434,13 @@ def _torch_debiased(beta, n: jax.Array) -> tuple:
     """``(beta_hat, 1 - beta_hat)`` as optimi computes them in Python's double precision from
     a float ``beta`` (``debias_beta``), converted to float32 (or float64 under x64); ``n``
     is the int32 step."""
-    if float_dtype() == jnp.float64:
-        power = beta ** n.astype(jnp.float64)
-        beta_hat = (power - beta) / (power - 1)
-        return beta_hat, 1 - beta_hat
-    power = _power(beta, n)
-    beta_hat = _div(_add(power, _neg(_double(beta))), _add(power, _neg(_double(1.0))))
-    return _torch_scalar(beta_hat), _torch_scalar(_add(_double(1.0), _neg(beta_hat)))
+
+    def compute():
+        power = Double.lift(beta).power(n, bits=31)
+        beta_hat = (power - beta) / (power - 1.0)
+        return beta_hat.hi, (1 - beta_hat).hi
+
+    return settled(compute, n > 0)
 
 
 def _torch_clipped_rate(learning_rate, rate: jax.Array, clip: jax.Array, weight_decay) -> tuple:
@@ -586,15 +451,9 @@ def _torch_clipped_rate(learning_rate, rate: jax.Array, clip: jax.Array, weight_
     ``clip = max(1, rms)`` is a bf16/fp16 value. An infinite ``clip`` gives the rate 0.
     """
     finite = jnp.isfinite(clip)
-    if float_dtype() == jnp.float64:
-        lr = jnp.where(finite, rate / jnp.where(finite, clip, 1), 0)
-        return lr, 1 - lr * weight_decay
     start = learning_rate if isinstance(learning_rate, (int, float)) else rate
-    lr = _div(_double(start), _double(jnp.where(finite, clip, 1).astype(jnp.float32)))
-    lr = _Double(*(jnp.where(finite, part, 0) for part in lr))
-    return _torch_scalar(lr), _torch_scalar(
-        _add(_double(1.0), _neg(_mul(lr, _double(weight_decay))))
-    )
+    lr = (Double.lift(start) / Double.exact(jnp.where(finite, clip, 1))).where(finite, 0.0)
+    return lr.hi, (1 - lr * weight_decay).hi
 
 
 def scale_by_stable_adam(
@@ -707,9 +566,9 @@ def scale_by_stable_adam(
             # a tensor of the parameter's dtype
             eps_sq = r.alpha(eps * eps)
             ratio = r.keep(r.keep(g32 * g32) / jnp.maximum(exp_avg_sq, eps_sq))
-            rms = r.keep(jnp.sqrt(r.keep(_divide(jnp.sum(ratio), ratio.size))))
+            rms = r.keep(jnp.sqrt(r.keep(r.divide(jnp.sum(ratio), ratio.size))))
             clip = jnp.where(rms > 1, rms, jnp.ones_like(rms))
-            denom = r.keep(r.keep(jnp.sqrt(exp_avg_sq)) + r.alpha(eps))
+            denom = r.add_scalar(r.keep(jnp.sqrt(exp_avg_sq)), eps)
             wide_p = cast(p, r.compute)
             if rate is None:  # the rate is the last link's: the default formula, rounded moments
                 direction = exp_avg / denom

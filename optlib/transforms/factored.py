@@ -51,6 +51,7 @@ from optlib._validation import (
     check_interval,
     check_learning_rate,
     check_non_negative,
+    check_positive,
     check_real,
     is_traced,
 )
@@ -650,6 +651,13 @@ def scale_by_capped_relative_step(
       ``torch_step``.
     """
     weight_decay = check_non_negative("weight_decay", weight_decay)
+    if torch_step is not None:
+        if not isinstance(torch_step, tuple) or len(torch_step) != 2:
+            raise TypeError(f"torch_step must be None or a pair (d, eps2), got {torch_step!r}")
+        torch_step = (
+            check_positive("torch_step[0]", torch_step[0]),
+            check_non_negative("torch_step[1]", torch_step[1]),
+        )
     tracker = learning_rate_tracker(learning_rate)
     decays = isinstance(weight_decay, jax.Array) or weight_decay != 0  # traced: keep it
 

@@ -17,7 +17,7 @@ from optlib._state_tree import (
     is_learning_rate_state,
     register_learning_rate_state,
 )
-from optlib._validation import check_bool, check_learning_rate
+from optlib._validation import check_bool, check_learning_rate, check_non_negative
 from optlib.schedules import MomentumSchedule
 
 __all__ = [
@@ -238,6 +238,12 @@ def torch_parameter_step(
       An ``optax.GradientTransformationExtraArgs`` (needs ``params`` in ``update``).
     """
     quotients = check_bool("quotients", quotients)
+    rate_rounded = check_bool("rate_rounded", rate_rounded)
+    rate_applied = check_bool("rate_applied", rate_applied)
+    if decoupled_weight_decay is not None:
+        decoupled_weight_decay = check_non_negative(
+            "decoupled_weight_decay", decoupled_weight_decay
+        )
     transform = optax.with_extra_args_support(apply_learning_rate(learning_rate))
     tracker = learning_rate_tracker(learning_rate)
     weight_decay = decoupled_weight_decay

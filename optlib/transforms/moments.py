@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optlib._double import torch_bias_corrections, torch_one_minus_power
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
     TorchRounding,
@@ -27,6 +28,7 @@ from optlib._numerics import (
     check_statistics_dtype,
     float_dtype,
     one_minus_power,
+    rounds_like_torch,
     safe_increment,
     update_number,
 )
@@ -179,90 +181,6 @@ def check_betas(betas) -> tuple:
     return beta1, beta2
 
 
-# torch's scalar ops on bf16/fp16 tensors, where XLA's rewrites would round differently (the
-# transforms' ``statistics_dtype=None`` paths).
-
-
-def _add_scalar(x: jax.Array, value, rounding: TorchRounding) -> jax.Array:
-    """torch's ``x.add_(value)`` (``value`` rounded to the stored dtype as ``add_`` rounds
-    it), rounded. A value that rounds to zero (fp16's ``eps=1e-8``) still turns -0.0 into
-    +0.0, as IEEE's and torch's ``-0.0 + 0.0`` do (XLA folds ``x + 0`` into ``x``)."""
-    scalar = rounding.alpha(value)
-    if rounding.narrow and isinstance(scalar, np.ndarray) and scalar == 0:
-        return jnp.where(x == 0, jnp.zeros_like(x), x)
-    return rounding.keep(x + scalar)
-
-
-def _divide_by_scalar(x: jax.Array, scalar: jax.Array) -> jax.Array:
-    """``x / scalar`` correctly rounded, as torch's ``x.div(scalar)`` divides.
-
-    XLA rewrites a division by a broadcast scalar into a multiplication by its reciprocal,
-    which rounds differently (fp16 ``v / 0.3``: 1.5% of the quotients move by one unit
-    after rounding to fp16). Dividing by a select between the scalar and an opaque copy of
-    it (the same value) keeps the division a division: a compare and a select per entry.
-    """
-    scalar = jnp.asarray(scalar, x.dtype)
-    return x / jnp.where(x == x, scalar, jax.lax.optimization_barrier(scalar))
-
-
-def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``x`` (float32) as ``hi + lo`` exactly, ``hi`` its 12 leading significant bits (cut
-    from the bits, so that no compiler contraction can change it), ``lo`` the other 12."""
-    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    hi = jax.lax.bitcast_convert_type(bits & np.uint32(0xFFFFF000), jnp.float32)
-    return hi, x - hi
-
-
-def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Knuth's ``a + b`` as its rounded sum and the exact rounding error."""
-    total = a + b
-    b_part = total - a
-    return total, (a - (total - b_part)) + (b - b_part)
-
-
-def _double_float_product(x: tuple, y: tuple) -> tuple[jax.Array, jax.Array]:
-    """``x * y`` for float32 pairs ``(hi, lo)`` that stand for ``hi + lo`` (~48 bits).
-
-    The high parts multiply exactly as the sum of the products of their 12-bit halves
-    (Dekker), each exact: an FMA that XLA contracts from ``a * b + c`` then rounds as the
-    unfused ops do, where a rounded product used both fused and unfused would not."""
-    (ah, al), (bh, bl) = _split(x[0]), _split(y[0])
-    cross, cross_error = _two_sum(ah * bl, al * bh)
-    hi, lo = _two_sum(ah * bh, cross)
-    lo = lo + (cross_error + al * bl + (x[0] * y[1] + x[1] * y[0]))
-    head = hi + lo
-    return head, lo - (head - hi)
-
-
-def _torch_one_minus_power(beta: float, step: jax.Array) -> jax.Array:
-    """torch's ``1 - beta**step`` (Python doubles) rounded to float32, for a float ``beta``
-    in [0, 1) and the int32 1-based ``step``: ``beta**step`` by squaring in float32 pairs
-    (~48 bits), then ``1 - beta**step`` rounded once. ``one_minus_power`` (one float32
-    ``expm1``) is off by a float32 unit for most steps with ``beta=0.999``, enough to move
-    ``v.div(1 - beta2**t)`` rounded to fp16 now and then. Beyond the step where
-    ``beta**step < 2**-26`` the value is 1.0, as torch's rounds to; only that many bits of
-    ``step`` are used (15 for 0.999). The squarings run in a ``fori_loop``: its result is
-    one scalar in memory, where unrolled scalar ops would be fused into (and compiled
-    again in) every leaf's kernel that uses the value."""
-    bits = 0
-    while bits < 31 and beta ** (2**bits) >= 2.0**-26:
-        bits += 1
-    hi = np.float32(beta)
-
-    def square_and_multiply(i, carry):
-        power, base = carry[:2], carry[2:]
-        product = _double_float_product(power, base)
-        odd = (step >> i) & 1 == 1
-        power = (jnp.where(odd, product[0], power[0]), jnp.where(odd, product[1], power[1]))
-        return power + _double_float_product(base, base)
-
-    start = (np.float32(1), np.float32(0), hi, np.float32(beta - float(hi)))
-    power = jax.lax.fori_loop(0, bits, square_and_multiply, tuple(map(jnp.asarray, start)))
-    head = 1 - power[0]
-    value = head + (((1 - head) - power[0]) - power[1])
-    return value if bits == 31 else jnp.where(step >= 2**bits, jnp.ones_like(value), value)
-
-
 # ---------------------------------------------------------------------------------------------
 # Adagrad.
 
@@ -335,7 +253,7 @@ def scale_by_adagrad(
             g32 = cast(g, acc.dtype)
             # torch: sum.addcmul_(g, g, value=1); std = sum.sqrt().add_(eps), each op rounded
             acc = r.keep(acc + g32 * g32)
-            std = _add_scalar(r.keep(jnp.sqrt(acc)), eps, r)
+            std = r.add_scalar(r.keep(jnp.sqrt(acc)), eps)
             if quotients and r.narrow:
                 undecayed = isinstance(lr_decay, (int, float)) and lr_decay == 0
                 return ((None if undecayed else 1 / decay, g32, std),), acc
@@ -499,7 +417,7 @@ def scale_by_rms(
                 root = r.keep(jnp.sqrt(r.keep(square_avg - grad_avg * grad_avg)))
             else:
                 root = r.keep(jnp.sqrt(square_avg))
-            avg = _add_scalar(root, eps, r)
+            avg = r.add_scalar(root, eps)
             u = ((None, g32, avg),) if quotients else r.update(g32 / avg, g)
         return (u, grad_avg, square_avg) if centered else (u, square_avg)
 
@@ -569,10 +487,10 @@ def scale_by_adadelta(
         def leaf(r, g, square_avg, acc_delta):
             g32 = cast(g, square_avg.dtype)
             square_avg = decay_add_square(square_avg, g32, rho, r)
-            std = r.keep(jnp.sqrt(_add_scalar(square_avg, eps, r)))
+            std = r.keep(jnp.sqrt(r.add_scalar(square_avg, eps)))
             if keep_division:
                 std = jax.lax.optimization_barrier(std)
-            root = r.keep(jnp.sqrt(_add_scalar(acc_delta, eps, r)))
+            root = r.keep(jnp.sqrt(r.add_scalar(acc_delta, eps)))
             delta = r.keep(r.keep(root / std) * g32)
             return r.update(delta, g), square_avg, decay_add_square(acc_delta, delta, rho, r)
 
@@ -638,6 +556,8 @@ def scale_by_adam(
     beta1, beta2 = check_betas(betas)
     eps = check_non_negative("eps", eps)
     amsgrad = check_bool("amsgrad", amsgrad)
+    # statistics that may be bf16/fp16: torch's Python-double bias corrections, exactly
+    exact_bias_corrections = rounds_like_torch(statistics_dtype)
 
     def init_fn(params):
         return ScaleByAdamState(
@@ -651,8 +571,14 @@ def scale_by_adam(
         del params
         t = update_number(state.count)
         b1 = learning_rate_at(beta1, state.count)
-        bias_correction1 = one_minus_power(b1 if callable(beta1) else beta1, t)
-        bias_correction2_sqrt = jnp.sqrt(one_minus_power(beta2, t))
+        if exact_bias_corrections:
+            step = safe_increment(state.count)
+            bias_correction1, bias_correction2_sqrt = torch_bias_corrections(
+                b1 if callable(beta1) else beta1, beta2, step
+            )
+        else:
+            bias_correction1 = one_minus_power(b1 if callable(beta1) else beta1, t)
+            bias_correction2_sqrt = jnp.sqrt(one_minus_power(beta2, t))
 
         def leaf(r, g, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
             dtype = exp_avg.dtype
@@ -665,9 +591,13 @@ def scale_by_adam(
             else:
                 second = exp_avg_sq
             # torch: (sqrt(v).div(bias_correction2_sqrt)).add_(eps), each op rounded
-            root = r.keep(r.keep(jnp.sqrt(second)) / cast(bias_correction2_sqrt, dtype))
-            denom = r.keep(root + r.alpha(eps))
-            u = exp_avg / denom / cast(bias_correction1, dtype)
+            if r.narrow:  # true divisions by the scalars, as torch's bf16/fp16 ops divide
+                root = r.keep(r.divide(r.keep(jnp.sqrt(second)), bias_correction2_sqrt))
+                denom = r.add_scalar(root, eps)
+                u = r.divide(exp_avg / denom, bias_correction1)
+            else:
+                root = jnp.sqrt(second) / cast(bias_correction2_sqrt, dtype)
+                u = exp_avg / (root + r.alpha(eps)) / cast(bias_correction1, dtype)
             return (r.update(u, g), exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
 
         moments = (state.exp_avg, state.exp_avg_sq)
@@ -815,9 +745,9 @@ def scale_by_nadam(
             # p.addcdiv_(g, denom, value=-lr c_g) and p.addcdiv_(m, denom, value=-lr c_m)
             if not torch_bias_correction2:
                 step = safe_increment(state.count)
-                torch_bias_correction2.append(_torch_one_minus_power(beta2, step))
-            second_moment = r.keep(_divide_by_scalar(exp_avg_sq, torch_bias_correction2[0]))
-            denom = _add_scalar(r.keep(jnp.sqrt(second_moment)), eps, r)
+                torch_bias_correction2.append(torch_one_minus_power(beta2, step))
+            second_moment = r.keep(r.divide(exp_avg_sq, torch_bias_correction2[0]))
+            denom = r.add_scalar(r.keep(jnp.sqrt(second_moment)), eps)
             c_g, c_m = cast(grad_coefficient, dtype), cast(average_coefficient, dtype)
             if quotients:
                 return ((c_g, g32, denom), (c_m, exp_avg, denom)), exp_avg, exp_avg_sq

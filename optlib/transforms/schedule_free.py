@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optlib._double import Double, settled, torch_one_minus_power
 from optlib._numerics import (
     DEFAULT_STATISTICS_DTYPE,
     as_float,
@@ -88,128 +89,6 @@ def _coth_minus_reciprocal(x: jax.Array) -> jax.Array:
     for coefficient in reversed(_COTH_SERIES):
         series = series * squared + coefficient
     return x * series
-
-
-def _halves(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """A float32 ``x`` as ``hi + lo``, each with at most 12 significant bits (``hi`` keeps the
-    top mantissa bits by masking), so that products of halves are exact in float32 whether
-    or not XLA contracts them into FMAs."""
-    hi = jax.lax.bitcast_convert_type(
-        jax.lax.bitcast_convert_type(x, jnp.uint32) & jnp.uint32(0xFFFFF000), jnp.float32
-    )
-    return hi, x - hi
-
-
-def _exact_product(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Float32 ``x * y`` and its rounding error (Dekker's product, from ``_halves``)."""
-    product = x * y
-    xh, xl = _halves(x)
-    yh, yl = _halves(y)
-    return product, (((xh * yh - product) + xh * yl) + xl * yh) + xl * yl
-
-
-def _torch_quotient(x: jax.Array, divisor: jax.Array) -> jax.Array:
-    """Float32 ``x / divisor`` for a float32 ``x`` and a scalar ``divisor`` (converted to
-    float32, as torch converts a Python float), correctly rounded as torch's
-    ``tensor.div(scalar)`` computes it.
-
-    XLA rewrites a division by a broadcast scalar into a multiplication by its reciprocal,
-    one float32 unit off in about a quarter of the entries; on bf16/fp16 values (few
-    significant bits) the quotient often lies on a bf16/fp16 rounding midpoint, where that
-    unit decides the rounding. Dividing by a select between the scalar and an opaque copy
-    of it (the same value) keeps the division a division.
-    """
-    divisor = jnp.asarray(divisor).astype(jnp.float32)  # x is float32; a float64 scalar too
-    return x / jnp.where(x == x, divisor, jax.lax.optimization_barrier(divisor))
-
-
-def _torch_one_minus_power(beta: float, count: jax.Array) -> jax.Array:
-    """float32 ``1 - beta**t`` for ``t = count + 1``, as torch computes it in double and
-    converts it (``one_minus_power`` is a few float32 units off, which moves bf16/fp16
-    roundings of a statistic divided by it).
-
-    ``beta**t`` is the product of the precomputed ``beta**(2**i)`` of ``t``'s bits, each a
-    pair of float32s (about 48 bits), multiplied in pairs-of-float32 arithmetic; the
-    subtraction from 1 keeps the pair's low part. Once ``beta**t < 2**-26`` the result is
-    1.0, as in float32.
-    """
-    if float_dtype() == jnp.float64:
-        return one_minus_power(beta, update_number(count))
-    t = safe_increment(count)
-    high, low = jnp.float32(1.0), jnp.float32(0.0)
-    bits = 0
-    while bits < 31 and beta ** (2**bits) >= 2.0**-26:
-        power_high, power_low = _pair_of(beta ** (2**bits))
-        product, error = _exact_product(high, power_high)
-        error = error + (high * power_low + low * power_high)
-        new_high = product + error
-        new_low = error - (new_high - product)
-        on = (t >> bits) & 1 == 1
-        high, low = jnp.where(on, new_high, high), jnp.where(on, new_low, low)
-        bits += 1
-    # 1 - high with its rounding error (exact for high >= 0.5); the 1 behind a barrier, as
-    # XLA would otherwise fold (1 - high) - 1 into -high
-    one = jax.lax.optimization_barrier(jnp.float32(1.0))
-    difference = one - high
-    back = difference - one
-    error = (one - (difference - back)) + (-high - back)
-    result = difference + (error - low)
-    return jnp.where(t >= 2**bits, jnp.float32(1.0), result) if bits < 31 else result
-
-
-# Pairs of float32s (``high + low``, ``high`` the value rounded to float32): the reference's
-# Python-double scalars to about 2**-46, on any device. The operands of the compensated sums
-# are kept out of XLA's constant folding (``_opaque``), which would reassociate them.
-
-
-def _opaque(*values) -> tuple[jax.Array, ...]:
-    """float32 scalars that XLA cannot fold into the arithmetic around them."""
-    return jax.lax.optimization_barrier(tuple(jnp.asarray(v, jnp.float32) for v in values))
-
-
-def _pair_of(value: float) -> tuple[jax.Array, jax.Array]:
-    """A Python float (double) as a pair."""
-    high = np.float32(value)
-    return _opaque(high, np.float32(value - float(high)))
-
-
-def _normalized(high: jax.Array, low: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``high + low`` as a pair whose high part is its float32 rounding (``|high| >= |low|``)."""
-    total = high + low
-    return total, low - (total - high)
-
-
-def _pair_add(a, b) -> tuple[jax.Array, jax.Array]:
-    total = a[0] + b[0]
-    back = total - a[0]
-    error = (a[0] - (total - back)) + (b[0] - back)
-    return _normalized(total, error + (a[1] + b[1]))
-
-
-def _pair_mul(a, b) -> tuple[jax.Array, jax.Array]:
-    product, error = _exact_product(a[0], b[0])
-    return _normalized(product, error + (a[0] * b[1] + a[1] * b[0]))
-
-
-def _pair_div(a, b) -> tuple[jax.Array, jax.Array]:
-    quotient = a[0] / b[0]
-    product, error = _exact_product(quotient, b[0])
-    remainder = (((a[0] - product) - error) + a[1]) - quotient * b[1]
-    return _normalized(quotient, remainder / b[0])
-
-
-def _pair_power(a, exponent: int) -> tuple[jax.Array, jax.Array]:
-    result = _opaque(1.0, 0.0)
-    for _ in range(exponent):
-        result = _pair_mul(result, a)
-    return result
-
-
-def _small_exponent(value) -> int | None:
-    """``value`` as an int in [0, 8] when it is one (a power computed by products), else None."""
-    if isinstance(value, (int, float)) and float(value).is_integer() and 0 <= value <= 8:
-        return int(value)
-    return None
 
 
 def rectification(beta2, count: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -311,7 +190,7 @@ def scale_by_second_moment(
         bias_correction2 = one_minus_power(beta2, step)
         # bf16/fp16 statistics (only with statistics_dtype=None): torch's float32 scalar
         if statistics_dtype is None:
-            torch_bias_correction2 = _torch_one_minus_power(beta2, state.count)
+            torch_bias_correction2 = torch_one_minus_power(beta2, safe_increment(state.count))
         adaptive = rectification(beta2, state.count)[0] if rectify else None
 
         def leaf(r, g, exp_avg_sq):
@@ -321,11 +200,11 @@ def scale_by_second_moment(
             exp_avg_sq = decay_add_square(exp_avg_sq, g32, beta2, r)
             # exp_avg_sq.div(bias_correction2).sqrt_().add_(eps); grad.div_(denom)
             if r.narrow:
-                scaled = _torch_quotient(exp_avg_sq, torch_bias_correction2)
+                scaled = r.divide(exp_avg_sq, torch_bias_correction2)
             else:
                 scaled = exp_avg_sq / cast(bias_correction2, dtype)
             denom = r.keep(jnp.sqrt(r.keep(scaled)))
-            u = r.keep(g32 / r.keep(denom + r.alpha(eps)))
+            u = r.keep(g32 / r.add_scalar(denom, eps))
             if rectify:
                 u = jnp.where(adaptive, u, g32)
             return cast(u, g.dtype), exp_avg_sq
@@ -447,7 +326,6 @@ def apply_schedule_free(
     rate = _warmed_up(learning_rate, warmup_steps)
     # the reference's double scalars as float32 pairs where its statistics are bf16/fp16
     precise = statistics_dtype is None and float_dtype() == jnp.float32
-    exponent_r, exponent_lr = _small_exponent(r), _small_exponent(weight_lr_power)
 
     # beta1's low part (a float's), for schedule_free_eval_params
     beta1_low = np.float32(beta1 - float(np.float32(beta1)) if isinstance(beta1, float) else 0)
@@ -466,56 +344,47 @@ def apply_schedule_free(
             low_parts=(zero, zero, jnp.asarray(beta1_low)) if precise else None,
         )
 
-    def constant_or_traced(value, count):
+    def exact_or_traced(value, count) -> Double:
+        """A float hyperparameter as the reference's double, a schedule's float32 value."""
         if isinstance(value, (int, float)):
-            return _pair_of(float(value))
-        traced = learning_rate_at(value, count)
-        return traced, jnp.zeros_like(traced)
+            return Double.of(float(value))
+        return Double.exact(learning_rate_at(value, count))
+
+    def power_of(base: Double, exponent) -> Double:
+        """``base ** exponent``: exact for an integer ``exponent >= 0``, else in float32."""
+        if isinstance(exponent, (int, float)) and float(exponent).is_integer() and exponent >= 0:
+            return base.power(int(exponent))
+        return Double.exact(base.hi**exponent)
 
     def torch_scalars(state):
         """The reference's step scalars, computed in pairs of float32s: the rate (with its
         warm-up), ``lr_max``, ``weight_sum`` and ``ckp1``, ``beta1 (1 - ckp1) - 1`` and the
         rate of y's step. Exact to the reference's doubles for a float ``learning_rate``,
-        ``beta1`` and ``r`` / ``weight_lr_power`` integers in [0, 8]; a schedule's float32
-        value (or a power taken in float32) otherwise."""
+        ``beta1`` and integer ``r`` / ``weight_lr_power``; a schedule's float32 value (or a
+        power taken in float32) otherwise. Computed once per update (``settled``)."""
         count = state.count
-        lr = constant_or_traced(learning_rate, count)
-        step = update_number(count)
-        zero = jnp.zeros_like(step)
+        lr = exact_or_traced(learning_rate, count)
+        step = Double.exact(update_number(count))
         if warmup_steps:
-            schedule = _pair_div((step, zero), _opaque(warmup_steps, 0.0))
-            warm = _pair_mul(lr, schedule)
-            lr = tuple(jnp.where(count < warmup_steps, w, c) for w, c in zip(warm, lr))
-        previous = (state.lr_max, state.low_parts[0])
-        greater = (lr[0] > previous[0]) | ((lr[0] == previous[0]) & (lr[1] > previous[1]))
-        lr_max = tuple(jnp.where(greater, a, b) for a, b in zip(lr, previous))
-        if exponent_r is None:
-            step_factor = (step**r, zero)
-        else:
-            step_factor = _pair_power((step, zero), exponent_r)
-        if exponent_lr is None:
-            lr_factor = (lr_max[0] ** weight_lr_power, zero)
-        else:
-            lr_factor = _pair_power(lr_max, exponent_lr)
-        weight = _pair_mul(step_factor, lr_factor)
-        weight_sum = _pair_add((state.weight_sum, state.low_parts[1]), weight)
-        nonzero = weight_sum[0] != 0
-        one, minus_one = _opaque(1.0, -1.0)
-        divisor = tuple(jnp.where(nonzero, part, one) for part in weight_sum)
-        ckp1 = tuple(jnp.where(nonzero, part, zero) for part in _pair_div(weight, divisor))
-        b1 = constant_or_traced(beta1, count)
-        not_ckp1 = _pair_add((one, zero), (-ckp1[0], -ckp1[1]))
-        z_step_weight = _pair_add(_pair_mul(b1, not_ckp1), (minus_one, zero))
-        y_rate = _pair_mul(lr, z_step_weight)
-        low_parts = (lr_max[1], weight_sum[1], state.low_parts[2])
-        return (lr[0], lr_max[0], weight_sum[0], ckp1[0], z_step_weight[0], y_rate[0], low_parts)
+            lr = (lr * (step / float(warmup_steps))).where(count < warmup_steps, lr)
+        lr_max = Double(state.lr_max, state.low_parts[0]).maximum(lr)
+        weight = power_of(step, r) * power_of(lr_max, weight_lr_power)
+        weight_sum = Double(state.weight_sum, state.low_parts[1]) + weight
+        nonzero = weight_sum.hi != 0
+        ckp1 = (weight / weight_sum.where(nonzero, 1.0)).where(nonzero, 0.0)
+        z_step_weight = exact_or_traced(beta1, count) * (1 - ckp1) - 1
+        y_rate = lr * z_step_weight
+        low_parts = (lr_max.lo, weight_sum.lo, state.low_parts[2])
+        return (lr.hi, lr_max.hi, weight_sum.hi, ckp1.hi, z_step_weight.hi, y_rate.hi, low_parts)
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("apply_schedule_free needs params (y) in update")
         count = state.count
         if precise:
-            lr, lr_max, weight_sum, ckp1, z_step_weight, y_rate, low_parts = torch_scalars(state)
+            lr, lr_max, weight_sum, ckp1, z_step_weight, y_rate, low_parts = settled(
+                lambda: torch_scalars(state), count >= 0
+            )
         else:
             lr = learning_rate_at(rate, count)
             b1 = learning_rate_at(beta1, count)
@@ -615,9 +484,8 @@ def schedule_free_eval_params(params: Any, opt_state: Any) -> Any:
                 if state.low_parts is None:
                     w = cast((state.beta1 - 1) / state.beta1, compute)
                 else:  # 1 - 1 / beta1 from the double beta1, as the reference
-                    b1 = (state.beta1, state.low_parts[2])
-                    (minus_one,) = _opaque(-1.0)
-                    w = _pair_div(_pair_add(b1, (minus_one, 0 * minus_one)), b1)[0]
+                    b1 = Double(state.beta1, state.low_parts[2])
+                    w = ((b1 - 1.0) / b1).hi
                 x = lerp(cast(jnp.asarray(y), compute), cast(z, compute), w)
                 evaluated[index] = cast(x, y.dtype)
                 continue
