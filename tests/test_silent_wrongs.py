@@ -186,10 +186,17 @@ def test_a_python_float_leaf_is_accepted_like_optax():
     tx = optlib.adam(0.1)
     state = tx.init({"s": 1.0, "w": jnp.ones(2)})
     updates, _ = tx.update({"s": 2.0, "w": jnp.ones(2)}, state, {"s": 1.0, "w": jnp.ones(2)})
+    # taken as the 0-d array it becomes, as optax does
+    as_arrays = {"s": jnp.asarray(1.0), "w": jnp.ones(2)}
+    expected, _ = tx.update(
+        {"s": jnp.asarray(2.0), "w": jnp.ones(2)}, tx.init(as_arrays), as_arrays
+    )
+    np.testing.assert_array_equal(updates["s"], expected["s"])
     reference, _ = optax.adam(0.1).update(
         {"s": 2.0, "w": jnp.ones(2)}, optax.adam(0.1).init({"s": 1.0, "w": jnp.ones(2)})
     )
-    np.testing.assert_allclose(updates["s"], reference["s"], rtol=1e-6)
+    # optax's float32 bias corrections cancel in 1 - 0.999**t: ~7e-6 off torch's -0.1
+    np.testing.assert_allclose(updates["s"], reference["s"], rtol=1e-5)
 
 
 @pytest.mark.parametrize("leaf", [jnp.zeros(3, jnp.int32), np.zeros(2, np.int64), 3, True])

@@ -259,6 +259,15 @@ def torch_parameter_step(
         rate = tracker.rate(state)
         scaled, new_state = transform.update(updates, state, params, **extra_args)
 
+        def decayed(wide_p, p):
+            """torch's ``p.mul_(1 - lr * weight_decay)``, rounded to the parameter's dtype."""
+            factor = cast(decay_factor(rate), wide_p.dtype)
+            return cast(cast(wide_p * factor, p.dtype), wide_p.dtype)
+
+        def moved_by(moved, wide_p):
+            # an unchanged (e.g. infinite) parameter moves by exactly 0, not inf - inf
+            return jnp.where(moved == wide_p, 0, moved - wide_p)
+
         def leaf(u, step, p):
             compute = statistics_dtype_of(p.dtype)
             step = cast(step, compute)
@@ -268,9 +277,7 @@ def torch_parameter_step(
                 step = -cast(cast(rate, p.dtype), compute) * cast(u, compute)
             if weight_decay is not None:
                 wide_p = cast(p, compute)
-                decayed = cast(cast(wide_p * cast(decay_factor(rate), compute), p.dtype), compute)
-                # an unchanged (e.g. infinite) parameter decays by exactly 0, not inf - inf
-                step = step + jnp.where(decayed == wide_p, 0, decayed - wide_p)
+                step = step + moved_by(decayed(wide_p, p), wide_p)
             return step
 
         def quotients_leaf(p, pairs, scaled_pairs):
@@ -279,14 +286,11 @@ def torch_parameter_step(
                 return leaf(pairs, scaled_pairs, p)
             compute = statistics_dtype_of(p.dtype)
             wide_p = cast(p, compute)
-            moved = wide_p
-            if weight_decay is not None:
-                moved = cast(cast(wide_p * cast(decay_factor(rate), compute), p.dtype), compute)
+            moved = decayed(wide_p, p) if weight_decay is not None else wide_p
             for c, n, d in pairs:
                 value = -cast(rate, compute) * (1 if c is None else cast(c, compute))
                 moved = cast(cast(moved + value * cast(n, compute) / d, p.dtype), compute)
-            # an unchanged (e.g. infinite) parameter moves by exactly 0, not inf - inf
-            return jnp.where(moved == wide_p, 0, moved - wide_p)
+            return moved_by(moved, wide_p)
 
         if quotients:  # the tuples of pairs are subtrees at the params' leaves
             return jax.tree.map(quotients_leaf, params, updates, scaled), new_state
