@@ -91,3 +91,18 @@ def assert_same_bits(name: str, ours: dict, reference: dict, ours_state=None, fi
                 reference[1][k][field],
                 err_msg=f"{name}: {field}[{k}]",
             )
+
+
+def check_case(
+    label: str, dtype: str, make_reference, make_optlib, fields: dict, *, all_fields: bool = False
+) -> None:
+    """One table row: ``STEPS`` steps of the reference (``make_reference(params)``) and of
+    ``make_optlib()`` in ``dtype`` (a key of ``DTYPES``), then ``assert_same_bits``; with
+    ``all_fields``, ``fields`` must name every parameter-shaped state tensor of the
+    reference."""
+    jax_dtype, torch_dtype = DTYPES[dtype]
+    reference = torch_run(make_reference, torch_dtype)
+    if all_fields:
+        assert set(fields) == set(reference[1]["w"]), "every parameter-shaped state tensor"
+    ours, state = optlib_run(make_optlib(), jax_dtype)
+    assert_same_bits(f"{label} {dtype} ({STEPS} steps)", ours, reference, state, fields)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from low_precision_runs import DTYPES, assert_same_bits, optlib_run, torch_run
+from low_precision_runs import DTYPES, check_case
 
 import optlib
 
@@ -73,8 +73,4 @@ CASES = {
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("name", list(CASES))
 def test_equals_torch_bit_for_bit(name, dtype):
-    make_torch, make_optlib, fields = CASES[name]
-    jax_dtype, torch_dtype = DTYPES[dtype]
-    reference = torch_run(make_torch, torch_dtype)
-    ours, state = optlib_run(make_optlib(), jax_dtype)
-    assert_same_bits(f"{name} {dtype}", ours, reference, state, fields)
+    check_case(name, dtype, *CASES[name])

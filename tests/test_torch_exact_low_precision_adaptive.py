@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from low_precision_runs import DTYPES, STEPS, assert_same_bits, optlib_run, torch_run
+from low_precision_runs import DTYPES, check_case
 
 import optlib
 
@@ -119,9 +119,4 @@ CASES = {
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("name", list(CASES))
 def test_equals_torch_bit_for_bit(name, dtype):
-    make_torch, make_optlib, fields = CASES[name]
-    jax_dtype, torch_dtype = DTYPES[dtype]
-    reference = torch_run(make_torch, torch_dtype)
-    assert set(fields) == set(reference[1]["w"]), "every parameter-shaped state tensor"
-    ours, state = optlib_run(make_optlib(), jax_dtype)
-    assert_same_bits(f"{name} {dtype} ({STEPS} steps)", ours, reference, state, fields)
+    check_case(name, dtype, *CASES[name], all_fields=True)
