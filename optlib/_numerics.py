@@ -21,6 +21,7 @@ __all__ = [
     "float_dtype",
     "log_of",
     "one_minus_power",
+    "parameter_move",
     "rounds_like_torch",
     "safe_increment",
     "statistics_dtype",
@@ -137,6 +138,14 @@ def log_of(beta) -> jax.Array | np.ndarray:
     if isinstance(beta, (int, float)):
         return np.asarray(np.log(beta) if beta > 0 else -np.inf, float_dtype())
     return jnp.log(jnp.asarray(beta))
+
+
+def parameter_move(new: jax.Array, old: jax.Array) -> jax.Array:
+    """``new - old``, the move of a parameter that a torch in-place step took from ``old`` to
+    ``new`` (both the parameter's bf16/fp16 values in float32, so the difference is exact and
+    ``optax.apply_updates`` lands on ``new``); exactly 0 where the value is unchanged, so an
+    infinite parameter moves by 0 and stays infinite, as in torch, instead of ``inf - inf``."""
+    return jnp.where(new == old, 0, new - old)
 
 
 def ema(average: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import DEFAULT_STATISTICS_DTYPE, cast, float_dtype
+from optlib._numerics import DEFAULT_STATISTICS_DTYPE, cast, float_dtype, parameter_move
 from optlib._numerics import statistics_dtype as statistics_dtype_of
 from optlib._validation import check_choice, check_non_negative
 from optlib.optimizers._links import (
@@ -67,8 +67,7 @@ def _torch_muon_step(
             wide_p = cast(p, compute)
             decayed = cast(cast(wide_p * cast(jnp.asarray(decay), compute), p.dtype), compute)
             moved = cast(cast(decayed - alpha * cast(o, compute), p.dtype), compute)
-            # an unchanged (e.g. infinite) parameter moves by exactly 0, not inf - inf
-            return jnp.where(moved == wide_p, 0, moved - wide_p)
+            return parameter_move(moved, wide_p)
 
         new_state = tracker.step(state, params, extra_args)
         return jax.tree.map(leaf, updates, params), new_state

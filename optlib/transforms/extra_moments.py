@@ -43,6 +43,7 @@ from optlib._numerics import (
     check_statistics_dtype,
     float_dtype,
     log_of,
+    parameter_move,
     safe_increment,
     torch_sign,
     update_number,
@@ -580,8 +581,7 @@ def scale_by_stable_adam(
             step = cast(lr, r.compute) * exp_avg / denom
             if decays:
                 decayed = r.keep(wide_p * cast(factor, r.compute))
-                # an unchanged (e.g. infinite) parameter decays by exactly 0, not inf - inf
-                step = step - jnp.where(decayed == wide_p, 0, decayed - wide_p)
+                step = step - parameter_move(decayed, wide_p)
             return r.update(step, g), exp_avg, exp_avg_sq
 
         new_updates, exp_avg, exp_avg_sq = map_statistics(

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optlib._numerics import as_float, cast, float_dtype, safe_increment
+from optlib._numerics import as_float, cast, float_dtype, parameter_move, safe_increment
 from optlib._numerics import statistics_dtype as statistics_dtype_of
 from optlib._state_tree import (
     current_learning_rate,
@@ -264,10 +264,6 @@ def torch_parameter_step(
             factor = cast(decay_factor(rate), wide_p.dtype)
             return cast(cast(wide_p * factor, p.dtype), wide_p.dtype)
 
-        def moved_by(moved, wide_p):
-            # an unchanged (e.g. infinite) parameter moves by exactly 0, not inf - inf
-            return jnp.where(moved == wide_p, 0, moved - wide_p)
-
         def leaf(u, step, p):
             compute = statistics_dtype_of(p.dtype)
             step = cast(step, compute)
@@ -277,7 +273,7 @@ def torch_parameter_step(
                 step = -cast(cast(rate, p.dtype), compute) * cast(u, compute)
             if weight_decay is not None:
                 wide_p = cast(p, compute)
-                step = step + moved_by(decayed(wide_p, p), wide_p)
+                step = step + parameter_move(decayed(wide_p, p), wide_p)
             return step
 
         def quotients_leaf(p, pairs, scaled_pairs):
@@ -290,7 +286,7 @@ def torch_parameter_step(
             for c, n, d in pairs:
                 value = -cast(rate, compute) * (1 if c is None else cast(c, compute))
                 moved = cast(cast(moved + value * cast(n, compute) / d, p.dtype), compute)
-            return moved_by(moved, wide_p)
+            return parameter_move(moved, wide_p)
 
         if quotients:  # the tuples of pairs are subtrees at the params' leaves
             return jax.tree.map(quotients_leaf, params, updates, scaled), new_state

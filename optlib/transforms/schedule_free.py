@@ -36,6 +36,7 @@ from optlib._numerics import (
     float_dtype,
     log_of,
     one_minus_power,
+    parameter_move,
     safe_increment,
     update_number,
 )
@@ -408,10 +409,7 @@ def apply_schedule_free(
                 y_step = lr * z_step_weight if y_rate is None else y_rate
                 y_new = r.keep(y_new + r.alpha(y_step) * u32)
                 z_new = r.keep(z - r.alpha(lr) * u32)
-                # y_new - y is exact in float32, so optax.apply_updates gives y_new (an
-                # unchanged, e.g. infinite, entry moves by exactly 0, not inf - inf).
-                delta = jnp.where(y_new == y32, 0, y_new - y32)
-                return r.update(delta, u), z_new
+                return r.update(parameter_move(y_new, y32), u), z_new
             z_new = z - cast(lr, dtype) * u32
             # y's step from z's (z - z_new == lr_k u_k up to one rounding of z), not from u:
             # the loop that writes y then reads z_new instead of recomputing u, so XLA keeps
